@@ -1,0 +1,261 @@
+"""Proof length: count the FLOPs of a verification by instrumenting its real computation.
+
+`FlopCounter` is a `TorchDispatchMode`: every aten operator executed inside it is charged by
+the cost rules of SPEC §7.1 (n = number of output elements unless stated):
+
+| rule            | operators (aten)                                          | cost                   |
+|-----------------|-----------------------------------------------------------|------------------------|
+| free            | views, reshapes, indexing/gather, cat/stack, creation     | 0                      |
+| elementwise     | unary and binary maths, comparisons, casts, where, clone  | n                      |
+| write           | copy_, fill_, index_put_, scatter, masked_fill            | elements written (n)   |
+| reduction       | sum, max, min, amax, amin, argmax, argmin, prod, any, all | in - out               |
+| mean            | mean                                                      | in (sum + divisions)   |
+| scan            | cumsum, cummax, cummin, cumprod                           | in - rows              |
+| matmul          | mm, bmm, addmm, matmul, dot, mv, baddbmm                  | out * (2b - 1) (+ add) |
+| softmax         | _softmax                                                  | 5n - 2 rows            |
+| log_softmax     | _log_softmax                                              | 4n - rows              |
+| norm            | linalg_vector_norm                                        | 2 in                   |
+| sort            | sort                                                      | (len - 1) per row      |
+| svd             | linalg_svd / _linalg_svd                                  | checking a supplied decomposition |
+
+Sorting and SVD are charged as the cost of *checking* a supplied certificate, as in the
+original. Any other operator raises `FlopCountError`, so nothing is silently free. Python-side
+exact integer arithmetic (e.g. summing huge counts) is charged explicitly with `charge()`.
+All dtypes are charged alike (the count is of operations, not only floating-point ones).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+aten = torch.ops.aten
+
+
+class FlopCountError(RuntimeError):
+    """An operator without a cost rule ran under the counter."""
+
+
+def _numel(x: Any) -> int:
+    return x.numel() if isinstance(x, torch.Tensor) else 0
+
+
+def _first_tensor(xs: Sequence[Any]) -> torch.Tensor:
+    for x in xs:
+        if isinstance(x, torch.Tensor):
+            return x
+    raise FlopCountError("operator without tensor outputs")
+
+
+def _out_numel(out: Any) -> int:
+    if isinstance(out, (tuple, list)):
+        return _numel(_first_tensor(out))
+    return _numel(out)
+
+
+def _free(args, kwargs, out) -> int:
+    return 0
+
+
+def _elementwise(args, kwargs, out) -> int:
+    return _out_numel(out)
+
+
+def _written(args, kwargs, out) -> int:
+    # index_put_(self, indices, values): elements written = broadcast size of values, which
+    # is at most the number of selected positions; copy_/fill_ write all of `self`.
+    return _out_numel(out)
+
+
+def _index_put(args, kwargs, out) -> int:
+    indices, values = args[1], args[2]
+    selected = [i for i in indices if isinstance(i, torch.Tensor)]
+    if selected and selected[0].dtype == torch.bool:
+        return int(selected[0].sum())
+    if selected:
+        return int(torch.broadcast_shapes(*(i.shape for i in selected)).numel()) or 0
+    return _numel(values)
+
+
+def _reduction(args, kwargs, out) -> int:
+    return max(_numel(args[0]) - _out_numel(out), 0)
+
+
+def _mean(args, kwargs, out) -> int:
+    return _numel(args[0])
+
+
+def _scan(args, kwargs, out) -> int:
+    x, dim = args[0], args[1]
+    rows = x.numel() // max(x.shape[dim], 1) if x.dim() else 1
+    return max(x.numel() - rows, 0)
+
+
+def _matmul(args, kwargs, out) -> int:
+    a = args[0]
+    b_dim = a.shape[-1] if a.dim() else 1
+    return _out_numel(out) * (2 * b_dim - 1)
+
+
+def _matmul_plus_add(args, kwargs, out) -> int:
+    # addmm(bias, a, b), baddbmm(bias, a, b): product, then one add per output
+    a = args[1]
+    return _out_numel(out) * (2 * a.shape[-1] - 1) + _out_numel(out)
+
+
+def _rows(x: torch.Tensor, dim: int) -> int:
+    return x.numel() // max(x.shape[dim], 1) if x.dim() else 1
+
+
+def _softmax(args, kwargs, out) -> int:
+    x, dim = args[0], args[1]
+    return 5 * x.numel() - 2 * _rows(x, dim)
+
+
+def _log_softmax(args, kwargs, out) -> int:
+    x, dim = args[0], args[1]
+    return 4 * x.numel() - _rows(x, dim)
+
+
+def _vector_norm(args, kwargs, out) -> int:
+    return 2 * _numel(args[0])
+
+
+def _sort(args, kwargs, out) -> int:
+    x = args[0]
+    dim = args[1] if len(args) > 1 and isinstance(args[1], int) else kwargs.get("dim", -1)
+    if x.dim() == 0:
+        return 0
+    length = x.shape[dim]
+    return (length - 1) * _rows(x, dim)
+
+
+def _svd(args, kwargs, out) -> int:
+    """Cost of checking A = U diag(S) Vh with orthonormal U, Vh (SPEC §7.1, "verify" mode)."""
+    a = args[0]
+    m, n = a.shape[-2], a.shape[-1]
+    r = min(m, n)
+    batch = a.numel() // max(m * n, 1)
+    scale = m * r
+    reconstruct = m * n * (2 * r - 1)
+    gram_u, gram_v = r * r * (2 * m - 1), r * r * (2 * n - 1)
+    residuals = m * n + 2 * r * r  # subtract from targets (A, I, I)
+    return batch * (scale + reconstruct + gram_u + gram_v + 3 * residuals)  # subtract, abs, compare
+
+
+_RULES: dict[Any, Callable[..., int]] = {}
+
+
+def _register(rule: Callable[..., int], *names: str) -> None:
+    """Give `rule` to each named operator and to its in-place variant (`add_`, ...)."""
+    for name in names:
+        for variant in (name, f"{name}_"):
+            packet = getattr(aten, variant, None)
+            if packet is not None and packet not in _RULES:
+                _RULES[packet] = rule
+
+
+_register(
+    _free,
+    "view", "_unsafe_view", "reshape", "expand", "permute", "transpose", "t", "unsqueeze",
+    "squeeze", "select", "slice", "index", "index_select", "gather", "stack", "cat", "zeros",
+    "ones", "empty", "empty_like", "zeros_like", "ones_like", "full", "full_like",
+    "new_zeros", "new_ones", "new_empty", "new_full", "arange", "detach", "alias",
+    "as_strided", "lift_fresh", "lift_fresh_copy", "scalar_tensor", "_local_scalar_dense",
+    "split", "split_with_sizes", "unbind", "narrow", "diagonal", "contiguous", "movedim",
+    "flatten", "unflatten", "expand_as", "view_as", "_reshape_alias", "empty_strided",
+    "resolve_conj", "resolve_neg", "repeat", "tile", "broadcast_to",
+)
+_register(
+    _elementwise,
+    # unary
+    "neg", "abs", "exp", "log", "log1p", "expm1", "sqrt", "rsqrt", "reciprocal", "sign",
+    "sigmoid", "tanh", "relu", "isnan", "isinf", "isfinite", "logical_not", "bitwise_not",
+    "ceil", "floor", "round", "trunc", "clone", "_to_copy", "flip", "tril", "triu", "square",
+    "nan_to_num",
+    # binary, comparisons, scalar ops
+    "add", "sub", "rsub", "mul", "div", "pow", "maximum", "minimum", "fmax", "fmin",
+    "remainder", "fmod", "floor_divide", "eq", "ne", "lt", "le", "gt", "ge", "logical_and",
+    "logical_or", "logical_xor", "bitwise_and", "bitwise_or", "bitwise_xor", "where",
+    "clamp", "clamp_min", "clamp_max", "nonzero", "bincount", "diag", "diag_embed", "eye",
+    "masked_fill", "lerp",
+)
+_register(_written, "copy_", "fill_", "zero_", "scatter", "scatter_add", "masked_scatter")
+_register(_index_put, "index_put", "index_put_", "_index_put_impl_")
+_register(_reduction, "sum", "max", "min", "amax", "amin", "argmax", "argmin", "prod", "any",
+          "all", "aminmax", "logsumexp", "count_nonzero")
+_register(_mean, "mean")
+_register(_scan, "cumsum", "cummax", "cummin", "cumprod")
+_register(_matmul, "mm", "bmm", "matmul", "dot", "mv", "vdot")
+_register(_matmul_plus_add, "addmm", "baddbmm", "addmv")
+_register(_softmax, "_softmax")
+_register(_log_softmax, "_log_softmax")
+_register(_vector_norm, "linalg_vector_norm")
+_register(_sort, "sort")
+_register(_svd, "linalg_svd", "_linalg_svd")
+
+
+def op_cost(func: Any, args: tuple, kwargs: dict, out: Any) -> int:
+    """FLOPs charged for one aten operator call (raises FlopCountError if it has no rule)."""
+    rule = _RULES.get(func.overloadpacket)
+    if rule is None:
+        raise FlopCountError(
+            f"no FLOP cost rule for operator {func}; add one to compact_proofs.flops"
+        )
+    return int(rule(args, kwargs or {}, out))
+
+
+class FlopCounter(TorchDispatchMode):
+    """Count the FLOPs of everything torch executes inside `with FlopCounter() as fc:`.
+
+    Post: `fc.total` is the sum of `op_cost` over all operators run (plus explicit charges);
+    `fc.by_op` breaks it down by operator name.
+    """
+
+    _active: list[FlopCounter] = []
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.total = 0
+        self.by_op: Counter[str] = Counter()
+
+    def __enter__(self) -> FlopCounter:
+        FlopCounter._active.append(self)
+        return super().__enter__()
+
+    def __exit__(self, *exc: Any) -> None:
+        FlopCounter._active.pop()
+        return super().__exit__(*exc)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: D105
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        self.add(op_cost(func, args, kwargs, out), str(func.overloadpacket.__name__))
+        return out
+
+    def add(self, flops: int, label: str) -> None:
+        self.total += flops
+        self.by_op[label] += flops
+
+
+def charge(flops: int, label: str) -> None:
+    """Charge work done outside torch (e.g. exact big-integer sums) to the active counter."""
+    if FlopCounter._active:
+        FlopCounter._active[-1].add(int(flops), label)
+
+
+def count_flops(fn: Callable[[], Any]) -> tuple[Any, int]:
+    """Run `fn()` under a FlopCounter; return (its result, FLOPs)."""
+    with FlopCounter() as counter:
+        result = fn()
+    return result, counter.total
+
+
+def log2(n: int) -> float:
+    """log2 of a positive count (0 -> -inf), for display."""
+    return math.log2(n) if n > 0 else float("-inf")

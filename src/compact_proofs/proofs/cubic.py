@@ -1,0 +1,201 @@
+"""The cubic proof (SPEC §5): brute force on each path matrix, O(v^3 k^2).
+
+Cells. Every input x (query q = x[k-1], max m) lies in exactly one cell (q, m, c), where c is
+the number of *non-query* positions holding a token < m (the query is never counted in c):
+q <= m; 0 <= c <= k-2 if q < m; 0 <= c <= k-1 if q = m. A cell with c >= 1 is examined per
+non-max token t < m through the "pure" sequences whose c non-max positions all hold t.
+
+Bound. For every cell and t the proof computes B[q, m, t, c] >= max_{j != m} (l_j - l_m) over
+all pure sequences of the cell with token t, and B0[q, m] for c = 0 (no choice of tokens):
+
+    PVOU_pess[m, j] = max_p (PVOU[p, j] - PVOU[p, m])
+    EUPU_pess[q, m] = max_{j != m} (EUPU[q, j] - EUPU[q, m])
+    g[m, x]         = max_{j != m} (EVOU[x, j] - EVOU[x, m] + PVOU_pess[m, j])
+    B  = EUPU_pess[q, m] + max_{o in {0,1}} (A_max^o g[m, m] + A_qry^o g[m, q] + A_nmx^o g[m, t])
+    B0 = max_{j != m} (EUPU_c[q, m, j] + PVOU_pess[m, j] + A_max EVOU_c[m, m, j] + A_qry EVOU_c[m, q, j])
+
+where A_max / A_nmx / A_qry are the softmax weights on the max positions / the non-max
+positions / the query (when q != m) under ordering o: the max tokens placed at the non-query
+positions with the smallest (o = 0) or largest (o = 1) positional score EQKP[q, p].
+
+Soundness (why checking pure sequences with two orderings suffices):
+1. With sum_p alpha_p = 1 and alpha_p >= 0, for every j != m:
+   l_j - l_m <= EUPU_pess[q, m] + sum_p alpha_p g[m, x_p]; the right side is independent of j.
+2. Fix the cell and the set S of non-max positions. The right side is a ratio
+   (N0 + sum_{p in S} e^{P_p} e^{s(x_p)} g(x_p)) / (D0 + sum_{p in S} e^{P_p} e^{s(x_p)}) with
+   independent per-position token choices; at its maximum B* every position maximises
+   e^{P_p} e^{s(x)} (g(x) - B*), whose maximiser does not depend on p (e^{P_p} > 0). So the
+   worst case over all allowed token assignments is a pure sequence (same t everywhere).
+3. For a pure sequence, the bound is a linear-fractional, hence monotone, function of
+   X = sum_{p holding m} e^{P_p}; X is extremal when the max tokens sit at the positions with
+   the smallest or largest positional scores: orderings 0 and 1.
+4. Hence if B[q, m, t, c] < 0 for every t in a set G, every sequence of the cell whose c
+   non-max tokens all lie in G is correct: C(k-1, c) |G|^c sequences. A c = 0 cell is a
+   single sequence with a single attention pattern; only PVOU is pessimised in B0.
+
+Counting: correct = #{valid (q, m): B0 < 0} + sum_{valid (q,m,c), c>=1} C(k-1, c) N^c with
+N = #{t < m: B[q, m, t, c] < 0}. The cells partition all v^k inputs (SPEC §12.4).
+
+Arithmetic is float64 on the float32 weights with strict `< 0` tests (rounding-rigorous
+verification is a separate concern; see docs).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from math import comb
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from compact_proofs.circuits import PathMatrices, path_matrices
+from compact_proofs.flops import charge
+from compact_proofs.model import AttnOnlyTransformer, ModelConfig
+from compact_proofs.proofs.base import Strategy, Verdict
+
+NEG_INF = float("-inf")
+
+
+@dataclass(frozen=True)
+class CubicTables:
+    """B0 [q, m] (c = 0) and B [q, m, t, c] (index c = 1..k-1 at c-1): upper bounds on
+    max_{j != m}(l_j - l_m); `good0`/`good` mark the valid cells/tokens proven negative."""
+
+    B0: Tensor
+    B: Tensor
+    good0: Tensor
+    good: Tensor
+
+
+def _max_over_j_not_m(x: Tensor) -> Tensor:
+    """max over the last axis j of x[..., m, j], excluding j = m (m is the second-last axis)."""
+    v = x.shape[-1]
+    eye = torch.eye(v, dtype=torch.bool, device=x.device)
+    return x.masked_fill(eye, NEG_INF).amax(dim=-1)
+
+
+def _pessimised_ov(paths: PathMatrices) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(PVOU_pess [m, j], EUPU_c [q, m, j], EVOU_c [m, x, j], g [m, x]) as in the docstring."""
+    PVOU, EUPU, EVOU = paths.PVOU, paths.EUPU, paths.EVOU
+    PVOU_pess = (PVOU[:, None, :] - PVOU[:, :, None]).amax(dim=0)  # [m, j]
+    EUPU_c = EUPU[:, None, :] - EUPU[:, :, None]  # [q, m, j] = EUPU[q, j] - EUPU[q, m]
+    EVOU_c = EVOU[None, :, :] - EVOU.T[:, :, None]  # [m, x, j] = EVOU[x, j] - EVOU[x, m]
+    v = EVOU.shape[0]
+    eye = torch.eye(v, dtype=torch.bool, device=EVOU.device)
+    g = (EVOU_c + PVOU_pess[:, None, :]).masked_fill(eye[:, None, :], NEG_INF).amax(dim=-1)
+    return PVOU_pess, EUPU_c, EVOU_c, g
+
+
+def cubic_tables(paths: PathMatrices) -> CubicTables:
+    """Compute B0, B and the proven masks (SPEC §5.3–§5.5) for one single-head model."""
+    v, k = paths.d_vocab, paths.n_ctx
+    device = paths.EUPU.device
+    s_tok = paths.EQKE / paths.attn_scale  # [q, t]
+    s_pos = paths.EQKP[:, : k - 1] / paths.attn_scale  # [q, p] non-query positions
+    s_query = (paths.EQKE.diagonal() + paths.EQKP[:, k - 1]) / paths.attn_scale  # [q]
+    ascending = s_pos.sort(dim=-1).values
+    orders = torch.stack([ascending, ascending.flip(-1)])  # [o, q, slot]
+    tok = torch.arange(v, device=device)
+    q_eq_m = tok[:, None] == tok[None, :]  # [q, m]
+    q_le_m = tok[:, None] <= tok[None, :]
+
+    PVOU_pess, EUPU_c, EVOU_c, g = _pessimised_ov(paths)
+    EUPU_pess = _max_over_j_not_m(EUPU_c)  # [q, m]
+
+    # c = 0: every non-query position holds m; a single attention pattern per (q, m).
+    scores0 = torch.cat([
+        (s_pos[:, None, :] + s_tok[:, :, None]),  # [q, m, slot]
+        s_query[:, None, None].expand(v, v, 1),
+    ], dim=-1)
+    w0 = scores0.softmax(dim=-1)
+    on_max0 = w0[..., : k - 1].sum(dim=-1)
+    w_query0 = w0[..., k - 1]
+    A_max0 = torch.where(q_eq_m, on_max0 + w_query0, on_max0)
+    A_qry0 = torch.where(q_eq_m, torch.zeros_like(w_query0), w_query0)
+    evou_mm = EVOU_c.diagonal(dim1=0, dim2=1).T  # [m, j] = EVOU_c[m, m, j]
+    evou_mq = EVOU_c.permute(1, 0, 2)  # [q, m, j] = EVOU_c[m, q, j]
+    L0 = (EUPU_c + PVOU_pess[None] + A_max0[..., None] * evou_mm[None]
+          + A_qry0[..., None] * evou_mq)
+    B0 = _max_over_j_not_m(L0)
+    valid0 = q_eq_m | (q_le_m & (k >= 2))
+    good0 = valid0 & (B0 < 0)
+
+    # c >= 1: pure sequences with non-max token t at c non-query positions, two orderings.
+    B_list, good_list = [], []
+    t_lt_m = tok[:, None] < tok[None, :]  # [t, m]
+    g_mm = g.diagonal()  # [m]
+    for c in range(1, k):
+        n_max = k - 1 - c  # non-query positions holding m
+        slots = orders[:, :, None, None, :]  # [o, q, 1, 1, slot]
+        is_max_slot = torch.arange(k - 1, device=device) < n_max
+        tok_score = torch.where(is_max_slot, s_tok[:, :, None, None], s_tok[:, None, :, None])
+        scores = torch.cat([
+            slots + tok_score[None],  # [o, q, m, t, slot]
+            s_query[None, :, None, None, None].expand(2, v, v, v, 1),
+        ], dim=-1)
+        w = scores.softmax(dim=-1)
+        on_max = w[..., :n_max].sum(dim=-1)
+        on_nonmax = w[..., n_max : k - 1].sum(dim=-1)
+        w_query = w[..., k - 1]
+        eq = q_eq_m[None, :, :, None]
+        A_max = torch.where(eq, on_max + w_query, on_max)
+        A_qry = torch.where(eq, torch.zeros_like(w_query), w_query)
+        ov = (A_max * g_mm[None, None, :, None] + A_qry * g.T[None, :, :, None]
+              + on_nonmax * g[None, None, :, :])  # g.T[q, m] = g[m, q]; g[m, t]
+        B = EUPU_pess[:, :, None] + ov.amax(dim=0)  # [q, m, t]
+        valid_qm = q_eq_m | (q_le_m & (c <= k - 2))
+        valid = valid_qm[:, :, None] & t_lt_m.T[None, :, :]  # t < m
+        B_list.append(B)
+        good_list.append(valid & (B < 0))
+    B = torch.stack(B_list, dim=-1) if B_list else torch.empty(v, v, v, 0, dtype=B0.dtype)
+    good = (torch.stack(good_list, dim=-1) if good_list
+            else torch.empty(v, v, v, 0, dtype=torch.bool))
+    return CubicTables(B0=B0, B=B, good0=good0, good=good)
+
+
+def count_correct(tables: CubicTables, k: int) -> int:
+    """Exact number of inputs proven correct: #good0 + sum_c C(k-1, c) N[q, m, c]^c."""
+    v = tables.B0.shape[0]
+    total = int(tables.good0.sum())
+    N = tables.good.sum(dim=2)  # [q, m, c-1]: number of proven non-max tokens per cell
+    for c in range(1, k):
+        histogram = torch.bincount(N[..., c - 1].flatten(), minlength=v + 1).tolist()
+        total += comb(k - 1, c) * sum(cnt * n**c for n, cnt in enumerate(histogram) if cnt)
+        charge(2 * len(histogram), "python-int counting")
+    return total
+
+
+def proven_mask(tables: CubicTables, tokens: Tensor) -> Tensor:
+    """Which of `tokens` [n, k] the proof certifies (bool [n]); its sum over all inputs equals
+    `count_correct` (used by the exhaustive soundness tests)."""
+    q = tokens[:, -1]
+    m = tokens.max(dim=-1).values
+    nonquery = tokens[:, :-1]
+    is_nonmax = nonquery < m[:, None]
+    c = is_nonmax.sum(dim=-1)
+    proven0 = tables.good0[q, m]
+    if tables.good.shape[-1] == 0:
+        return proven0 & (c == 0)
+    c_idx = (c - 1).clamp(min=0)
+    per_pos = tables.good[q[:, None], m[:, None], nonquery, c_idx[:, None]]  # [n, k-1]
+    proven_c = (per_pos | ~is_nonmax).all(dim=-1)
+    return torch.where(c == 0, proven0, proven_c)
+
+
+class Cubic(Strategy):
+    id = "cubic"
+    group = "cubic"
+    complexity = "O(v^3 k^2)"
+    leading_complexity = "cubic"
+    description = "Brute force over each path matrix; pure-sequence convexity argument."
+
+    def unexplained_dims(self, cfg: ModelConfig) -> int:
+        """EUPU (v^2) + PVOU (k v) + EQKE (v^2) + EQKP (v k) + EVOU (v^2)."""
+        v, k = cfg.d_vocab, cfg.n_ctx
+        return 3 * v * v + 2 * k * v
+
+    def verify(self, model: AttnOnlyTransformer, payload: dict[str, Any]) -> Verdict:
+        tables = cubic_tables(path_matrices(model, torch.float64))
+        correct = count_correct(tables, model.cfg.n_ctx)
+        return Verdict(correct, model.cfg.n_inputs, {"tables": tables})
