@@ -10,6 +10,7 @@ which reaches the same verdict for every input far faster by exploiting the path
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
@@ -31,10 +32,14 @@ def black_box_batch(model: AttnOnlyTransformer, tokens: torch.Tensor) -> torch.T
     return (logits.argmax(dim=-1) == labels).sum()
 
 
+@functools.lru_cache(maxsize=32)
 @torch.no_grad()
-def black_box_flops(model: AttnOnlyTransformer) -> int:
-    """FLOPs of running the black-box check on all inputs (one batch measured, then scaled)."""
-    cfg = model.cfg
+def black_box_flops(cfg: ModelConfig) -> int:
+    """FLOPs of running the black-box check on all inputs (one batch measured, then scaled).
+
+    The count depends only on the architecture, never on the weights.
+    """
+    model = AttnOnlyTransformer(cfg)
     total = cfg.n_inputs
     device = model.W_E.device
     full, rest = divmod(total, BATCH)
@@ -63,4 +68,4 @@ class BruteForce(Strategy):
 
     def verify_counted(self, model: AttnOnlyTransformer,
                        payload: dict[str, Any]) -> tuple[Verdict, int]:
-        return self.verify(model, payload), black_box_flops(model)
+        return self.verify(model, payload), black_box_flops(model.cfg)

@@ -87,8 +87,25 @@ def _pessimised_ov(paths: PathMatrices) -> tuple[Tensor, Tensor, Tensor, Tensor]
     return PVOU_pess, EUPU_c, EVOU_c, g
 
 
+def _three_way_softmax(a: Tensor, b: Tensor, c: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Softmax weights of three groups of positions given each group's log-sum-exp score.
+
+    Equals summing softmax over the individual positions of each group; stable (every
+    exponent is <= 0 and one is 0). A group with no positions has score -inf and weight 0.
+    """
+    top = torch.maximum(torch.maximum(a, b), c)
+    ea, eb, ec = (a - top).exp(), (b - top).exp(), (c - top).exp()
+    total = ea + eb + ec
+    return ea / total, eb / total, ec / total
+
+
 def cubic_tables(paths: PathMatrices) -> CubicTables:
-    """Compute B0, B and the proven masks (SPEC §5.3–§5.5) for one single-head model."""
+    """Compute B0, B and the proven masks (SPEC §5.3–§5.5) for one single-head model.
+
+    Attention: with the max tokens at the n_max non-query positions of an ordering, the
+    softmax weight of a group of positions holding token x is exp(s[q, x] + logsumexp of
+    their positional scores), so only O(v k^2) log-sums of positional scores are needed.
+    """
     v, k = paths.d_vocab, paths.n_ctx
     device = paths.EUPU.device
     s_tok = paths.EQKE / paths.attn_scale  # [q, t]
@@ -104,13 +121,9 @@ def cubic_tables(paths: PathMatrices) -> CubicTables:
     EUPU_pess = _max_over_j_not_m(EUPU_c)  # [q, m]
 
     # c = 0: every non-query position holds m; a single attention pattern per (q, m).
-    scores0 = torch.cat([
-        (s_pos[:, None, :] + s_tok[:, :, None]),  # [q, m, slot]
-        s_query[:, None, None].expand(v, v, 1),
-    ], dim=-1)
-    w0 = scores0.softmax(dim=-1)
-    on_max0 = w0[..., : k - 1].sum(dim=-1)
-    w_query0 = w0[..., k - 1]
+    no_positions = torch.full((v,), NEG_INF, dtype=s_tok.dtype, device=device)
+    on_max0, _, w_query0 = _three_way_softmax(
+        s_tok + s_pos.logsumexp(dim=-1)[:, None], no_positions[:, None], s_query[:, None])
     A_max0 = torch.where(q_eq_m, on_max0 + w_query0, on_max0)
     A_qry0 = torch.where(q_eq_m, torch.zeros_like(w_query0), w_query0)
     evou_mm = EVOU_c.diagonal(dim1=0, dim2=1).T  # [m, j] = EVOU_c[m, m, j]
@@ -123,21 +136,16 @@ def cubic_tables(paths: PathMatrices) -> CubicTables:
 
     # c >= 1: pure sequences with non-max token t at c non-query positions, two orderings.
     B_list, good_list = [], []
-    t_lt_m = tok[:, None] < tok[None, :]  # [t, m]
+    t_lt_m = tok[None, :] < tok[:, None]  # [m, t]
     g_mm = g.diagonal()  # [m]
     for c in range(1, k):
         n_max = k - 1 - c  # non-query positions holding m
-        slots = orders[:, :, None, None, :]  # [o, q, 1, 1, slot]
-        is_max_slot = torch.arange(k - 1, device=device) < n_max
-        tok_score = torch.where(is_max_slot, s_tok[:, :, None, None], s_tok[:, None, :, None])
-        scores = torch.cat([
-            slots + tok_score[None],  # [o, q, m, t, slot]
-            s_query[None, :, None, None, None].expand(2, v, v, v, 1),
-        ], dim=-1)
-        w = scores.softmax(dim=-1)
-        on_max = w[..., :n_max].sum(dim=-1)
-        on_nonmax = w[..., n_max : k - 1].sum(dim=-1)
-        w_query = w[..., k - 1]
+        log_on_max = orders[..., :n_max].logsumexp(dim=-1)  # [o, q]
+        log_on_nonmax = orders[..., n_max:].logsumexp(dim=-1)
+        on_max, on_nonmax, w_query = _three_way_softmax(
+            (s_tok[None] + log_on_max[..., None])[..., None],  # [o, q, m, 1]
+            (s_tok[None] + log_on_nonmax[..., None])[:, :, None, :],  # [o, q, 1, t]
+            s_query[None, :, None, None])
         eq = q_eq_m[None, :, :, None]
         A_max = torch.where(eq, on_max + w_query, on_max)
         A_qry = torch.where(eq, torch.zeros_like(w_query), w_query)
@@ -145,7 +153,7 @@ def cubic_tables(paths: PathMatrices) -> CubicTables:
               + on_nonmax * g[None, None, :, :])  # g.T[q, m] = g[m, q]; g[m, t]
         B = EUPU_pess[:, :, None] + ov.amax(dim=0)  # [q, m, t]
         valid_qm = q_eq_m | (q_le_m & (c <= k - 2))
-        valid = valid_qm[:, :, None] & t_lt_m.T[None, :, :]  # t < m
+        valid = valid_qm[:, :, None] & t_lt_m[None, :, :]  # t < m
         B_list.append(B)
         good_list.append(valid & (B < 0))
     B = torch.stack(B_list, dim=-1) if B_list else torch.empty(v, v, v, 0, dtype=B0.dtype)

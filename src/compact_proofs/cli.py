@@ -1,0 +1,311 @@
+"""The `compact-proofs` command line (a stable contract; see README).
+
+    compact-proofs train --seed S [--n-ctx K --d-vocab V --d-model D] --out FILE
+    compact-proofs train --seeds paper --out DIR
+    compact-proofs accuracy MODEL [--json]
+    compact-proofs prove [MODEL] [--strategy ID|all] [--json] [--certificate-out FILE]
+    compact-proofs verify MODEL CERTIFICATE [--json]
+    compact-proofs strategies [--json]
+
+Bad input gives one line `error: ...` on stderr, exit status 1 (2 for usage errors), no
+traceback and no partial output file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any, NoReturn
+
+import torch
+from tqdm.auto import tqdm
+
+from compact_proofs import __version__
+from compact_proofs.accuracy import exact_accuracy
+from compact_proofs.certificates import CertificateFile, load_certificates, save_certificates
+from compact_proofs.errors import CompactProofsError
+from compact_proofs.flops import log2
+from compact_proofs.model import ModelConfig
+from compact_proofs.modelfile import ModelFile, load_model, save_model, weights_digest
+from compact_proofs.proofs import STRATEGIES, resolve_strategies
+from compact_proofs.proofs.runner import ProofResult, prove, verify_certificates
+from compact_proofs.seeds import SELECTED_SEED, parse_seeds
+from compact_proofs.training import TrainingRecipe, provenance, train
+
+BUNDLED_MODEL = f"max-of-4-seed-{SELECTED_SEED}.safetensors"
+EXACT_ACCURACY_LIMIT = 2**25  # train records exact accuracy when there are at most this many inputs
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error message (no usage dump)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return value
+
+
+def _progress_enabled() -> bool:
+    return sys.stderr.isatty()
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise CompactProofsError("--device cuda requested but no CUDA GPU is available; "
+                                 "use --device cpu")
+    return torch.device(name)
+
+
+def bundled_model_path() -> Path:
+    """Path of the default model shipped with the package (the paper's seed 123)."""
+    return Path(str(resources.files("compact_proofs") / "data" / BUNDLED_MODEL))
+
+
+def _load(path: str | None, device: torch.device) -> tuple[ModelFile, str]:
+    if path is None:
+        return load_model(bundled_model_path(), device), f"bundled:{BUNDLED_MODEL}"
+    return load_model(path, device), path
+
+
+# -- output ----------------------------------------------------------------------------------
+
+
+def _print_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=2))
+
+
+def _format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
+    out = [line, "  ".join("-" * w for w in widths)]
+    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    return "\n".join(out)
+
+
+def _print_results(results: list[ProofResult], model_name: str) -> None:
+    print(f"model: {model_name}")
+    headers = ["strategy", "bound", "correct / total", "FLOPs", "log2 FLOPs",
+               "unexpl. dims", "complexity", "seconds"]
+    rows = [[r.strategy, f"{r.bound:.6f}", f"{r.correct_count} / {r.total}", f"{r.flops:.3e}",
+             f"{log2(r.flops):.2f}", str(r.unexplained_dims), r.complexity, f"{r.seconds:.3f}"]
+            for r in results]
+    print(_format_table(headers, rows))
+
+
+def _result_records(results: list[ProofResult], model_name: str, digest: str) -> list[dict]:
+    return [{**r.to_json(), "model": model_name, "model_sha256": digest} for r in results]
+
+
+# -- commands --------------------------------------------------------------------------------
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    if (args.seed is None) == (args.seeds is None):
+        raise CompactProofsError("pass exactly one of --seed S or --seeds SET")
+    d_head = args.d_head or max(args.d_model // args.n_heads, 1)
+    cfg = ModelConfig(d_vocab=args.d_vocab, n_ctx=args.n_ctx, d_model=args.d_model,
+                      d_head=d_head, n_heads=args.n_heads)
+    recipe = TrainingRecipe(steps=args.steps, batch_size=args.batch_size)
+    out = Path(args.out)
+    if args.seed is not None:
+        if out.is_dir():
+            raise CompactProofsError(f"--out {out} is a directory; with --seed pass a file name")
+        jobs = [(args.seed, out)]
+    else:
+        try:
+            seeds = parse_seeds(args.seeds)
+        except ValueError as exc:
+            raise CompactProofsError(str(exc)) from None
+        if out.exists() and not out.is_dir():
+            raise CompactProofsError(f"--out {out} is a file; with --seeds pass a directory")
+        jobs = [(s, out / f"seed-{s}.safetensors") for s in seeds]
+    records = []
+    for seed, path in tqdm(jobs, desc="training", unit="model",
+                           disable=len(jobs) < 2 or not _progress_enabled()):
+        if path.exists() and not args.overwrite:
+            records.append({"seed": seed, "path": str(path), "status": "exists"})
+            continue
+        model, stats = train(cfg, seed, recipe, progress=_progress_enabled() and len(jobs) == 1)
+        meta = provenance(cfg, seed, recipe, stats)
+        if cfg.n_inputs <= EXACT_ACCURACY_LIMIT:
+            meta["exact_accuracy"] = exact_accuracy(model).accuracy
+        save_model(model, path, meta)
+        records.append({"seed": seed, "path": str(path), "status": "trained",
+                        **{k: v for k, v in meta["training"].items()},
+                        "exact_accuracy": meta.get("exact_accuracy")})
+    if args.json:
+        _print_json(records)
+    else:
+        for r in records:
+            if r["status"] == "exists":
+                print(f"seed {r['seed']}: {r['path']} exists, skipped (use --overwrite)")
+            else:
+                acc = r["exact_accuracy"]
+                acc_text = f", exact accuracy {acc:.6f}" if acc is not None else ""
+                print(f"seed {r['seed']}: {r['path']} trained in {r['seconds']:.1f}s "
+                      f"(final train loss {r['train_loss']:.5f}, train accuracy "
+                      f"{r['train_accuracy']:.4f}{acc_text})")
+    return 0
+
+
+def cmd_accuracy(args: argparse.Namespace) -> int:
+    mf, name = _load(args.model, _device(args.device))
+    start = time.perf_counter()
+    result = exact_accuracy(mf.model, progress=_progress_enabled())
+    seconds = time.perf_counter() - start
+    record = {"model": name, "accuracy": result.accuracy, "correct_count": result.correct,
+              "total": result.total, "numerical_ties": result.ties, "seconds": seconds}
+    if args.json:
+        _print_json(record)
+    else:
+        print(f"{name}: exact accuracy {result.accuracy:.7f} "
+              f"({result.correct} / {result.total} inputs correct) in {seconds:.2f}s")
+    return 0
+
+
+def cmd_prove(args: argparse.Namespace) -> int:
+    strategies = resolve_strategies(args.strategy)
+    mf, name = _load(args.model, _device(args.device))
+    if args.certificate_out and Path(args.certificate_out).is_dir():
+        raise CompactProofsError(f"--certificate-out {args.certificate_out} is a directory; "
+                                 "pass a file name")
+    results, certs = [], []
+    for strategy in tqdm(strategies, desc="proving", unit="strategy",
+                         disable=len(strategies) < 2 or not _progress_enabled()):
+        result, cert = prove(mf.model, strategy)
+        results.append(result)
+        certs.append(cert)
+    digest = weights_digest(mf.model)
+    if args.certificate_out:
+        save_certificates(args.certificate_out, CertificateFile(digest, mf.cfg, certs))
+    if args.json:
+        _print_json(_result_records(results, name, digest))
+    else:
+        _print_results(results, name)
+        if args.certificate_out:
+            print(f"certificate written to {args.certificate_out}")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    mf, name = _load(args.model, _device(args.device))
+    cert = load_certificates(args.certificate)
+    results = verify_certificates(mf.model, cert)
+    if args.json:
+        _print_json(_result_records(results, name, cert.model_sha256))
+    else:
+        _print_results(results, name)
+    return 0
+
+
+def cmd_strategies(args: argparse.Namespace) -> int:
+    cfg = ModelConfig()
+    records = [s.describe(cfg) for s in STRATEGIES.values()]
+    if args.json:
+        _print_json(records)
+    else:
+        print("unexplained dimensions for the paper's model (v=64, k=4, d=32)")
+        headers = ["strategy", "group", "complexity", "unexpl. dims", "description"]
+        rows = [[r["strategy"], r["group"], r["complexity"], str(r["unexplained_dims"]),
+                 r["description"]] for r in records]
+        print(_format_table(headers, rows))
+    return 0
+
+
+# -- parser ----------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="compact-proofs", description=(
+        "Certify lower bounds on the accuracy of Max-of-K transformers with compact proofs."))
+    parser.add_argument("--version", action="version", version=f"compact-proofs {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def device_arg(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu",
+                       help="where to compute (default: cpu; auto = cuda if available)")
+
+    p = sub.add_parser("train", help="train models with the paper's recipe")
+    p.add_argument("--seed", type=_seed, help="top-level seed of one model")
+    p.add_argument("--seeds", help="seed set: 'paper' (the 151 seeds), 1,2,3 or 0-9")
+    p.add_argument("--out", required=True, help="output file (--seed) or directory (--seeds)")
+    p.add_argument("--n-ctx", type=_positive_int, default=4, help="K, tokens per input (4)")
+    p.add_argument("--d-vocab", type=_positive_int, default=64, help="vocabulary size (64)")
+    p.add_argument("--d-model", type=_positive_int, default=32, help="residual width (32)")
+    p.add_argument("--d-head", type=_positive_int, default=None,
+                   help="head width (default d_model / n_heads)")
+    p.add_argument("--n-heads", type=_positive_int, default=1, help="attention heads (1)")
+    p.add_argument("--steps", type=_positive_int, default=TrainingRecipe.steps,
+                   help="optimisation steps (3000)")
+    p.add_argument("--batch-size", type=_positive_int, default=TrainingRecipe.batch_size,
+                   help="batch size (128)")
+    p.add_argument("--overwrite", action="store_true", help="retrain existing output files")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("accuracy", help="exact accuracy over all d_vocab^n_ctx inputs")
+    p.add_argument("model", help="model file (.safetensors)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    device_arg(p)
+    p.set_defaults(func=cmd_accuracy)
+
+    p = sub.add_parser("prove", help="search and verify proofs of an accuracy lower bound")
+    p.add_argument("model", nargs="?", help="model file (default: the bundled seed-123 model)")
+    p.add_argument("--strategy", default="all", help="strategy id, comma list, or 'all'")
+    p.add_argument("--certificate-out", help="write the certificates to this JSON file")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    device_arg(p)
+    p.set_defaults(func=cmd_prove)
+
+    p = sub.add_parser("verify", help="re-run verification of saved certificates")
+    p.add_argument("model", help="model file (.safetensors)")
+    p.add_argument("certificate", help="certificate file from `prove --certificate-out`")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    device_arg(p)
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("strategies", help="list the proof strategies")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_strategies)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except CompactProofsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

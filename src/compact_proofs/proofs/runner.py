@@ -1,0 +1,74 @@
+"""Run strategies: search, then verification under the FLOP counter, timed separately."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from compact_proofs.certificates import Certificate, CertificateFile
+from compact_proofs.errors import CertificateError
+from compact_proofs.flops import warm_up
+from compact_proofs.model import AttnOnlyTransformer
+from compact_proofs.modelfile import weights_digest
+from compact_proofs.proofs import Strategy, get_strategy
+
+
+@dataclass(frozen=True)
+class ProofResult:
+    """One strategy's result on one model (the CLI's `--json` record)."""
+
+    strategy: str
+    group: str
+    bound: float  # correct_count / total: a certified lower bound on the accuracy
+    correct_count: int
+    total: int
+    flops: int  # proof length: FLOPs of verification
+    unexplained_dims: int
+    complexity: str
+    leading_complexity: str
+    seconds: float  # wall time of verification
+    search_seconds: float  # wall time of proof search (not part of the proof)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def verify_payload(model: AttnOnlyTransformer, strategy: Strategy, payload: dict[str, Any],
+                   search_seconds: float = 0.0) -> ProofResult:
+    """Verify one certificate payload, measuring its FLOPs and wall time."""
+    warm_up()
+    start = time.perf_counter()
+    verdict, flops = strategy.verify_counted(model, payload)
+    seconds = time.perf_counter() - start
+    return ProofResult(
+        strategy=strategy.id, group=strategy.group, bound=verdict.bound,
+        correct_count=verdict.correct_count, total=verdict.total, flops=flops,
+        unexplained_dims=strategy.unexplained_dims(model.cfg), complexity=strategy.complexity,
+        leading_complexity=strategy.leading_complexity, seconds=seconds,
+        search_seconds=search_seconds,
+    )
+
+
+def prove(model: AttnOnlyTransformer, strategy: Strategy) -> tuple[ProofResult, Certificate]:
+    """Search, then verify. Returns the result and the certificate search produced."""
+    start = time.perf_counter()
+    payload = strategy.search(model)
+    search_seconds = time.perf_counter() - start
+    result = verify_payload(model, strategy, payload, search_seconds)
+    return result, Certificate(strategy.id, payload)
+
+
+def verify_certificates(model: AttnOnlyTransformer, cert: CertificateFile) -> list[ProofResult]:
+    """Re-run verification only, for every certificate in the file.
+
+    Raises CertificateError if the file was made for a different model.
+    """
+    digest = weights_digest(model)
+    if cert.model_sha256 != digest:
+        raise CertificateError(
+            "certificate was made for a different model (weights digest "
+            f"{cert.model_sha256[:12]}..., this model is {digest[:12]}...); "
+            "re-run `compact-proofs prove` on this model"
+        )
+    return [verify_payload(model, get_strategy(c.strategy), c.payload) for c in cert.certificates]
