@@ -48,8 +48,13 @@ class AccuracyResult:
         return self.correct / self.total
 
 
-def all_sequences(d_vocab: int, n_ctx: int, start: int = 0, stop: int | None = None,
-                  device: str | torch.device = "cpu") -> Tensor:
+def all_sequences(
+    d_vocab: int,
+    n_ctx: int,
+    start: int = 0,
+    stop: int | None = None,
+    device: str | torch.device = "cpu",
+) -> Tensor:
     """Sequences with indices [start, stop) as int64 [n, n_ctx].
 
     Index i has digit x_p = (i // d_vocab**p) % d_vocab (position 0 least significant),
@@ -182,8 +187,9 @@ def _count_pairs(A, W_A, mu, B, W_B, top_B, value_scale) -> tuple[int, Tensor]:
     if v == 1:  # only one token: it is always the max and the answer is trivially correct
         return A.shape[0], torch.empty(0, dtype=torch.int64, device=A.device)
     A_excl = torch.where(top_A.indices[:, :1] == m, top_A.values[:, 1:2], top_A.values[:, :1])
-    B_excl = torch.where(top_B.indices[None, :, 0] == m, top_B.values[None, :, 1],
-                         top_B.values[None, :, 0])
+    B_excl = torch.where(
+        top_B.indices[None, :, 0] == m, top_B.values[None, :, 1], top_B.values[None, :, 0]
+    )
     tol = REL_TOL * value_scale * (W_A[:, None] + W_B[None, :])
     lower = Zm - A_excl - B_excl
     sure = lower > tol
@@ -198,8 +204,9 @@ def _count_pairs(A, W_A, mu, B, W_B, top_B, value_scale) -> tuple[int, Tensor]:
     return n_sure + n_full, rest[margin.abs() <= tol_r]
 
 
-def _ambiguous_tokens(pairs: Tensor, high: tuple[int, ...], q: int, v: int, n_low: int,
-                      k: int) -> list[int]:
+def _ambiguous_tokens(
+    pairs: Tensor, high: tuple[int, ...], q: int, v: int, n_low: int, k: int
+) -> list[int]:
     """Flatten ambiguous (prefix, t) pair indices back into token lists x_0..x_{k-1}."""
     out: list[int] = []
     for flat in pairs.tolist():
@@ -209,8 +216,9 @@ def _ambiguous_tokens(pairs: Tensor, high: tuple[int, ...], q: int, v: int, n_lo
     return out
 
 
-def _accuracy_by_forward(model: AttnOnlyTransformer, progress: bool,
-                         batch: int = 2**15) -> AccuracyResult:
+def _accuracy_by_forward(
+    model: AttnOnlyTransformer, progress: bool, batch: int = 2**15
+) -> AccuracyResult:
     """Plain chunked forward pass over all inputs (fallback for multi-head models)."""
     cfg = model.cfg
     total, correct = cfg.n_inputs, 0

@@ -51,9 +51,13 @@ class CertificateFile:
 def encode_tensor(t: torch.Tensor) -> dict[str, Any]:
     """JSON-safe encoding of a tensor (exact: raw little-endian bytes in base64)."""
     a = t.detach().cpu().contiguous().numpy()
-    return {"__tensor__": {"dtype": str(a.dtype), "shape": list(a.shape),
-                           "base64": base64.b64encode(a.astype(a.dtype.newbyteorder("<"))
-                                                      .tobytes()).decode()}}
+    return {
+        "__tensor__": {
+            "dtype": str(a.dtype),
+            "shape": list(a.shape),
+            "base64": base64.b64encode(a.astype(a.dtype.newbyteorder("<")).tobytes()).decode(),
+        }
+    }
 
 
 def decode_tensor(obj: Any) -> torch.Tensor:
@@ -67,8 +71,10 @@ def decode_tensor(obj: Any) -> torch.Tensor:
         a = np.frombuffer(raw, dtype=np.dtype(dtype).newbyteorder("<"))
         return torch.from_numpy(a.reshape(shape).astype(dtype))
     except Exception:
-        raise CertificateError("certificate holds a malformed tensor; regenerate it with "
-                               "`compact-proofs prove --certificate-out`") from None
+        raise CertificateError(
+            "certificate holds a malformed tensor; regenerate it with "
+            "`compact-proofs prove --certificate-out`"
+        ) from None
 
 
 def save_certificates(path: str | Path, cert: CertificateFile) -> None:
@@ -79,8 +85,7 @@ def save_certificates(path: str | Path, cert: CertificateFile) -> None:
         "library_version": __version__,
         "model_sha256": cert.model_sha256,
         "model_config": asdict(cert.model_config),
-        "certificates": [{"strategy": c.strategy, "payload": c.payload}
-                         for c in cert.certificates],
+        "certificates": [{"strategy": c.strategy, "payload": c.payload} for c in cert.certificates],
     }
     text = json.dumps(doc, indent=1)
     atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text))
@@ -94,19 +99,28 @@ def load_certificates(path: str | Path) -> CertificateFile:
     try:
         doc = json.loads(path.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError):
-        raise CertificateError(f"{path} is not a certificate (not JSON); create one with "
-                               "`compact-proofs prove MODEL --certificate-out FILE`") from None
+        raise CertificateError(
+            f"{path} is not a certificate (not JSON); create one with "
+            "`compact-proofs prove MODEL --certificate-out FILE`"
+        ) from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise CertificateError(f"{path} is not a compact-proofs certificate file")
     if doc.get("format_version") != FORMAT_VERSION:
-        raise CertificateError(f"{path}: unsupported certificate format version "
-                               f"{doc.get('format_version')!r} (expected {FORMAT_VERSION})")
+        raise CertificateError(
+            f"{path}: unsupported certificate format version "
+            f"{doc.get('format_version')!r} (expected {FORMAT_VERSION})"
+        )
     try:
-        certs = [Certificate(strategy=str(c["strategy"]), payload=dict(c["payload"]))
-                 for c in doc["certificates"]]
-        return CertificateFile(model_sha256=str(doc["model_sha256"]),
-                               model_config=ModelConfig(**doc["model_config"]),
-                               certificates=certs)
+        certs = [
+            Certificate(strategy=str(c["strategy"]), payload=dict(c["payload"]))
+            for c in doc["certificates"]
+        ]
+        return CertificateFile(
+            model_sha256=str(doc["model_sha256"]),
+            model_config=ModelConfig(**doc["model_config"]),
+            certificates=certs,
+        )
     except (KeyError, TypeError, ValueError):
-        raise CertificateError(f"{path}: certificate file is malformed (missing or invalid "
-                               "fields); regenerate it") from None
+        raise CertificateError(
+            f"{path}: certificate file is malformed (missing or invalid fields); regenerate it"
+        ) from None

@@ -76,8 +76,9 @@ def _device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise CompactProofsError("--device cuda requested but no CUDA GPU is available; "
-                                 "use --device cpu")
+        raise CompactProofsError(
+            "--device cuda requested but no CUDA GPU is available; use --device cpu"
+        )
     return torch.device(name)
 
 
@@ -109,11 +110,29 @@ def _format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 def _print_results(results: list[ProofResult], model_name: str) -> None:
     print(f"model: {model_name}")
-    headers = ["strategy", "bound", "correct / total", "FLOPs", "log2 FLOPs",
-               "unexpl. dims", "complexity", "seconds"]
-    rows = [[r.strategy, f"{r.bound:.6f}", f"{r.correct_count} / {r.total}", f"{r.flops:.3e}",
-             f"{log2(r.flops):.2f}", str(r.unexplained_dims), r.complexity, f"{r.seconds:.3f}"]
-            for r in results]
+    headers = [
+        "strategy",
+        "bound",
+        "correct / total",
+        "FLOPs",
+        "log2 FLOPs",
+        "unexpl. dims",
+        "complexity",
+        "seconds",
+    ]
+    rows = [
+        [
+            r.strategy,
+            f"{r.bound:.6f}",
+            f"{r.correct_count} / {r.total}",
+            f"{r.flops:.3e}",
+            f"{log2(r.flops):.2f}",
+            str(r.unexplained_dims),
+            r.complexity,
+            f"{r.seconds:.3f}",
+        ]
+        for r in results
+    ]
     print(_format_table(headers, rows))
 
 
@@ -128,8 +147,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     if (args.seed is None) == (args.seeds is None):
         raise CompactProofsError("pass exactly one of --seed S or --seeds SET")
     d_head = args.d_head or max(args.d_model // args.n_heads, 1)
-    cfg = ModelConfig(d_vocab=args.d_vocab, n_ctx=args.n_ctx, d_model=args.d_model,
-                      d_head=d_head, n_heads=args.n_heads)
+    cfg = ModelConfig(
+        d_vocab=args.d_vocab,
+        n_ctx=args.n_ctx,
+        d_model=args.d_model,
+        d_head=d_head,
+        n_heads=args.n_heads,
+    )
     recipe = TrainingRecipe(steps=args.steps, batch_size=args.batch_size)
     out = Path(args.out)
     if args.seed is not None:
@@ -145,8 +169,9 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise CompactProofsError(f"--out {out} is a file; with --seeds pass a directory")
         jobs = [(s, out / f"seed-{s}.safetensors") for s in seeds]
     records = []
-    for seed, path in tqdm(jobs, desc="training", unit="model",
-                           disable=len(jobs) < 2 or not _progress_enabled()):
+    for seed, path in tqdm(
+        jobs, desc="training", unit="model", disable=len(jobs) < 2 or not _progress_enabled()
+    ):
         if path.exists() and not args.overwrite:
             records.append({"seed": seed, "path": str(path), "status": "exists"})
             continue
@@ -155,9 +180,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         if cfg.n_inputs <= EXACT_ACCURACY_LIMIT:
             meta["exact_accuracy"] = exact_accuracy(model).accuracy
         save_model(model, path, meta)
-        records.append({"seed": seed, "path": str(path), "status": "trained",
-                        **{k: v for k, v in meta["training"].items()},
-                        "exact_accuracy": meta.get("exact_accuracy")})
+        records.append(
+            {
+                "seed": seed,
+                "path": str(path),
+                "status": "trained",
+                **{k: v for k, v in meta["training"].items()},
+                "exact_accuracy": meta.get("exact_accuracy"),
+            }
+        )
     if args.json:
         _print_json(records)
     else:
@@ -167,9 +198,11 @@ def cmd_train(args: argparse.Namespace) -> int:
             else:
                 acc = r["exact_accuracy"]
                 acc_text = f", exact accuracy {acc:.6f}" if acc is not None else ""
-                print(f"seed {r['seed']}: {r['path']} trained in {r['seconds']:.1f}s "
-                      f"(final train loss {r['train_loss']:.5f}, train accuracy "
-                      f"{r['train_accuracy']:.4f}{acc_text})")
+                print(
+                    f"seed {r['seed']}: {r['path']} trained in {r['seconds']:.1f}s "
+                    f"(final train loss {r['train_loss']:.5f}, train accuracy "
+                    f"{r['train_accuracy']:.4f}{acc_text})"
+                )
     return 0
 
 
@@ -178,13 +211,21 @@ def cmd_accuracy(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     result = exact_accuracy(mf.model, progress=_progress_enabled())
     seconds = time.perf_counter() - start
-    record = {"model": name, "accuracy": result.accuracy, "correct_count": result.correct,
-              "total": result.total, "numerical_ties": result.ties, "seconds": seconds}
+    record = {
+        "model": name,
+        "accuracy": result.accuracy,
+        "correct_count": result.correct,
+        "total": result.total,
+        "numerical_ties": result.ties,
+        "seconds": seconds,
+    }
     if args.json:
         _print_json(record)
     else:
-        print(f"{name}: exact accuracy {result.accuracy:.7f} "
-              f"({result.correct} / {result.total} inputs correct) in {seconds:.2f}s")
+        print(
+            f"{name}: exact accuracy {result.accuracy:.7f} "
+            f"({result.correct} / {result.total} inputs correct) in {seconds:.2f}s"
+        )
     return 0
 
 
@@ -192,11 +233,16 @@ def cmd_prove(args: argparse.Namespace) -> int:
     strategies = resolve_strategies(args.strategy)
     mf, name = _load(args.model, _device(args.device))
     if args.certificate_out and Path(args.certificate_out).is_dir():
-        raise CompactProofsError(f"--certificate-out {args.certificate_out} is a directory; "
-                                 "pass a file name")
+        raise CompactProofsError(
+            f"--certificate-out {args.certificate_out} is a directory; pass a file name"
+        )
     results, certs = [], []
-    for strategy in tqdm(strategies, desc="proving", unit="strategy",
-                         disable=len(strategies) < 2 or not _progress_enabled()):
+    for strategy in tqdm(
+        strategies,
+        desc="proving",
+        unit="strategy",
+        disable=len(strategies) < 2 or not _progress_enabled(),
+    ):
         result, cert = prove(mf.model, strategy)
         results.append(result)
         certs.append(cert)
@@ -231,8 +277,16 @@ def cmd_strategies(args: argparse.Namespace) -> int:
     else:
         print("unexplained dimensions for the paper's model (v=64, k=4, d=32)")
         headers = ["strategy", "group", "complexity", "unexpl. dims", "description"]
-        rows = [[r["strategy"], r["group"], r["complexity"], str(r["unexplained_dims"]),
-                 r["description"]] for r in records]
+        rows = [
+            [
+                r["strategy"],
+                r["group"],
+                r["complexity"],
+                str(r["unexplained_dims"]),
+                r["description"],
+            ]
+            for r in records
+        ]
         print(_format_table(headers, rows))
     return 0
 
@@ -241,14 +295,22 @@ def cmd_strategies(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="compact-proofs", description=(
-        "Certify lower bounds on the accuracy of Max-of-K transformers with compact proofs."))
+    parser = _Parser(
+        prog="compact-proofs",
+        description=(
+            "Certify lower bounds on the accuracy of Max-of-K transformers with compact proofs."
+        ),
+    )
     parser.add_argument("--version", action="version", version=f"compact-proofs {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def device_arg(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu",
-                       help="where to compute (default: cpu; auto = cuda if available)")
+        p.add_argument(
+            "--device",
+            choices=["auto", "cpu", "cuda"],
+            default="cpu",
+            help="where to compute (default: cpu; auto = cuda if available)",
+        )
 
     p = sub.add_parser("train", help="train models with the paper's recipe")
     p.add_argument("--seed", type=_seed, help="top-level seed of one model")
@@ -257,13 +319,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-ctx", type=_positive_int, default=4, help="K, tokens per input (4)")
     p.add_argument("--d-vocab", type=_positive_int, default=64, help="vocabulary size (64)")
     p.add_argument("--d-model", type=_positive_int, default=32, help="residual width (32)")
-    p.add_argument("--d-head", type=_positive_int, default=None,
-                   help="head width (default d_model / n_heads)")
+    p.add_argument(
+        "--d-head", type=_positive_int, default=None, help="head width (default d_model / n_heads)"
+    )
     p.add_argument("--n-heads", type=_positive_int, default=1, help="attention heads (1)")
-    p.add_argument("--steps", type=_positive_int, default=TrainingRecipe.steps,
-                   help="optimisation steps (3000)")
-    p.add_argument("--batch-size", type=_positive_int, default=TrainingRecipe.batch_size,
-                   help="batch size (128)")
+    p.add_argument(
+        "--steps",
+        type=_positive_int,
+        default=TrainingRecipe.steps,
+        help="optimisation steps (3000)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=TrainingRecipe.batch_size,
+        help="batch size (128)",
+    )
     p.add_argument("--overwrite", action="store_true", help="retrain existing output files")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_train)

@@ -3,21 +3,21 @@
 `FlopCounter` is a `TorchDispatchMode`: every aten operator executed inside it is charged by
 the cost rules of SPEC §7.1 (n = number of output elements unless stated):
 
-| rule            | operators (aten)                                          | cost                   |
-|-----------------|-----------------------------------------------------------|------------------------|
-| free            | views, reshapes, indexing/gather, cat/stack, creation     | 0                      |
-| elementwise     | unary and binary maths, comparisons, casts, where, clone  | n                      |
-| write           | copy_, fill_, index_put_, scatter, masked_fill            | elements written (n)   |
-| reduction       | sum, max, min, amax, amin, argmax, argmin, prod, any, all | in - out               |
-| mean            | mean                                                      | in (sum + divisions)   |
-| scan            | cumsum, cummax, cummin, cumprod                           | in - rows              |
-| matmul          | mm, bmm, addmm, matmul, dot, mv, baddbmm                  | out * (2b - 1) (+ add) |
-| softmax         | _softmax                                                  | 5n - 2 rows            |
-| log_softmax     | _log_softmax                                              | 4n - rows              |
-| logsumexp       | logsumexp                                                 | 4 in - out             |
-| norm            | linalg_vector_norm                                        | 2 in                   |
-| sort            | sort                                                      | (len - 1) per row      |
-| svd             | linalg_svd / _linalg_svd                                  | checking a supplied decomposition |
+| rule        | operators (aten)                                      | cost                 |
+|-------------|-------------------------------------------------------|----------------------|
+| free        | views, reshapes, indexing/gather, cat/stack, creation | 0                    |
+| elementwise | unary/binary maths, comparisons, casts, where, clone  | n                    |
+| write       | copy_, fill_, index_put_, scatter                     | elements written     |
+| reduction   | sum, max, min, amax, amin, argmax, argmin, any, all   | in - out             |
+| mean        | mean                                                  | in                   |
+| scan        | cumsum, cummax, cummin, cumprod                       | in - rows            |
+| matmul      | mm, bmm, matmul, dot, mv (addmm, baddbmm: + out)      | out * (2b - 1)       |
+| softmax     | _softmax                                              | 5n - 2 rows          |
+| log_softmax | _log_softmax                                          | 4n - rows            |
+| logsumexp   | logsumexp                                             | 4 in - out           |
+| norm        | linalg_vector_norm                                    | 2 in                 |
+| sort        | sort                                                  | (len - 1) per row    |
+| svd         | linalg_svd                                            | check of U diag(S) Vh |
 
 Sorting and SVD are charged as the cost of *checking* a supplied certificate, as in the
 original. Any other operator raises `FlopCountError`, so nothing is silently free. Python-side
@@ -31,7 +31,7 @@ import functools
 import math
 from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -170,33 +170,148 @@ def _register(rule: Callable[..., int], *names: str) -> None:
 
 _register(
     _free,
-    "view", "_unsafe_view", "reshape", "expand", "permute", "transpose", "t", "unsqueeze",
-    "squeeze", "select", "slice", "index", "index_select", "gather", "stack", "cat", "zeros",
-    "ones", "empty", "empty_like", "zeros_like", "ones_like", "full", "full_like",
-    "new_zeros", "new_ones", "new_empty", "new_full", "arange", "detach", "alias",
-    "as_strided", "lift_fresh", "lift_fresh_copy", "scalar_tensor", "_local_scalar_dense",
-    "split", "split_with_sizes", "unbind", "narrow", "diagonal", "contiguous", "movedim",
-    "flatten", "unflatten", "expand_as", "view_as", "_reshape_alias", "empty_strided",
-    "resolve_conj", "resolve_neg", "repeat", "tile", "broadcast_to",
+    "view",
+    "_unsafe_view",
+    "reshape",
+    "expand",
+    "permute",
+    "transpose",
+    "t",
+    "unsqueeze",
+    "squeeze",
+    "select",
+    "slice",
+    "index",
+    "index_select",
+    "gather",
+    "stack",
+    "cat",
+    "zeros",
+    "ones",
+    "empty",
+    "empty_like",
+    "zeros_like",
+    "ones_like",
+    "full",
+    "full_like",
+    "new_zeros",
+    "new_ones",
+    "new_empty",
+    "new_full",
+    "arange",
+    "detach",
+    "alias",
+    "as_strided",
+    "lift_fresh",
+    "lift_fresh_copy",
+    "scalar_tensor",
+    "_local_scalar_dense",
+    "split",
+    "split_with_sizes",
+    "unbind",
+    "narrow",
+    "diagonal",
+    "contiguous",
+    "movedim",
+    "flatten",
+    "unflatten",
+    "expand_as",
+    "view_as",
+    "_reshape_alias",
+    "empty_strided",
+    "resolve_conj",
+    "resolve_neg",
+    "repeat",
+    "tile",
+    "broadcast_to",
 )
 _register(
     _elementwise,
     # unary
-    "neg", "abs", "exp", "log", "log1p", "expm1", "sqrt", "rsqrt", "reciprocal", "sign",
-    "sigmoid", "tanh", "relu", "isnan", "isinf", "isfinite", "logical_not", "bitwise_not",
-    "ceil", "floor", "round", "trunc", "clone", "_to_copy", "flip", "tril", "triu", "square",
+    "neg",
+    "abs",
+    "exp",
+    "log",
+    "log1p",
+    "expm1",
+    "sqrt",
+    "rsqrt",
+    "reciprocal",
+    "sign",
+    "sigmoid",
+    "tanh",
+    "relu",
+    "isnan",
+    "isinf",
+    "isfinite",
+    "logical_not",
+    "bitwise_not",
+    "ceil",
+    "floor",
+    "round",
+    "trunc",
+    "clone",
+    "_to_copy",
+    "flip",
+    "tril",
+    "triu",
+    "square",
     "nan_to_num",
     # binary, comparisons, scalar ops
-    "add", "sub", "rsub", "mul", "div", "pow", "maximum", "minimum", "fmax", "fmin",
-    "remainder", "fmod", "floor_divide", "eq", "ne", "lt", "le", "gt", "ge", "logical_and",
-    "logical_or", "logical_xor", "bitwise_and", "bitwise_or", "bitwise_xor", "where",
-    "clamp", "clamp_min", "clamp_max", "nonzero", "bincount", "diag", "diag_embed", "eye",
-    "masked_fill", "lerp",
+    "add",
+    "sub",
+    "rsub",
+    "mul",
+    "div",
+    "pow",
+    "maximum",
+    "minimum",
+    "fmax",
+    "fmin",
+    "remainder",
+    "fmod",
+    "floor_divide",
+    "eq",
+    "ne",
+    "lt",
+    "le",
+    "gt",
+    "ge",
+    "logical_and",
+    "logical_or",
+    "logical_xor",
+    "bitwise_and",
+    "bitwise_or",
+    "bitwise_xor",
+    "where",
+    "clamp",
+    "clamp_min",
+    "clamp_max",
+    "nonzero",
+    "bincount",
+    "diag",
+    "diag_embed",
+    "eye",
+    "masked_fill",
+    "lerp",
 )
 _register(_written, "copy_", "fill_", "zero_", "scatter", "scatter_add", "masked_scatter")
 _register(_index_put, "index_put", "index_put_", "_index_put_impl_")
-_register(_reduction, "sum", "max", "min", "amax", "amin", "argmax", "argmin", "prod", "any",
-          "all", "aminmax", "count_nonzero")
+_register(
+    _reduction,
+    "sum",
+    "max",
+    "min",
+    "amax",
+    "amin",
+    "argmax",
+    "argmin",
+    "prod",
+    "any",
+    "all",
+    "aminmax",
+    "count_nonzero",
+)
 _register(_mean, "mean")
 _register(_logsumexp, "logsumexp")
 _register(_scan, "cumsum", "cummax", "cummin", "cumprod")
@@ -226,7 +341,7 @@ class FlopCounter(TorchDispatchMode):
     `fc.by_op` breaks it down by operator name.
     """
 
-    _active: list[FlopCounter] = []
+    _active: ClassVar[list[FlopCounter]] = []
 
     def __init__(self) -> None:
         super().__init__()

@@ -83,7 +83,9 @@ def weights_digest(model: AttnOnlyTransformer) -> str:
     return h.hexdigest()
 
 
-def save_model(model: AttnOnlyTransformer, path: str | Path, provenance: dict | None = None) -> None:
+def save_model(
+    model: AttnOnlyTransformer, path: str | Path, provenance: dict | None = None
+) -> None:
     """Write `model` atomically (temp file + rename) in the format above."""
     path = Path(path)
     tensors = {
@@ -95,7 +97,9 @@ def save_model(model: AttnOnlyTransformer, path: str | Path, provenance: dict | 
         "config": asdict(model.cfg),
         "provenance": {"library_version": __version__, **(provenance or {})},
     }
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={METADATA_KEY: json.dumps(meta)}))
+    atomic_write(
+        path, lambda tmp: save_file(tensors, tmp, metadata={METADATA_KEY: json.dumps(meta)})
+    )
 
 
 def atomic_write(path: Path, write) -> None:

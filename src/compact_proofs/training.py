@@ -47,7 +47,9 @@ class TrainingStats:
     seconds: float
 
 
-def sample_batch(gen: torch.Generator, cfg: ModelConfig, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+def sample_batch(
+    gen: torch.Generator, cfg: ModelConfig, n: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """n i.i.d. uniform sequences [n, n_ctx] and their labels (the max token).
 
     Drawing [n, n_ctx] at once consumes the generator exactly like n draws of size (n_ctx,).
@@ -67,19 +69,30 @@ def single_threaded():
         torch.set_num_threads(before)
 
 
-def train(cfg: ModelConfig, seed: int, recipe: TrainingRecipe = TrainingRecipe(),
-          progress: bool = False) -> tuple[AttnOnlyTransformer, TrainingStats]:
+def train(
+    cfg: ModelConfig, seed: int, recipe: TrainingRecipe = TrainingRecipe(), progress: bool = False
+) -> tuple[AttnOnlyTransformer, TrainingStats]:
     """Train one model with top-level seed `seed`. Bit-identical across runs."""
     start = time.perf_counter()
     with single_threaded():
         model = build_model(cfg, seed=model_seed(seed))
         trainable = [p for p in model.parameters() if p.requires_grad]  # biases are frozen
-        opt = torch.optim.AdamW(trainable, lr=recipe.lr, betas=recipe.betas,
-                                weight_decay=recipe.weight_decay, foreach=False)
+        opt = torch.optim.AdamW(
+            trainable,
+            lr=recipe.lr,
+            betas=recipe.betas,
+            weight_decay=recipe.weight_decay,
+            foreach=False,
+        )
         gen = torch.Generator().manual_seed(train_stream_seed(seed))
         recent_loss, recent_acc = [], []
-        for step in tqdm(range(recipe.steps), desc=f"train seed {seed}", unit="step",
-                         disable=not progress, leave=False):
+        for step in tqdm(
+            range(recipe.steps),
+            desc=f"train seed {seed}",
+            unit="step",
+            disable=not progress,
+            leave=False,
+        ):
             tokens, labels = sample_batch(gen, cfg, recipe.batch_size)
             logits = model(tokens)
             loss = max_of_k_loss(logits, labels)
@@ -109,7 +122,9 @@ def evaluate_stream(model: AttnOnlyTransformer, stream_seed: int, n: int) -> tup
     return float(max_of_k_loss(logits, labels)), float((logits.argmax(-1) == labels).float().mean())
 
 
-def provenance(cfg: ModelConfig, seed: int, recipe: TrainingRecipe, stats: TrainingStats) -> dict[str, Any]:
+def provenance(
+    cfg: ModelConfig, seed: int, recipe: TrainingRecipe, stats: TrainingStats
+) -> dict[str, Any]:
     """Provenance record stored in the model file's metadata."""
     return {
         "seed": seed,

@@ -58,8 +58,9 @@ class Strategy(ABC):
     def verify(self, model: AttnOnlyTransformer, payload: dict[str, Any]) -> Verdict:
         """The proof: a pure function of (model, payload). Must be sound (module docstring)."""
 
-    def verify_counted(self, model: AttnOnlyTransformer,
-                       payload: dict[str, Any]) -> tuple[Verdict, int]:
+    def verify_counted(
+        self, model: AttnOnlyTransformer, payload: dict[str, Any]
+    ) -> tuple[Verdict, int]:
         """Run `verify` and measure its FLOPs by instrumenting the computation."""
         return count_flops(lambda: self.verify(model, payload))
 

@@ -66,6 +66,7 @@ class BruteForce(Strategy):
         result = exact_accuracy(model)
         return Verdict(result.correct, result.total, {"numerical_ties": result.ties})
 
-    def verify_counted(self, model: AttnOnlyTransformer,
-                       payload: dict[str, Any]) -> tuple[Verdict, int]:
+    def verify_counted(
+        self, model: AttnOnlyTransformer, payload: dict[str, Any]
+    ) -> tuple[Verdict, int]:
         return self.verify(model, payload), black_box_flops(model.cfg)

@@ -11,8 +11,10 @@ all pure sequences of the cell with token t, and B0[q, m] for c = 0 (no choice o
     PVOU_pess[m, j] = max_p (PVOU[p, j] - PVOU[p, m])
     EUPU_pess[q, m] = max_{j != m} (EUPU[q, j] - EUPU[q, m])
     g[m, x]         = max_{j != m} (EVOU[x, j] - EVOU[x, m] + PVOU_pess[m, j])
-    B  = EUPU_pess[q, m] + max_{o in {0,1}} (A_max^o g[m, m] + A_qry^o g[m, q] + A_nmx^o g[m, t])
-    B0 = max_{j != m} (EUPU_c[q, m, j] + PVOU_pess[m, j] + A_max EVOU_c[m, m, j] + A_qry EVOU_c[m, q, j])
+    B  = EUPU_pess[q, m]
+         + max_{o in {0,1}} (A_max^o g[m, m] + A_qry^o g[m, q] + A_nmx^o g[m, t])
+    B0 = max_{j != m} (EUPU_c[q, m, j] + PVOU_pess[m, j]
+                       + A_max EVOU_c[m, m, j] + A_qry EVOU_c[m, q, j])
 
 where A_max / A_nmx / A_qry are the softmax weights on the max positions / the non-max
 positions / the query (when q != m) under ordering o: the max tokens placed at the non-query
@@ -123,13 +125,13 @@ def cubic_tables(paths: PathMatrices) -> CubicTables:
     # c = 0: every non-query position holds m; a single attention pattern per (q, m).
     no_positions = torch.full((v,), NEG_INF, dtype=s_tok.dtype, device=device)
     on_max0, _, w_query0 = _three_way_softmax(
-        s_tok + s_pos.logsumexp(dim=-1)[:, None], no_positions[:, None], s_query[:, None])
+        s_tok + s_pos.logsumexp(dim=-1)[:, None], no_positions[:, None], s_query[:, None]
+    )
     A_max0 = torch.where(q_eq_m, on_max0 + w_query0, on_max0)
     A_qry0 = torch.where(q_eq_m, torch.zeros_like(w_query0), w_query0)
     evou_mm = EVOU_c.diagonal(dim1=0, dim2=1).T  # [m, j] = EVOU_c[m, m, j]
     evou_mq = EVOU_c.permute(1, 0, 2)  # [q, m, j] = EVOU_c[m, q, j]
-    L0 = (EUPU_c + PVOU_pess[None] + A_max0[..., None] * evou_mm[None]
-          + A_qry0[..., None] * evou_mq)
+    L0 = EUPU_c + PVOU_pess[None] + A_max0[..., None] * evou_mm[None] + A_qry0[..., None] * evou_mq
     B0 = _max_over_j_not_m(L0)
     valid0 = q_eq_m | (q_le_m & (k >= 2))
     good0 = valid0 & (B0 < 0)
@@ -145,20 +147,25 @@ def cubic_tables(paths: PathMatrices) -> CubicTables:
         on_max, on_nonmax, w_query = _three_way_softmax(
             (s_tok[None] + log_on_max[..., None])[..., None],  # [o, q, m, 1]
             (s_tok[None] + log_on_nonmax[..., None])[:, :, None, :],  # [o, q, 1, t]
-            s_query[None, :, None, None])
+            s_query[None, :, None, None],
+        )
         eq = q_eq_m[None, :, :, None]
         A_max = torch.where(eq, on_max + w_query, on_max)
         A_qry = torch.where(eq, torch.zeros_like(w_query), w_query)
-        ov = (A_max * g_mm[None, None, :, None] + A_qry * g.T[None, :, :, None]
-              + on_nonmax * g[None, None, :, :])  # g.T[q, m] = g[m, q]; g[m, t]
+        ov = (
+            A_max * g_mm[None, None, :, None]
+            + A_qry * g.T[None, :, :, None]
+            + on_nonmax * g[None, None, :, :]
+        )  # g.T[q, m] = g[m, q]; g[m, t]
         B = EUPU_pess[:, :, None] + ov.amax(dim=0)  # [q, m, t]
         valid_qm = q_eq_m | (q_le_m & (c <= k - 2))
         valid = valid_qm[:, :, None] & t_lt_m[None, :, :]  # t < m
         B_list.append(B)
         good_list.append(valid & (B < 0))
     B = torch.stack(B_list, dim=-1) if B_list else torch.empty(v, v, v, 0, dtype=B0.dtype)
-    good = (torch.stack(good_list, dim=-1) if good_list
-            else torch.empty(v, v, v, 0, dtype=torch.bool))
+    good = (
+        torch.stack(good_list, dim=-1) if good_list else torch.empty(v, v, v, 0, dtype=torch.bool)
+    )
     return CubicTables(B0=B0, B=B, good0=good0, good=good)
 
 

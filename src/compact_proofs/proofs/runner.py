@@ -34,18 +34,28 @@ class ProofResult:
         return asdict(self)
 
 
-def verify_payload(model: AttnOnlyTransformer, strategy: Strategy, payload: dict[str, Any],
-                   search_seconds: float = 0.0) -> ProofResult:
+def verify_payload(
+    model: AttnOnlyTransformer,
+    strategy: Strategy,
+    payload: dict[str, Any],
+    search_seconds: float = 0.0,
+) -> ProofResult:
     """Verify one certificate payload, measuring its FLOPs and wall time."""
     warm_up()
     start = time.perf_counter()
     verdict, flops = strategy.verify_counted(model, payload)
     seconds = time.perf_counter() - start
     return ProofResult(
-        strategy=strategy.id, group=strategy.group, bound=verdict.bound,
-        correct_count=verdict.correct_count, total=verdict.total, flops=flops,
-        unexplained_dims=strategy.unexplained_dims(model.cfg), complexity=strategy.complexity,
-        leading_complexity=strategy.leading_complexity, seconds=seconds,
+        strategy=strategy.id,
+        group=strategy.group,
+        bound=verdict.bound,
+        correct_count=verdict.correct_count,
+        total=verdict.total,
+        flops=flops,
+        unexplained_dims=strategy.unexplained_dims(model.cfg),
+        complexity=strategy.complexity,
+        leading_complexity=strategy.leading_complexity,
+        seconds=seconds,
         search_seconds=search_seconds,
     )
 
