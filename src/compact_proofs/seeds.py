@@ -45,7 +45,7 @@ def train_stream_seed(seed: int) -> int:
     return reseed(reseed(seed, "dataset_seed"), "train")
 
 
-def test_stream_seed(seed: int) -> int:
+def heldout_stream_seed(seed: int) -> int:
     """Seed of the validation/test data generator."""
     return reseed(reseed(seed, "dataset_seed"), "test")
 

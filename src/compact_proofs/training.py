@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from compact_proofs.losses import max_of_k_loss
 from compact_proofs.model import AttnOnlyTransformer, ModelConfig, build_model
-from compact_proofs.seeds import model_seed, test_stream_seed, train_stream_seed
+from compact_proofs.seeds import model_seed, heldout_stream_seed, train_stream_seed
 
 
 @dataclass(frozen=True)
@@ -102,7 +102,7 @@ def train(
             if step >= recipe.steps - 100:
                 recent_loss.append(loss.detach())
                 recent_acc.append((logits.detach().argmax(-1) == labels).float().mean())
-        test_loss, test_acc = evaluate_stream(model, test_stream_seed(seed), recipe.test_samples)
+        test_loss, test_acc = evaluate_stream(model, heldout_stream_seed(seed), recipe.test_samples)
     stats = TrainingStats(
         train_loss=float(torch.stack(recent_loss).mean()) if recent_loss else float("nan"),
         train_accuracy=float(torch.stack(recent_acc).mean()) if recent_acc else float("nan"),

@@ -1,0 +1,116 @@
+"""The cubic proof: cell partition, exhaustive soundness, and reference counts."""
+
+from __future__ import annotations
+
+from math import comb
+
+import pytest
+import torch
+from conftest import FIXTURES
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from models import adversarial_models, ideal_model, random_model, trained_model
+
+from compact_proofs.accuracy import all_sequences, exact_accuracy, is_correct
+from compact_proofs.circuits import path_matrices
+from compact_proofs.model import ModelConfig
+from compact_proofs.modelfile import load_model
+from compact_proofs.proofs.cubic import Cubic, count_correct, cubic_tables, proven_mask
+
+
+def cell_sizes(v: int, k: int) -> int:
+    """Sum over valid cubic cells (q, m, c) of C(k-1, c) m^c (SPEC §5.5, §12.4)."""
+    total = 0
+    for m in range(v):
+        for q in range(m + 1):
+            for c in range(k if q == m else k - 1):
+                total += comb(k - 1, c) * m**c
+    return total
+
+
+@pytest.mark.parametrize(("v", "k"), [(1, 1), (2, 1), (5, 2), (7, 3), (64, 4), (13, 6)])
+def test_cells_partition_all_inputs(v, k):
+    assert cell_sizes(v, k) == v**k
+
+
+def test_cells_partition_by_enumeration():
+    """Every input lies in exactly the cell the proof assigns it to (v=5, k=4)."""
+    v, k = 5, 4
+    seqs = all_sequences(v, k)
+    q, m = seqs[:, -1], seqs.max(-1).values
+    c = (seqs[:, :-1] < m[:, None]).sum(-1)
+    assert bool((q <= m).all())
+    assert bool(((q < m) <= (c <= k - 2)).all())  # q < m implies a non-query copy of m
+
+
+def assert_sound(model) -> int:
+    """Every input the cubic proof counts is classified correctly; the count is exact."""
+    cfg = model.cfg
+    tables = cubic_tables(path_matrices(model, torch.float64))
+    seqs = all_sequences(cfg.d_vocab, cfg.n_ctx)
+    proven = proven_mask(tables, seqs)
+    correct = is_correct(model, seqs)
+    wrong = seqs[proven & ~correct]
+    assert wrong.numel() == 0, f"cubic proof certifies misclassified inputs {wrong[:5].tolist()}"
+    count = count_correct(tables, cfg.n_ctx)
+    assert count == int(proven.sum())
+    assert count <= exact_accuracy(model).correct
+    verdict = Cubic().verify(model, {})
+    assert verdict.correct_count == count
+    return count
+
+
+@settings(max_examples=60, deadline=None)
+@given(v=st.integers(1, 7), k=st.integers(1, 4), d=st.integers(1, 6), seed=st.integers(0, 10**6),
+       scale=st.sampled_from([1e-3, 0.1, 1.0, 3.0, 30.0]), biases=st.booleans())
+def test_sound_on_random_models(v, k, d, seed, scale, biases):
+    model = random_model(ModelConfig(d_vocab=v, n_ctx=k, d_model=d, d_head=max(d - 1, 1)),
+                         seed, scale, biases)
+    assert_sound(model)
+
+
+@settings(max_examples=60, deadline=None)
+@given(v=st.integers(2, 7), k=st.integers(1, 4), seed=st.integers(0, 10**6),
+       beta=st.floats(0.05, 20.0), alpha=st.floats(0.5, 10.0), noise=st.floats(0.0, 0.5),
+       pos_scale=st.sampled_from([0.0, 0.5, 5.0]))
+def test_sound_on_good_and_nearly_good_models(v, k, seed, beta, alpha, noise, pos_scale):
+    """Hand-built solvers with perturbations: the proof certifies much, so soundness bites."""
+    assert_sound(ideal_model(v, k, beta, alpha, noise, seed, pos_scale))
+
+
+def test_sound_and_useful_on_an_ideal_model():
+    model = ideal_model(7, 4, beta=8.0, alpha=6.0)
+    count = assert_sound(model)
+    assert count > 0.5 * 7**4
+
+
+@pytest.mark.parametrize("name", list(adversarial_models()))
+def test_sound_on_adversarial_models(name):
+    assert_sound(adversarial_models()[name])
+
+
+@pytest.mark.parametrize(("v", "k", "steps", "seed"), [(6, 3, 400, 0), (8, 4, 600, 1),
+                                                        (5, 2, 300, 2), (7, 4, 150, 3)])
+def test_sound_on_briefly_trained_models(v, k, steps, seed):
+    count = assert_sound(trained_model(v, k, 12, steps, seed))
+    assert count >= 0
+
+
+@pytest.mark.skipif(not FIXTURES.exists(), reason="shared fixtures not available")
+@pytest.mark.parametrize(("seed", "count"), [(50, 15868028), (104, 16100495),
+                                             (123, 15821617)])
+def test_reference_cubic_counts(seed, count):
+    """The reference implementation's cubic counts (SPEC fixtures) are reproduced."""
+    mf = load_model(FIXTURES / f"reference-maxof4-seed{seed}.safetensors")
+    verdict = Cubic().verify(mf.model, {})
+    assert abs(verdict.correct_count - count) <= 64
+    assert verdict.correct_count <= exact_accuracy(mf.model).correct
+
+
+@pytest.mark.slow
+def test_trained_paper_size_model_bound_is_sound_and_non_vacuous():
+    model = trained_model(64, 4, 32, 3000, 123)
+    exact = exact_accuracy(model)
+    verdict = Cubic().verify(model, {})
+    assert exact.accuracy >= 0.99
+    assert 0.8 < verdict.bound <= exact.accuracy
