@@ -34,7 +34,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
 
 aten = torch.ops.aten
 
@@ -69,19 +69,42 @@ def _elementwise(args, kwargs, out) -> int:
 
 
 def _written(args, kwargs, out) -> int:
-    # index_put_(self, indices, values): elements written = broadcast size of values, which
-    # is at most the number of selected positions; copy_/fill_ write all of `self`.
+    # copy_/fill_/zero_ write all of `self`; out-of-place scatter writes a whole new tensor.
     return _out_numel(out)
 
 
+def _scatter_written(args, kwargs, out) -> int:
+    # scatter_(self, dim, index, src | value), scatter_add_: one write per index entry
+    return _numel(args[2])
+
+
+def _masked_scatter_written(args, kwargs, out) -> int:
+    # masked_scatter_(self, mask, source): one write per True of mask (broadcast to self)
+    x, mask = args[0], args[1]
+    return int(torch.broadcast_to(mask, x.shape).sum())
+
+
 def _index_put(args, kwargs, out) -> int:
-    indices, values = args[1], args[2]
-    selected = [i for i in indices if isinstance(i, torch.Tensor)]
-    if selected and selected[0].dtype == torch.bool:
-        return int(selected[0].sum())
-    if selected:
-        return int(torch.broadcast_shapes(*(i.shape for i in selected)).numel()) or 0
-    return _numel(values)
+    # index_put_(self, indices, values): elements written = numel of self[indices], i.e. the
+    # broadcast number of indexed positions (a k-dim bool mask selects its True entries and
+    # covers k dims) times the sizes of the dims no index covers (None entries, trailing dims).
+    x, indices = args[0], args[1]
+    shapes: list[tuple[int, ...]] = []
+    covered: set[int] = set()
+    d = 0
+    for i in indices:
+        if not isinstance(i, torch.Tensor):
+            d += 1
+        elif i.dtype in (torch.bool, torch.uint8):
+            shapes.append((int(i.sum()),))
+            covered.update(range(d, d + i.dim()))
+            d += i.dim()
+        else:
+            shapes.append(tuple(i.shape))
+            covered.add(d)
+            d += 1
+    positions = torch.broadcast_shapes(*shapes).numel()
+    return positions * math.prod(s for k, s in enumerate(x.shape) if k not in covered)
 
 
 def _reduction(args, kwargs, out) -> int:
@@ -295,6 +318,8 @@ _register(
     "masked_fill",
     "lerp",
 )
+_register(_scatter_written, "scatter_", "scatter_add_")
+_register(_masked_scatter_written, "masked_scatter_")
 _register(_written, "copy_", "fill_", "zero_", "scatter", "scatter_add", "masked_scatter")
 _register(_index_put, "index_put", "index_put_", "_index_put_impl_")
 _register(
@@ -359,7 +384,9 @@ class FlopCounter(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
-        self.add(op_cost(func, args, kwargs, out), str(func.overloadpacket.__name__))
+        with _disable_current_modes():  # a rule's own torch calls (mask counts) are not charged
+            flops = op_cost(func, args, kwargs, out)
+        self.add(flops, str(func.overloadpacket.__name__))
         return out
 
     def add(self, flops: int, label: str) -> None:
@@ -368,9 +395,11 @@ class FlopCounter(TorchDispatchMode):
 
 
 def charge(flops: int, label: str) -> None:
-    """Charge work done outside torch (e.g. exact big-integer sums) to the active counter."""
-    if FlopCounter._active:
-        FlopCounter._active[-1].add(int(flops), label)
+    """Charge work done outside torch (e.g. exact big-integer sums) to the active counters.
+
+    Every enclosing counter is charged, as every enclosing counter also sees each torch op."""
+    for counter in FlopCounter._active:
+        counter.add(int(flops), label)
 
 
 @functools.cache
