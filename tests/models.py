@@ -10,8 +10,9 @@ from compact_proofs.model import AttnOnlyTransformer, ModelConfig, build_model
 from compact_proofs.training import TrainingRecipe, train
 
 
-def random_model(cfg: ModelConfig, seed: int, scale: float = 1.0,
-                 biases: bool = False) -> AttnOnlyTransformer:
+def random_model(
+    cfg: ModelConfig, seed: int, scale: float = 1.0, biases: bool = False
+) -> AttnOnlyTransformer:
     """Gaussian weights times `scale`; optional non-zero Gaussian biases."""
     model = build_model(cfg, seed=seed)
     gen = torch.Generator().manual_seed(seed + 1)
@@ -24,8 +25,15 @@ def random_model(cfg: ModelConfig, seed: int, scale: float = 1.0,
     return model
 
 
-def ideal_model(v: int, k: int, beta: float = 3.0, alpha: float = 4.0, noise: float = 0.0,
-                seed: int = 0, pos_scale: float = 0.0) -> AttnOnlyTransformer:
+def ideal_model(
+    v: int,
+    k: int,
+    beta: float = 3.0,
+    alpha: float = 4.0,
+    noise: float = 0.0,
+    seed: int = 0,
+    pos_scale: float = 0.0,
+) -> AttnOnlyTransformer:
     """A hand-built Max-of-K solver: attention score grows with the key token's value (beta),
     OV copies the attended token (alpha); `noise` adds Gaussian perturbations and
     `pos_scale` makes attention depend on positions."""

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import FIXTURES
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from models import adversarial_models, ideal_model, random_model, trained_model
 
 from compact_proofs import accuracy
 from compact_proofs.accuracy import all_sequences, exact_accuracy, is_correct
 from compact_proofs.model import ModelConfig
 from compact_proofs.modelfile import load_model
+
+from conftest import FIXTURES
+from models import adversarial_models, ideal_model, random_model, trained_model
 
 
 def brute_force_count(model) -> int:
@@ -22,23 +23,29 @@ def brute_force_count(model) -> int:
 
 def test_enumeration_order():
     seqs = all_sequences(3, 2)
-    assert seqs.tolist() == [[0, 0], [1, 0], [2, 0], [0, 1], [1, 1], [2, 1], [0, 2], [1, 2],
-                             [2, 2]]
+    assert seqs.tolist() == [[0, 0], [1, 0], [2, 0], [0, 1], [1, 1], [2, 1], [0, 2], [1, 2], [2, 2]]
     assert torch.equal(all_sequences(5, 3, 7, 20), all_sequences(5, 3)[7:20])
 
 
 @settings(max_examples=40, deadline=None)
-@given(v=st.integers(1, 7), k=st.integers(1, 5), d=st.integers(1, 6), seed=st.integers(0, 999),
-       scale=st.sampled_from([0.01, 0.3, 1.0, 3.0, 20.0]), biases=st.booleans(),
-       kind=st.sampled_from(["random", "ideal"]))
+@given(
+    v=st.integers(1, 7),
+    k=st.integers(1, 5),
+    d=st.integers(1, 6),
+    seed=st.integers(0, 999),
+    scale=st.sampled_from([0.01, 0.3, 1.0, 3.0, 20.0]),
+    biases=st.booleans(),
+    kind=st.sampled_from(["random", "ideal"]),
+)
 def test_fast_evaluator_matches_forward(v, k, d, seed, scale, biases, kind):
     if v**k > 20000:
         k = 3
     if kind == "ideal":
         model = ideal_model(v, k, noise=scale / 10, seed=seed)
     else:
-        model = random_model(ModelConfig(d_vocab=v, n_ctx=k, d_model=d, d_head=d), seed, scale,
-                             biases)
+        model = random_model(
+            ModelConfig(d_vocab=v, n_ctx=k, d_model=d, d_head=d), seed, scale, biases
+        )
     result = exact_accuracy(model)
     assert result.total == v**k
     assert result.correct == brute_force_count(model)
@@ -77,8 +84,7 @@ def test_multi_head_falls_back_to_forward():
 
 
 @pytest.mark.skipif(not FIXTURES.exists(), reason="shared fixtures not available")
-@pytest.mark.parametrize(("seed", "correct"), [(50, 16771350), (104, 16767679),
-                                               (123, 16763235)])
+@pytest.mark.parametrize(("seed", "correct"), [(50, 16771350), (104, 16767679), (123, 16763235)])
 def test_reference_exact_accuracy(seed, correct):
     """The reference implementation's exact counts are matched exactly."""
     mf = load_model(FIXTURES / f"reference-maxof4-seed{seed}.safetensors")

@@ -6,16 +6,17 @@ from math import comb
 
 import pytest
 import torch
-from conftest import FIXTURES
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from models import adversarial_models, ideal_model, random_model, trained_model
 
 from compact_proofs.accuracy import all_sequences, exact_accuracy, is_correct
 from compact_proofs.circuits import path_matrices
 from compact_proofs.model import ModelConfig
 from compact_proofs.modelfile import load_model
 from compact_proofs.proofs.cubic import Cubic, count_correct, cubic_tables, proven_mask
+
+from conftest import FIXTURES
+from models import adversarial_models, ideal_model, random_model, trained_model
 
 
 def cell_sizes(v: int, k: int) -> int:
@@ -61,18 +62,31 @@ def assert_sound(model) -> int:
 
 
 @settings(max_examples=60, deadline=None)
-@given(v=st.integers(1, 7), k=st.integers(1, 4), d=st.integers(1, 6), seed=st.integers(0, 10**6),
-       scale=st.sampled_from([1e-3, 0.1, 1.0, 3.0, 30.0]), biases=st.booleans())
+@given(
+    v=st.integers(1, 7),
+    k=st.integers(1, 4),
+    d=st.integers(1, 6),
+    seed=st.integers(0, 10**6),
+    scale=st.sampled_from([1e-3, 0.1, 1.0, 3.0, 30.0]),
+    biases=st.booleans(),
+)
 def test_sound_on_random_models(v, k, d, seed, scale, biases):
-    model = random_model(ModelConfig(d_vocab=v, n_ctx=k, d_model=d, d_head=max(d - 1, 1)),
-                         seed, scale, biases)
+    model = random_model(
+        ModelConfig(d_vocab=v, n_ctx=k, d_model=d, d_head=max(d - 1, 1)), seed, scale, biases
+    )
     assert_sound(model)
 
 
 @settings(max_examples=60, deadline=None)
-@given(v=st.integers(2, 7), k=st.integers(1, 4), seed=st.integers(0, 10**6),
-       beta=st.floats(0.05, 20.0), alpha=st.floats(0.5, 10.0), noise=st.floats(0.0, 0.5),
-       pos_scale=st.sampled_from([0.0, 0.5, 5.0]))
+@given(
+    v=st.integers(2, 7),
+    k=st.integers(1, 4),
+    seed=st.integers(0, 10**6),
+    beta=st.floats(0.05, 20.0),
+    alpha=st.floats(0.5, 10.0),
+    noise=st.floats(0.0, 0.5),
+    pos_scale=st.sampled_from([0.0, 0.5, 5.0]),
+)
 def test_sound_on_good_and_nearly_good_models(v, k, seed, beta, alpha, noise, pos_scale):
     """Hand-built solvers with perturbations: the proof certifies much, so soundness bites."""
     assert_sound(ideal_model(v, k, beta, alpha, noise, seed, pos_scale))
@@ -89,16 +103,16 @@ def test_sound_on_adversarial_models(name):
     assert_sound(adversarial_models()[name])
 
 
-@pytest.mark.parametrize(("v", "k", "steps", "seed"), [(6, 3, 400, 0), (8, 4, 600, 1),
-                                                        (5, 2, 300, 2), (7, 4, 150, 3)])
+@pytest.mark.parametrize(
+    ("v", "k", "steps", "seed"), [(6, 3, 400, 0), (8, 4, 600, 1), (5, 2, 300, 2), (7, 4, 150, 3)]
+)
 def test_sound_on_briefly_trained_models(v, k, steps, seed):
     count = assert_sound(trained_model(v, k, 12, steps, seed))
     assert count >= 0
 
 
 @pytest.mark.skipif(not FIXTURES.exists(), reason="shared fixtures not available")
-@pytest.mark.parametrize(("seed", "count"), [(50, 15868028), (104, 16100495),
-                                             (123, 15821617)])
+@pytest.mark.parametrize(("seed", "count"), [(50, 15868028), (104, 16100495), (123, 15821617)])
 def test_reference_cubic_counts(seed, count):
     """The reference implementation's cubic counts (SPEC fixtures) are reproduced."""
     mf = load_model(FIXTURES / f"reference-maxof4-seed{seed}.safetensors")

@@ -6,8 +6,6 @@ import json
 
 import pytest
 import torch
-from conftest import FIXTURES
-from models import random_model
 from safetensors import safe_open
 from safetensors.torch import save_file
 
@@ -18,12 +16,15 @@ from compact_proofs.modelfile import TL_NAMES, load_model, save_model, weights_d
 from compact_proofs.seeds import (
     PAPER_SEEDS,
     SELECTED_SEED,
+    heldout_stream_seed,
     model_seed,
     parse_seeds,
     reseed,
-    heldout_stream_seed,
     train_stream_seed,
 )
+
+from conftest import FIXTURES
+from models import random_model
 
 
 def logits_from_paths(model, tokens: torch.Tensor) -> torch.Tensor:
@@ -38,12 +39,15 @@ def logits_from_paths(model, tokens: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("biases", [False, True])
-@pytest.mark.parametrize("cfg", [ModelConfig(), ModelConfig(d_vocab=7, n_ctx=3, d_model=5,
-                                                             d_head=3), ModelConfig(n_ctx=1)])
+@pytest.mark.parametrize(
+    "cfg",
+    [ModelConfig(), ModelConfig(d_vocab=7, n_ctx=3, d_model=5, d_head=3), ModelConfig(n_ctx=1)],
+)
 def test_forward_equals_path_decomposition(cfg, biases):
     model = random_model(cfg, seed=11, biases=biases)
-    tokens = torch.randint(0, cfg.d_vocab, (500, cfg.n_ctx), generator=torch.Generator()
-                           .manual_seed(0))
+    tokens = torch.randint(
+        0, cfg.d_vocab, (500, cfg.n_ctx), generator=torch.Generator().manual_seed(0)
+    )
     direct = model(tokens).double()
     assert torch.allclose(direct, logits_from_paths(model, tokens), atol=1e-5, rtol=0)
     full = model.forward_all_positions(tokens)[:, -1].double()
@@ -67,15 +71,23 @@ def test_tl_init_reproduces_reference_argmax():
     assert all(not bool(getattr(model, b).ne(0).any()) for b in ("b_Q", "b_O", "b_U"))
 
 
-@pytest.mark.parametrize(("s", "expected"), [
-    (123, (613947648, 1914904320, 3402695680, 3741094656, 2715107840)),
-    (50, (736526336, 1372813824, 1621452544, 511542272, 3835354880)),
-    (104, (4180624640, 365277440, 4080811520, 256999680, 714777600)),
-    (32382, (1777363200, 1906699776, 196495872, 2783682560, 2105314048)),
-])
+@pytest.mark.parametrize(
+    ("s", "expected"),
+    [
+        (123, (613947648, 1914904320, 3402695680, 3741094656, 2715107840)),
+        (50, (736526336, 1372813824, 1621452544, 511542272, 3835354880)),
+        (104, (4180624640, 365277440, 4080811520, 256999680, 714777600)),
+        (32382, (1777363200, 1906699776, 196495872, 2783682560, 2105314048)),
+    ],
+)
 def test_reseed_vectors(s, expected):
-    got = (model_seed(s), reseed(s, "dataset_seed"), train_stream_seed(s), heldout_stream_seed(s),
-           reseed(s, "importance_sample"))
+    got = (
+        model_seed(s),
+        reseed(s, "dataset_seed"),
+        train_stream_seed(s),
+        heldout_stream_seed(s),
+        reseed(s, "importance_sample"),
+    )
     assert got == expected
 
 
@@ -92,16 +104,19 @@ def test_log1p_log_softmax_vectors():
     out = log1p_log_softmax(torch.tensor([1000.0, 1.0], dtype=torch.float64))
     assert out.tolist() == [0.0, -999.0]
     out = log1p_log_softmax(torch.arange(4, dtype=torch.float64))
-    expected = torch.tensor([-3.4401896985611953, -2.4401896985611953, -1.4401896985611953,
-                             -0.44018969856119533], dtype=torch.float64)
+    expected = torch.tensor(
+        [-3.4401896985611953, -2.4401896985611953, -1.4401896985611953, -0.44018969856119533],
+        dtype=torch.float64,
+    )
     assert torch.allclose(out, expected, rtol=1e-13, atol=0)
     z = torch.randn(50, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     assert torch.allclose(log1p_log_softmax(z), z.log_softmax(-1), atol=1e-12)
 
 
 def test_file_round_trip(tmp_path):
-    model = random_model(ModelConfig(d_vocab=5, n_ctx=3, d_model=4, d_head=2, n_heads=2), 1,
-                         biases=True)
+    model = random_model(
+        ModelConfig(d_vocab=5, n_ctx=3, d_model=4, d_head=2, n_heads=2), 1, biases=True
+    )
     path = tmp_path / "m.safetensors"
     save_model(model, path, {"seed": 7})
     mf = load_model(path)

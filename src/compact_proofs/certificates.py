@@ -98,7 +98,7 @@ def load_certificates(path: str | Path) -> CertificateFile:
         raise CertificateError(f"certificate file not found: {path} (check the path)")
     try:
         doc = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (ValueError, RecursionError):  # bad UTF-8, bad JSON, absurdly deep nesting
         raise CertificateError(
             f"{path} is not a certificate (not JSON); create one with "
             "`compact-proofs prove MODEL --certificate-out FILE`"

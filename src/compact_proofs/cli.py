@@ -45,6 +45,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse with a one-line error message (no usage dump)."""
 
     def error(self, message: str) -> NoReturn:
+        message = " ".join(message.splitlines())  # e.g. unrecognized arguments with newlines
         self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
 
 
@@ -370,8 +371,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except CompactProofsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (CompactProofsError, OSError) as exc:  # OSError: unreadable paths, name too long
+        message = " ".join(str(exc).splitlines())  # one line, even if a path holds a newline
+        print(f"error: {message}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

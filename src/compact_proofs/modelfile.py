@@ -29,7 +29,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from compact_proofs import __version__
-from compact_proofs.errors import ModelFileError, UnsupportedModelError
+from compact_proofs.errors import CompactProofsError, ModelFileError, UnsupportedModelError
 from compact_proofs.model import AttnOnlyTransformer, ModelConfig
 
 FORMAT_VERSION = 1
@@ -103,15 +103,24 @@ def save_model(
 
 
 def atomic_write(path: Path, write) -> None:
-    """Call `write(tmp_path)` then rename onto `path`; never leaves a partial file at `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    """Call `write(tmp_path)` then rename onto `path`; never leaves a partial file at `path`.
+
+    File-system failures (parent is a file, permission denied, disk full, ...) raise
+    CompactProofsError with a one-line message.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise CompactProofsError(f"cannot write {path}: {exc}") from None
     os.close(fd)
     try:
         write(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise CompactProofsError(f"cannot write {path}: {exc}") from None
         raise
 
 

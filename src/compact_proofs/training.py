@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from compact_proofs.losses import max_of_k_loss
 from compact_proofs.model import AttnOnlyTransformer, ModelConfig, build_model
-from compact_proofs.seeds import model_seed, heldout_stream_seed, train_stream_seed
+from compact_proofs.seeds import heldout_stream_seed, model_seed, train_stream_seed
 
 
 @dataclass(frozen=True)
