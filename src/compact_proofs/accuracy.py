@@ -131,10 +131,12 @@ def _count_for_query(paths, q: int, value_scale: float, device) -> tuple[int, li
     base = paths.EUPU[q]
     Y = w[..., None] * (base + paths.EVOU[None] + paths.PVOU[:, None])  # [k, v, v]
     y_query, w_query = Y[k - 1, q], w[k - 1, q]
-    if k == 1:
-        margin = _margin_rows(y_query[None], torch.tensor([q], device=device))
-        ok = bool(margin[0] > REL_TOL * w_query * value_scale)
-        return (1 if ok else 0), ([] if ok or margin[0] < -REL_TOL * w_query * value_scale else [q])
+    if k == 1:  # the input is the query alone
+        margin = float(_margin_rows(y_query[None], torch.tensor([q], device=device))[0])
+        tol = REL_TOL * float(w_query) * value_scale
+        if margin > tol:
+            return 1, []
+        return 0, ([] if margin < -tol else [q])
 
     # Prefix positions 0..k-3: the `n_low` lowest are vectorised, higher ones looped over.
     n_prefix = k - 2

@@ -162,10 +162,9 @@ def cubic_tables(paths: PathMatrices) -> CubicTables:
         valid = valid_qm[:, :, None] & t_lt_m[None, :, :]  # t < m
         B_list.append(B)
         good_list.append(valid & (B < 0))
-    B = torch.stack(B_list, dim=-1) if B_list else torch.empty(v, v, v, 0, dtype=B0.dtype)
-    good = (
-        torch.stack(good_list, dim=-1) if good_list else torch.empty(v, v, v, 0, dtype=torch.bool)
-    )
+    empty = (v, v, v, 0)  # k = 1: there are no c >= 1 cells
+    B = torch.stack(B_list, dim=-1) if B_list else B0.new_empty(empty)
+    good = torch.stack(good_list, dim=-1) if good_list else good0.new_empty(empty)
     return CubicTables(B0=B0, B=B, good0=good0, good=good)
 
 
