@@ -29,10 +29,12 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from compact_proofs.circuits import path_matrices
+from compact_proofs.errors import UnsupportedModelError
 from compact_proofs.model import AttnOnlyTransformer
 
 REL_TOL = 1e-9  # margins within REL_TOL * (logit scale) are treated as ties (wrong)
 CHUNK_PAIRS = 2**18  # (prefix, last-token) pairs per vectorised chunk
+MAX_INPUTS = 2**36  # refuse to enumerate more inputs than this (hours of work)
 
 
 @dataclass(frozen=True)
@@ -100,9 +102,15 @@ def exact_accuracy(model: AttnOnlyTransformer, progress: bool = False) -> Accura
     memory stays O(CHUNK_PAIRS * d_vocab) whatever n_ctx is.
     """
     cfg = model.cfg
+    total = cfg.n_inputs
+    if total > MAX_INPUTS:
+        raise UnsupportedModelError(
+            f"exact accuracy would enumerate d_vocab^n_ctx = {cfg.d_vocab}^{cfg.n_ctx} = "
+            f"{total:.2e} inputs (more than {MAX_INPUTS:.1e}; hours to centuries); use a proof "
+            "strategy such as cubic instead"
+        )
     if cfg.n_heads != 1:
         return _accuracy_by_forward(model, progress)
-    total = cfg.n_inputs
     paths = path_matrices(model, torch.float64)
     v, k = cfg.d_vocab, cfg.n_ctx
     device = paths.EUPU.device

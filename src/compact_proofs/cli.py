@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from compact_proofs import __version__
 from compact_proofs.accuracy import exact_accuracy
 from compact_proofs.certificates import CertificateFile, load_certificates, save_certificates
-from compact_proofs.errors import CompactProofsError
+from compact_proofs.errors import CompactProofsError, UnsupportedModelError
 from compact_proofs.flops import log2
 from compact_proofs.model import ModelConfig
 from compact_proofs.modelfile import ModelFile, load_model, save_model, weights_digest
@@ -244,9 +244,17 @@ def cmd_prove(args: argparse.Namespace) -> int:
         unit="strategy",
         disable=len(strategies) < 2 or not _progress_enabled(),
     ):
-        result, cert = prove(mf.model, strategy)
+        try:
+            result, cert = prove(mf.model, strategy)
+        except UnsupportedModelError as exc:
+            if len(strategies) == 1:
+                raise
+            print(f"note: {strategy.id} skipped: {exc}", file=sys.stderr)
+            continue
         results.append(result)
         certs.append(cert)
+    if not results:
+        raise UnsupportedModelError("no requested strategy supports this model")
     digest = weights_digest(mf.model)
     if args.certificate_out:
         save_certificates(args.certificate_out, CertificateFile(digest, mf.cfg, certs))

@@ -1,0 +1,71 @@
+"""Strategy runner and CLI-level behaviour on unusual models (in-process)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from compact_proofs.accuracy import exact_accuracy
+from compact_proofs.certificates import CertificateFile, load_certificates, save_certificates
+from compact_proofs.cli import main
+from compact_proofs.errors import CertificateError, UnsupportedModelError
+from compact_proofs.model import ModelConfig
+from compact_proofs.modelfile import save_model, weights_digest
+from compact_proofs.proofs import STRATEGIES, get_strategy, resolve_strategies
+from compact_proofs.proofs.runner import prove, verify_certificates
+
+from models import ideal_model, random_model
+
+
+def test_every_strategy_is_listed_with_its_metadata():
+    assert list(STRATEGIES) == ["brute-force", "cubic"]
+    cfg = ModelConfig()
+    assert get_strategy("brute-force").unexplained_dims(cfg) == 64**5
+    assert get_strategy("cubic").unexplained_dims(cfg) == 12800
+    assert [s.id for s in resolve_strategies("cubic,brute-force,cubic")] == ["cubic", "brute-force"]
+
+
+def test_prove_then_verify_round_trip(tmp_path):
+    model = ideal_model(6, 3, noise=0.2, seed=1)
+    results, certs = zip(*(prove(model, s) for s in STRATEGIES.values()), strict=True)
+    path = tmp_path / "cert.json"
+    save_certificates(path, CertificateFile(weights_digest(model), model.cfg, list(certs)))
+    again = verify_certificates(model, load_certificates(path))
+    for a, b in zip(results, again, strict=True):
+        assert (a.strategy, a.correct_count, a.flops) == (b.strategy, b.correct_count, b.flops)
+    assert results[0].correct_count == exact_accuracy(model).correct
+    assert results[1].correct_count <= results[0].correct_count
+
+
+def test_certificate_for_tampered_weights_is_rejected(tmp_path):
+    model = ideal_model(5, 3, seed=2)
+    _, cert = prove(model, get_strategy("cubic"))
+    path = tmp_path / "cert.json"
+    save_certificates(path, CertificateFile(weights_digest(model), model.cfg, [cert]))
+    doc = json.loads(path.read_text())
+    doc["model_sha256"] = "0" * 64
+    path.write_text(json.dumps(doc))
+    with pytest.raises(CertificateError, match="different model"):
+        verify_certificates(model, load_certificates(path))
+
+
+def test_prove_all_skips_strategies_that_do_not_apply(tmp_path, capsys):
+    path = tmp_path / "two-heads.safetensors"
+    save_model(
+        random_model(ModelConfig(d_vocab=5, n_ctx=3, d_model=6, d_head=3, n_heads=2), 1), path
+    )
+    assert main(["prove", str(path), "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert [r["strategy"] for r in json.loads(out)] == ["brute-force"]
+    assert "cubic skipped" in err
+    assert main(["prove", str(path), "--strategy", "cubic"]) == 1
+    assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_exact_accuracy_refuses_astronomical_enumeration():
+    model = random_model(ModelConfig(d_vocab=64, n_ctx=10, d_model=4, d_head=4), 0)
+    with pytest.raises(UnsupportedModelError, match="64\\^10"):
+        exact_accuracy(model)
+    result, _ = prove(model, get_strategy("cubic"))  # the cubic proof still applies
+    assert result.total == 64**10 and 0 <= result.correct_count <= 64**10
