@@ -123,9 +123,9 @@ def exact_accuracy(model: AttnOnlyTransformer, progress: bool = False) -> Accura
     n_ties = 0
     if ambiguous:
         tokens = torch.tensor(ambiguous, dtype=torch.int64, device=device).reshape(-1, k)
-        ok = is_correct(model, tokens)
-        correct += int(ok.sum())
-        n_ties = int((~ok).sum())
+        margin, scale = forward_margin(model, tokens)
+        correct += int((margin > REL_TOL * scale).sum())
+        n_ties = int((margin.abs() <= REL_TOL * scale).sum())
     return AccuracyResult(correct=correct, total=total, ties=n_ties)
 
 
