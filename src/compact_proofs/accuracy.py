@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from compact_proofs.circuits import path_matrices
+from compact_proofs.circuits import PathMatrices, path_matrices
 from compact_proofs.errors import UnsupportedModelError
 from compact_proofs.model import AttnOnlyTransformer
 
@@ -129,7 +129,9 @@ def exact_accuracy(model: AttnOnlyTransformer, progress: bool = False) -> Accura
     return AccuracyResult(correct=correct, total=total, ties=n_ties)
 
 
-def _count_for_query(paths, q: int, value_scale: float, device) -> tuple[int, list[int]]:
+def _count_for_query(
+    paths: PathMatrices, q: int, value_scale: float, device: torch.device
+) -> tuple[int, list[int]]:
     """Correct count among sequences with query token q, and a flat list of ambiguous ones."""
     v, k = paths.d_vocab, paths.n_ctx
     s = (paths.EQKE[q][None, :] + paths.EQKP[q][:, None]) / paths.attn_scale  # [k, v]
@@ -167,7 +169,9 @@ def _count_for_query(paths, q: int, value_scale: float, device) -> tuple[int, li
     return correct, ambiguous
 
 
-def _prefix_tables(Y: Tensor, w: Tensor, n_low: int, device) -> tuple[Tensor, Tensor, Tensor]:
+def _prefix_tables(
+    Y: Tensor, w: Tensor, n_low: int, device: torch.device
+) -> tuple[Tensor, Tensor, Tensor]:
     """Sum of Y over positions 0..n_low-1 for every prefix (flat index sum_p x_p v^p)."""
     v = Y.shape[1]
     A = torch.zeros(1, v, dtype=Y.dtype, device=device)
@@ -187,7 +191,15 @@ def _margin_rows(Z: Tensor, m: Tensor) -> Tensor:
     return at_m - Z.scatter(-1, m[:, None], float("-inf")).max(dim=-1).values
 
 
-def _count_pairs(A, W_A, mu, B, W_B, top_B, value_scale) -> tuple[int, Tensor]:
+def _count_pairs(
+    A: Tensor,
+    W_A: Tensor,
+    mu: Tensor,
+    B: Tensor,
+    W_B: Tensor,
+    top_B: torch.return_types.topk,
+    value_scale: float,
+) -> tuple[int, Tensor]:
     """Correct count over pairs (prefix a, last non-query token t); ambiguous pairs (flat)."""
     v = B.shape[0]
     t = torch.arange(v, device=A.device)
