@@ -202,12 +202,12 @@ def _count_pairs(
 ) -> tuple[int, Tensor]:
     """Correct count over pairs (prefix a, last non-query token t); ambiguous pairs (flat)."""
     v = B.shape[0]
+    if v == 1:  # a single logit: the max token always wins (no j != m to beat)
+        return A.shape[0], torch.empty(0, dtype=torch.int64, device=A.device)
     t = torch.arange(v, device=A.device)
     m = torch.maximum(mu[:, None], t[None, :])  # [na, v]: max token of the pair
     Zm = A.gather(1, m) + B.T.gather(0, m)
-    top_A = A.topk(min(2, v), dim=-1)
-    if v == 1:  # only one token: it is always the max and the answer is trivially correct
-        return A.shape[0], torch.empty(0, dtype=torch.int64, device=A.device)
+    top_A = A.topk(2, dim=-1)
     A_excl = torch.where(top_A.indices[:, :1] == m, top_A.values[:, 1:2], top_A.values[:, :1])
     B_excl = torch.where(
         top_B.indices[None, :, 0] == m, top_B.values[None, :, 1], top_B.values[None, :, 0]
