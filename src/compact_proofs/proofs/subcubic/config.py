@@ -88,8 +88,10 @@ class SubcubicConfig:
     @property
     def tricks(self) -> str:
         """LaTeX / CSV key, e.g. EUPUMeanQueryMaxDiffAttnMeanQueryDiffAttnErrMaxDiff."""
-        return (f"EUPU{_latex_piece(self.eu)}Attn{_latex_piece(self.attention)}"
-                f"AttnErr{_latex_piece(self.error)}")
+        return (
+            f"EUPU{_latex_piece(self.eu)}Attn{_latex_piece(self.attention)}"
+            f"AttnErr{_latex_piece(self.error)}"
+        )
 
     # -- what it does ----------------------------------------------------------------------
 
@@ -171,7 +173,8 @@ class SubcubicConfig:
 
 ALL_CONFIGS: tuple[SubcubicConfig, ...] = tuple(
     SubcubicConfig(eu, attention, error)
-    for eu, attention, error in itertools.product(EU_HANDLINGS, ATTENTION_HANDLINGS,
-                                                  ERROR_HANDLINGS)
+    for eu, attention, error in itertools.product(
+        EU_HANDLINGS, ATTENTION_HANDLINGS, ERROR_HANDLINGS
+    )
 )
 DEFAULT_CONFIG = SubcubicConfig()

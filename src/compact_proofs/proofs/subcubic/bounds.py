@@ -1,0 +1,246 @@
+"""The sub-cubic pipeline on cells with gaps (SPEC §6.2, §6.5–§6.8), vectorised.
+
+Cells. An input with query q and max m lies in cell (q, m, c), c = number of positions holding
+a token != m (the query included when q != m). A gap g = gaps[q, m, c] >= 1 restricts the cell
+to inputs whose non-max tokens (and the query, if q != m) are all <= m - g. Valid cells:
+q <= m; if q != m: c >= 1 and m - q >= g; if q = m and c >= 1: m >= g.
+
+Every function accepts `gaps` as an integer tensor broadcastable to [..., v(q), v(m), k(c)],
+so proof search can evaluate all scalar gaps at once (leading batch dimension).
+
+Soundness departures from the original (docs/method.md):
+* mean+diff (SPEC §11.2): with a = abar + e, max_j (L[j] + a R[j]) <= Mbar + e R_max only for
+  e >= 0; for e < 0 we use e R_min. The bound is then convex piecewise-linear in a, so it is
+  evaluated at both attention extremes A_lo, A_hi and the larger value is used.
+* counting (SPEC §11.3): a gap g leaves m - g + 1 token values 0..m-g, not m - g.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from math import comb
+
+import torch
+from torch import Tensor
+
+from compact_proofs.flops import charge
+from compact_proofs.proofs.subcubic.decompose import QKDecomposition, Weights64, rowrange
+
+INF = float("inf")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """Sound (default) or the original's unsound rules — the latter only to reproduce the
+    reference implementation's numbers in tests; never used by a strategy."""
+
+    sound_mean_diff: bool = True
+    count_extra: int = 1  # token choices per gap: m - g + count_extra
+
+
+SOUND = Variant()
+ORIGINAL = Variant(sound_mean_diff=False, count_extra=0)
+
+
+@dataclass(frozen=True)
+class CellIndex:
+    """Broadcastable index tensors over (q, m, c) and the validity mask."""
+
+    q: Tensor  # [v, 1, 1]
+    m: Tensor  # [1, v, 1]
+    c: Tensor  # [1, 1, k]
+    valid: Tensor  # [..., v, v, k]
+
+
+def cell_index(gaps: Tensor, v: int, k: int) -> CellIndex:
+    device = gaps.device
+    q = torch.arange(v, device=device)[:, None, None]
+    m = torch.arange(v, device=device)[None, :, None]
+    c = torch.arange(k, device=device)[None, None, :]
+    off = (q < m) & (c >= 1) & (m - q >= gaps)
+    on = (q == m) & ((c == 0) | (m >= gaps))
+    return CellIndex(q=q, m=m, c=c, valid=off | on)
+
+
+def split_eu(E: Tensor, W_U: Tensor, handling: str, direction: Tensor) -> tuple[Tensor, Tensor]:
+    """(EU_mean [v], EU_q_err [v]) with EUPU[q,j] - EUPU[q,m] <= EU_mean[j] - EU_mean[m]
+    + EU_q_err[q] for every q, j, m, where EUPU = E W_U (SPEC §6.7.1)."""
+    v = E.shape[0]
+    zeros = torch.zeros(v, dtype=E.dtype, device=E.device)
+    if handling == "max_diff_exact":
+        return zeros, rowrange(E @ W_U)
+    if handling == "global_max_diff_exact":
+        EUPU = E @ W_U
+        return zeros, (EUPU.amax() - EUPU.amin()) * torch.ones_like(zeros)
+    if handling == "max_diff":
+        return zeros, E.abs() @ rowrange(W_U)
+    center = E.mean(dim=0) if handling == "mean_query+max_diff" else direction
+    return center @ W_U, (E - center).abs() @ rowrange(W_U)
+
+
+def extreme_pre_softmax_diffs(
+    qk: QKDecomposition, gaps: Tensor, cells: CellIndex
+) -> tuple[Tensor, Tensor]:
+    """D_lo <= EQKE_bar[q, m] - EQKE_bar[q, t] <= D_hi for every t <= m - g (SPEC §6.5)."""
+    E = qk.EQKE_hat
+    hi = E.cummax(dim=-1).values  # hi[q, t] = max_{t' <= t} EQKE_hat[q, t']
+    lo = E.cummin(dim=-1).values
+    q, at = torch.broadcast_tensors(cells.q, cells.m - gaps)
+    has_nonmax = at >= 0
+    at = at.clamp(min=0)
+    own = E[cells.q, cells.m]  # EQKE_hat[q, m]
+    zero = torch.zeros((), dtype=E.dtype, device=E.device)
+    err = qk.err_bound[:, None, None]
+    D_lo = torch.where(has_nonmax, own - hi[q, at], zero) - err
+    D_hi = torch.where(has_nonmax, own - lo[q, at], zero) + err
+    return D_lo, D_hi
+
+
+def extreme_attention(
+    D_lo: Tensor, D_hi: Tensor, pos_err: Tensor, cells: CellIndex, attn_scale: float
+) -> tuple[Tensor, Tensor]:
+    """A_lo <= total attention on the max token <= A_hi for every input of the cell (§6.6).
+
+    With all non-max tokens at the least (most) attractive allowed score, the weight of the
+    max tokens is sigmoid(D / scale + log S_max - log S_non), S = sums of exp(positional score
+    / scale) over the positions holding / not holding m; it is smallest (largest) when the max
+    tokens sit at the non-query positions with the smallest (largest) positional scores.
+    """
+    v, k = pos_err.shape
+    pos = (pos_err - pos_err[:, -1:]) / attn_scale  # the query position becomes 0
+    ascending = pos[:, : k - 1].sort(dim=-1).values  # [q, k-1]
+    query_slot = torch.zeros(v, 1, dtype=pos.dtype, device=pos.device)
+    log_ratio = {}  # (ordering, q == m) -> [q, c]
+    for name, slots in (("lo", ascending), ("hi", ascending.flip(-1))):
+        for query_is_max in (False, True):
+            columns = []
+            for c in range(k):
+                n_max = k - c  # positions holding m
+                if query_is_max:
+                    on = torch.cat([slots[:, : n_max - 1], query_slot], dim=-1)
+                    off = slots[:, n_max - 1 :]
+                else:
+                    n_max = min(n_max, k - 1)  # c = 0 is not a valid cell when q != m
+                    on = slots[:, :n_max]
+                    off = torch.cat([slots[:, n_max:], query_slot], dim=-1)
+                columns.append(on.logsumexp(dim=-1) - off.logsumexp(dim=-1))
+            log_ratio[name, query_is_max] = torch.stack(columns, dim=-1)
+    eq = cells.q == cells.m
+    A = []
+    for name, D in (("lo", D_lo), ("hi", D_hi)):
+        ratio = torch.where(
+            eq, log_ratio[name, True][:, None, :], log_ratio[name, False][:, None, :]
+        )
+        A.append(torch.sigmoid(D / attn_scale + ratio))
+    return A[0], A[1]
+
+
+def largest_wrong_logit(
+    A_lo: Tensor,
+    A_hi: Tensor,
+    gaps: Tensor,
+    cells: CellIndex,
+    EVOU: Tensor,
+    PVOU: Tensor,
+    EU_mean: Tensor,
+    EU_q_err: Tensor,
+    EU_rows: Tensor,
+    mean_diff: bool,
+    variant: Variant = SOUND,
+) -> Tensor:
+    """B[..., q, m, c] >= max_{j != m} (l_j - l_m) on every input of each valid cell (§6.7);
+    +inf on invalid cells.
+
+    For an input with attention a on the max token:
+      l_j - l_m <= L[m, j] + EU_q_err[q] + a R[m, j] + (1 - a) W,
+      L = EU_mean_c + PVOU_pess,  R[m, j] = EVOU[m, j] - EVOU[m, m],
+      W = max_{t <= m - g_min} rowrange(EVOU)[t]  (g_min = min over queries of the gap).
+    EU_rows = E W_U exactly, used for the all-max input (q = m, c = 0).
+    """
+    v = EVOU.shape[0]
+    eye = torch.eye(v, dtype=torch.bool, device=EVOU.device)
+    PVOU_pess = (PVOU[:, None, :] - PVOU[:, :, None]).amax(dim=0)  # [m, j]
+    L = (EU_mean[None, :] - EU_mean[:, None]) + PVOU_pess  # [m, j]
+    R = EVOU - EVOU.diagonal()[:, None]  # [m, j]
+    R_max = R.masked_fill(eye, -INF).amax(dim=-1)  # [m]
+    R_min = R.masked_fill(eye, INF).amin(dim=-1)
+    W_run = rowrange(EVOU).cummax(dim=0).values  # W_run[t] = max_{t' <= t} rowrange(EVOU)
+
+    g_min = torch.where(cells.q <= cells.m, gaps, v + 1).amin(dim=-3)  # [..., m, c]
+    m, c = cells.m[0], cells.c[0]  # [v, 1], [1, k]
+    at = m - g_min
+    W = torch.where(at >= 0, W_run[at.clamp(min=0)], INF)  # [..., m, c]
+    valid = cells.valid
+    a_sel = torch.where((R_max[:, None] >= W)[..., None, :, :], A_hi, A_lo)
+    if mean_diff:
+        n_valid = valid.sum(dim=-3).clamp(min=1)
+        a_bar = torch.where(valid, a_sel, 0.0).sum(dim=-3) / n_valid  # [..., m, c]
+    else:
+        a_bar = torch.zeros_like(W)
+    M_bar = (
+        (L[:, None, :] + a_bar[..., None] * R[:, None, :])
+        .masked_fill(eye[:, None, :], -INF)
+        .amax(dim=-1)
+    )  # [..., m, c]
+    base = (M_bar + (1 - a_bar) * W)[..., None, :, :] + EU_q_err[:, None, None]
+    a_bar_q, W_q = a_bar[..., None, :, :], W[..., None, :, :]
+    if variant.sound_mean_diff:
+        bounds = []
+        for a in (A_lo, A_hi):
+            e = a - a_bar_q
+            R_sel = torch.where(e >= 0, R_max[:, None], R_min[:, None])
+            bounds.append(base + e * (R_sel - W_q))
+        B = torch.maximum(*bounds)
+    else:
+        B = base + (a_sel - a_bar_q) * (R_max[:, None] - W_q)
+
+    # the all-max input (q = m, c = 0): attention is entirely on m; direct path exact
+    all_max = (EU_rows - EU_rows.diagonal()[:, None] + R + PVOU_pess).masked_fill(eye, -INF)
+    all_max = all_max.amax(dim=-1)  # [m]
+    is_all_max = (cells.q == cells.m) & (cells.c == 0)
+    B = torch.where(is_all_max, all_max[:, None], B)
+    return torch.where(valid, B, INF)
+
+
+def count_correct(
+    B: Tensor, gaps: Tensor, cells: CellIndex, k: int, variant: Variant = SOUND
+) -> int:
+    """Exact number of inputs proven correct (SPEC §6.8, with m - g + 1 token choices):
+    a valid cell with B < 0 counts C(k-1, c') (m - g + 1)^c' inputs, c' = non-max tokens at
+    non-query positions (c - 1 if q != m, else c)."""
+    proven = cells.valid & (B < 0)
+    c_prime = torch.where(cells.q == cells.m, cells.c, cells.c - 1).expand_as(proven)
+    choices = (cells.m - gaps + variant.count_extra).expand_as(proven)
+    total = int((proven & (c_prime == 0)).sum())
+    v = B.shape[-2]
+    for cp in range(1, k):
+        n = choices[proven & (c_prime == cp)]
+        histogram = torch.bincount(n.clamp(min=0), minlength=v + 1).tolist()
+        total += comb(k - 1, cp) * sum(cnt * x**cp for x, cnt in enumerate(histogram) if cnt)
+        charge(2 * len(histogram), "python-int counting")
+    return total
+
+
+def subcubic_bounds(
+    w: Weights64,
+    qk: QKDecomposition,
+    gaps: Tensor,
+    E_eu: Tensor,
+    eu_handling: str,
+    eu_direction: Tensor,
+    mean_diff: bool,
+    variant: Variant = SOUND,
+) -> tuple[Tensor, CellIndex]:
+    """The whole pipeline §6.5–§6.7: B[..., q, m, c] and the cell index, for gaps."""
+    v, k = w.W_E.shape[0], w.W_pos.shape[0]
+    cells = cell_index(gaps, v, k)
+    D_lo, D_hi = extreme_pre_softmax_diffs(qk, gaps, cells)
+    A_lo, A_hi = extreme_attention(D_lo, D_hi, qk.pos_err, cells, w.attn_scale)
+    OU = w.W_O @ w.W_U
+    EVOU = w.W_E @ (w.W_V @ OU)
+    PVOU = w.W_pos @ (w.W_V @ OU)
+    EU_mean, EU_q_err = split_eu(E_eu, w.W_U, eu_handling, eu_direction)
+    B = largest_wrong_logit(
+        A_lo, A_hi, gaps, cells, EVOU, PVOU, EU_mean, EU_q_err, E_eu @ w.W_U, mean_diff, variant
+    )
+    return B, cells

@@ -1,0 +1,269 @@
+"""EQKE = EQKE_hat + Err with a certified bound on Err's row ranges (SPEC §6.3–§6.4).
+
+With E_q = W_E + P_{k-1} (query side) and Ebar = W_E + mean_p P_p (key side),
+
+    EQKE_bar = E_q W_Q W_K^T Ebar^T                      (v x v)
+    pos_err  = E_q W_Q W_K^T (W_pos - Pbar)^T            (v x k, always exact)
+
+and the attention score of key token t at position p for query q is
+EQKE_bar[q, t] + pos_err[q, p]. Every route returns EQKE_hat (an explicit v x v table built
+from the certificate's directions) and err_bound[q] >= rowrange(EQKE_bar - EQKE_hat)[q], where
+the error is the difference *as actually computed* — nothing relies on the directions being
+exact singular vectors (SPEC §11.1). Any direction vectors give a sound bound; good ones give
+a tight one.
+
+Route A (svd, max_diff, mean+max_diff, max_diff_exact): A = E_q W_Q W_K^T, B = Ebar^T,
+A0 = u u^T A, B0 = B w w^T (u, w: certificate directions), EQKE_hat = A0 B0 = (u^T A B w) u w^T.
+Exactly, A B - A0 B0 = A_r B_r + A0 B_r + A_r B0; the original drops the two cross terms
+(zero only for exact singular vectors); here their row ranges are added to the bound:
+rowrange(A0 B_r)[q] = |u_q| range(u^T A B_r), rowrange(A_r B0)[q] = |(A_r B w)_q| range(w).
+
+Route B (the *_subproduct* options): peel six directions (SPEC §6.3); the nine cheap terms sum
+to EQKE_hat and Err = E_rr Q_r K_r^T Ebar_rr^T exactly, for any directions.
+
+Route C (exact_EQKE+max_diff_exact): EQKE_hat = EQKE_bar, err_bound = 0.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from compact_proofs.circuits import require_single_head
+from compact_proofs.errors import UnsupportedModelError
+from compact_proofs.model import AttnOnlyTransformer
+from compact_proofs.modelfile import TL_NAMES
+
+SIGMA_SQUARINGS = 8  # certified sigma_1 bound overestimates by at most d^(1 / 2^(9))
+
+
+@dataclass(frozen=True)
+class Weights64:
+    """The weights a sub-cubic proof reads, in float64 (single head, zero biases)."""
+
+    W_E: Tensor  # [v, d]
+    W_pos: Tensor  # [k, d]
+    W_Q: Tensor  # [d, d_head]
+    W_K: Tensor  # [d, d_head]
+    W_V: Tensor  # [d, d_head]
+    W_O: Tensor  # [d_head, d]
+    W_U: Tensor  # [d, v]
+    attn_scale: float
+
+    @property
+    def E_q(self) -> Tensor:
+        return self.W_E + self.W_pos[-1]
+
+    @property
+    def P_mean(self) -> Tensor:
+        return self.W_pos.mean(dim=0)
+
+    @property
+    def E_bar(self) -> Tensor:
+        return self.W_E + self.P_mean
+
+
+@dataclass(frozen=True)
+class Directions:
+    """Proof-search directions (SPEC §6.9); the certificate of the QK and EU decompositions."""
+
+    query_dir: Tensor  # [v] top left singular vector of EQKE_bar
+    key_dir: Tensor  # [v] top right singular vector of EQKE_bar
+    query_dir2: Tensor  # [v]
+    key_dir2: Tensor  # [v]
+    u_Q: Tensor  # [d] top left singular vector of W_Q
+    u_K: Tensor  # [d] top left singular vector of W_K
+    W_EP_direction: Tensor  # [d]
+
+
+@dataclass(frozen=True)
+class QKDecomposition:
+    EQKE_hat: Tensor  # [v, v]
+    pos_err: Tensor  # [v, k]
+    err_bound: Tensor  # [v] >= rowrange(EQKE_bar - EQKE_hat)
+
+
+# -- building blocks ---------------------------------------------------------------------------
+
+
+def rowrange(M: Tensor) -> Tensor:
+    """max_j M[r, j] - min_j M[r, j] for every row r."""
+    return M.amax(dim=-1) - M.amin(dim=-1)
+
+
+def product_rowrange_bound(X: Tensor, Y: Tensor) -> Tensor:
+    """rowrange(X Y)[r] <= sum_i |X[r, i]| rowrange(Y)[i]."""
+    return X.abs() @ rowrange(Y)
+
+
+def fused_mean_rowrange_bound(X: Tensor, Y: Tensor) -> Tensor:
+    """rowrange(X Y)[r] <= rowrange(xbar Y) + sum_i |X[r, i] - xbar_i| rowrange(Y)[i]."""
+    xbar = X.mean(dim=0)
+    return rowrange((xbar @ Y)[None]) + (X - xbar).abs() @ rowrange(Y)
+
+
+def sigma1_upper_bound(X: Tensor, Y: Tensor, squarings: int = SIGMA_SQUARINGS) -> Tensor:
+    """A certified upper bound on the largest singular value of X Y (X: [v, d], Y: [d, v]).
+
+    sigma_1(XY)^2 is the largest eigenvalue of N = (X^T X)(Y Y^T), whose eigenvalues are those
+    of a PSD matrix (real, >= 0). For p = 2^squarings, lambda_max^p <= trace(N^p), so
+    sigma_1 <= trace(N^p)^(1/(2p)); the overestimate is at most a factor d^(1/(2p)). N^p is
+    formed by repeated squaring with rescaling (log of the scale tracked separately).
+    """
+    N = (X.T @ X) @ (Y @ Y.T)
+    scale = torch.linalg.vector_norm(N)
+    if float(scale) == 0.0:
+        return scale
+    M, log_scale = N / scale, scale.log()
+    for _ in range(squarings):
+        M = M @ M
+        s = torch.linalg.vector_norm(M)
+        if float(s) == 0.0:  # nilpotent up to rounding: fall back to the Frobenius bound
+            return torch.linalg.vector_norm(X) * torch.linalg.vector_norm(Y)
+        M, log_scale = M / s, 2 * log_scale + s.log()
+    trace = M.diagonal().sum().clamp(min=torch.finfo(M.dtype).tiny)
+    p = 2**squarings
+    return ((trace.log() + log_scale) / (2 * p)).exp()
+
+
+def _peel(z: Tensor, M: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """M = z (z^T M) + rest. Returns (z^T M, z z^T M, rest); exact for any vector z."""
+    row = z @ M
+    part = torch.outer(z, row)
+    return row, part, M - part
+
+
+# -- the three routes --------------------------------------------------------------------------
+
+
+def position_error(w: Weights64) -> Tensor:
+    """pos_err = E_q W_Q W_K^T (W_pos - Pbar)^T, right to left: O(k d^2 + v d k)."""
+    keys = (w.W_pos - w.P_mean) @ w.W_K  # [k, d_head]
+    return w.E_q @ (w.W_Q @ keys.T)  # [v, k]
+
+
+def route_a(w: Weights64, dirs: Directions, error: str) -> tuple[Tensor, Tensor]:
+    """Rank-1 EQKE_hat from (query_dir, key_dir) and the configured bound on the residual."""
+    u, wv = dirs.query_dir, dirs.key_dir
+    A = (w.E_q @ w.W_Q) @ w.W_K.T  # [v, d]
+    B = w.E_bar.T  # [d, v]
+    uA, Bw = u @ A, B @ wv  # [d], [d]
+    EQKE_hat = (uA @ Bw) * torch.outer(u, wv)
+    if error == "max_diff_exact":  # form the whole error as computed: O(v^2 d)
+        return EQKE_hat, rowrange(A @ B - EQKE_hat)
+    A_r = A - torch.outer(u, uA)
+    B_r = B - torch.outer(Bw, wv)
+    cross = u.abs() * rowrange((uA @ B_r)[None]) + (A_r @ Bw).abs() * rowrange(wv[None])
+    if error == "svd":  # |Err[r,a] - Err[r,b]| = |e_r^T Err (e_a - e_b)| <= sqrt(2) sigma_1
+        bound = math.sqrt(2) * sigma1_upper_bound(A_r, B_r) * torch.ones_like(cross)
+    elif error == "max_diff":
+        bound = product_rowrange_bound(A_r, B_r)
+    elif error == "mean+max_diff":
+        bound = fused_mean_rowrange_bound(A_r, B_r)
+    else:
+        raise ValueError(f"{error!r} is not a route-A error handling")
+    return EQKE_hat, bound + cross
+
+
+def route_b(w: Weights64, dirs: Directions, error: str) -> tuple[Tensor, Tensor]:
+    """Peel six directions; nine cheap rank-1 terms; bound the four-factor remainder."""
+    M = w.W_Q @ w.W_K.T  # [d, d]
+    e1, _, E_r = _peel(dirs.query_dir, w.E_q)
+    k1, _, Eb_r = _peel(dirs.key_dir, w.E_bar)
+    e2, _, E_rr = _peel(dirs.query_dir2, E_r)
+    k2, _, Eb_rr = _peel(dirs.key_dir2, Eb_r)
+    q_row, _, Q_r = _peel(dirs.u_Q, w.W_Q)  # q_row = u_Q^T W_Q  [d_head]
+    k_row, _, K_r = _peel(dirs.u_K, w.W_K)
+    qd, kd, qd2, kd2 = dirs.query_dir, dirs.key_dir, dirs.query_dir2, dirs.key_dir2
+    EQKE_hat = (
+        (e1 @ M @ k1) * torch.outer(qd, kd)  # E_1 M Ebar_1^T
+        + torch.outer(qd, (e1 @ M) @ Eb_r.T)  # E_1 M Ebar_r^T
+        + torch.outer(E_r @ (M @ k1), kd)  # E_r M Ebar_1^T
+        + (e2 @ M @ k2) * torch.outer(qd2, kd2)  # E_2 M Ebar_2^T
+        + torch.outer(qd2, (e2 @ M) @ Eb_rr.T)  # E_2 M Ebar_rr^T
+        + torch.outer(E_rr @ (M @ k2), kd2)  # E_rr M Ebar_2^T
+        + (q_row @ k_row) * torch.outer(E_rr @ dirs.u_Q, Eb_rr @ dirs.u_K)  # E_rr Q_1 K_1^T ..
+        + torch.outer(E_rr @ dirs.u_Q, (q_row @ K_r.T) @ Eb_rr.T)  # E_rr Q_1 K_r^T Ebar_rr^T
+        + torch.outer(E_rr @ (Q_r @ k_row), Eb_rr @ dirs.u_K)  # E_rr Q_r K_1^T Ebar_rr^T
+    )
+    factors = [E_rr, Q_r, K_r.T, Eb_rr.T]  # Err = E_rr Q_r K_r^T Ebar_rr^T
+    return EQKE_hat, four_factor_bound(factors, error)
+
+
+def four_factor_bound(factors: list[Tensor], error: str) -> Tensor:
+    """Row-range bound of the product of `factors` by the configured route-B method."""
+    if error in ("max_diff_subproduct", "mean+max_diff_subproduct"):
+        two = (
+            product_rowrange_bound if error == "max_diff_subproduct" else fused_mean_rowrange_bound
+        )
+        bounds = []
+        for split in range(1, len(factors)):
+            left, right = factors[0], factors[split]
+            for f in factors[1:split]:
+                left = left @ f
+            for f in factors[split + 1 :]:
+                right = right @ f
+            bounds.append(two(left, right))
+        return torch.stack(bounds).amin(dim=0)
+    if error == "max_diff_subproduct_recursive":
+        return _recursive_bound(factors, mean_levels=0)
+    if error == "mean+max_diff_subproduct_recursive":
+        return _recursive_bound(factors, mean_levels=1)
+    if error == "mean_recursive+max_diff_subproduct_recursive":
+        return _recursive_bound(factors, mean_levels=len(factors) - 1)
+    raise ValueError(f"{error!r} is not a route-B error handling")
+
+
+def _recursive_bound(factors: list[Tensor], mean_levels: int) -> Tensor:
+    """bound(M0..Mn) = |M0| @ bound(M1..Mn), bound(Mn) = rowrange(Mn); at the first
+    `mean_levels` levels use the mean trick, whose mean term rowrange(mbar M1..Mn) is formed
+    by vector-matrix products only."""
+    bound = rowrange(factors[-1])
+    for level in range(len(factors) - 2, -1, -1):
+        X = factors[level]
+        if level < mean_levels:
+            xbar = X.mean(dim=0)
+            row = xbar
+            for f in factors[level + 1 :]:
+                row = row @ f
+            bound = rowrange(row[None]) + (X - xbar).abs() @ bound
+        else:
+            bound = X.abs() @ bound
+    return bound
+
+
+def decompose_eqke(w: Weights64, dirs: Directions, error: str, route: str) -> QKDecomposition:
+    """EQKE_hat, pos_err and err_bound for one configuration (SPEC §6.3–§6.4)."""
+    if route == "C":
+        EQKE_hat = (w.E_q @ w.W_Q) @ (w.E_bar @ w.W_K).T
+        err = torch.zeros(EQKE_hat.shape[0], dtype=EQKE_hat.dtype, device=EQKE_hat.device)
+    elif route == "A":
+        EQKE_hat, err = route_a(w, dirs, error)
+    else:
+        EQKE_hat, err = route_b(w, dirs, error)
+    return QKDecomposition(EQKE_hat=EQKE_hat, pos_err=position_error(w), err_bound=err)
+
+
+def weights64(model: AttnOnlyTransformer) -> Weights64:
+    """The model's weights in float64; rejects what the sub-cubic proofs do not model."""
+    require_single_head(model, "sub-cubic proofs")
+    nonzero = model.nonzero_biases()
+    if nonzero:
+        raise UnsupportedModelError(
+            f"sub-cubic proofs assume zero biases, but {TL_NAMES[nonzero[0]]} is non-zero; "
+            "use brute-force or cubic (which handle biases exactly)"
+        )
+    w = {name: t.detach().to(torch.float64) for name, t in model.weights().items()}
+    return Weights64(
+        W_E=w["W_E"],
+        W_pos=w["W_pos"],
+        W_Q=w["W_Q"][0],
+        W_K=w["W_K"][0],
+        W_V=w["W_V"][0],
+        W_O=w["W_O"][0],
+        W_U=w["W_U"],
+        attn_scale=model.cfg.attn_scale,
+    )

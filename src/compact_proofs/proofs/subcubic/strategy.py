@@ -1,0 +1,123 @@
+"""The 100 sub-cubic strategies: search -> certificate -> verification (SPEC §6).
+
+Certificate payload (JSON):
+    {"config": "<strategy id>",
+     "directions": {"query_dir": T[v], "key_dir": T[v], "query_dir2": T[v], "key_dir2": T[v],
+                    "u_Q": T[d], "u_K": T[d], "W_EP_direction": T[d]},
+     "min_gaps": T[v, v, k] (unsigned integers >= 1)}
+
+Verification trusts nothing in it beyond its type: any direction vectors give a sound bound
+(decompose.py), and any gaps >= 1 give a sound count (bounds.py); a malformed payload is
+rejected with CertificateError.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from compact_proofs.certificates import decode_tensor, encode_tensor
+from compact_proofs.errors import CertificateError
+from compact_proofs.model import AttnOnlyTransformer, ModelConfig
+from compact_proofs.proofs.base import Strategy, Verdict
+from compact_proofs.proofs.subcubic.bounds import SOUND, count_correct, subcubic_bounds
+from compact_proofs.proofs.subcubic.config import SubcubicConfig
+from compact_proofs.proofs.subcubic.decompose import (
+    Directions,
+    Weights64,
+    decompose_eqke,
+    weights64,
+)
+from compact_proofs.proofs.subcubic.search import find_directions, find_min_gaps
+
+DIRECTION_NAMES = tuple(f.name for f in fields(Directions))
+
+
+def gap_dtype(v: int) -> torch.dtype:
+    """Smallest unsigned-enough integer dtype for gaps in 1..v."""
+    return torch.uint8 if v <= 255 else torch.int16 if v <= 32767 else torch.int32
+
+
+class SubcubicStrategy(Strategy):
+    """One sub-cubic configuration as a proof strategy."""
+
+    def __init__(self, config: SubcubicConfig) -> None:
+        self.config = config
+        self.id = config.id
+        self.group = config.group
+        self.complexity = config.complexity
+        self.leading_complexity = config.leading_complexity
+        self.description = (
+            f"sub-cubic: EU {config.eu}, attention {config.attention}, "
+            f"attention error {config.error} (Table 1 row-set: {config.group})"
+        )
+
+    def unexplained_dims(self, cfg: ModelConfig) -> int:
+        return self.config.unexplained_dims(cfg.d_vocab, cfg.d_model)
+
+    # -- search ---------------------------------------------------------------------------
+
+    def search(self, model: AttnOnlyTransformer) -> dict[str, Any]:
+        w = weights64(model)
+        dirs = find_directions(w)
+        gaps = find_min_gaps(w, dirs, self.config)
+        return {
+            "config": self.id,
+            "directions": {n: encode_tensor(getattr(dirs, n)) for n in DIRECTION_NAMES},
+            "min_gaps": encode_tensor(gaps.to(gap_dtype(model.cfg.d_vocab))),
+        }
+
+    # -- verification (the proof) ---------------------------------------------------------
+
+    def verify(self, model: AttnOnlyTransformer, payload: dict[str, Any]) -> Verdict:
+        w = weights64(model)
+        dirs, gaps = self._parse(payload, w)
+        cfg = self.config
+        qk = decompose_eqke(w, dirs, cfg.error, cfg.route)
+        B, cells = subcubic_bounds(
+            w, qk, gaps, w.E_q, cfg.eu, dirs.W_EP_direction, cfg.uses_mean_diff, SOUND
+        )
+        correct = count_correct(B, gaps, cells, model.cfg.n_ctx, SOUND)
+        return Verdict(correct, model.cfg.n_inputs, {"B": B, "cells": cells, "gaps": gaps})
+
+    def _parse(self, payload: dict[str, Any], w: Weights64) -> tuple[Directions, Tensor]:
+        """Validate the payload's types and shapes; never its values' optimality."""
+        v, k, d = w.W_E.shape[0], w.W_pos.shape[0], w.W_E.shape[1]
+        if payload.get("config") != self.id:
+            raise CertificateError(
+                f"certificate payload is for {payload.get('config')!r}, "
+                f"not for strategy {self.id!r}"
+            )
+        try:
+            raw = payload["directions"]
+            dirs = {n: decode_tensor(raw[n]).to(torch.float64) for n in DIRECTION_NAMES}
+            gaps = decode_tensor(payload["min_gaps"])
+        except (KeyError, TypeError):
+            raise CertificateError(
+                "sub-cubic certificate lacks directions or min_gaps; "
+                "regenerate it with `compact-proofs prove`"
+            ) from None
+        for name, t in dirs.items():
+            size = d if name in ("u_Q", "u_K", "W_EP_direction") else v
+            if tuple(t.shape) != (size,) or not bool(torch.isfinite(t).all()):
+                raise CertificateError(
+                    f"certificate direction {name} must be {size} finite numbers for this model"
+                )
+        if (
+            tuple(gaps.shape) != (v, v, k)
+            or gaps.dtype.is_floating_point
+            or gaps.dtype == torch.bool
+            or bool((gaps < 1).any())
+        ):
+            raise CertificateError(
+                f"certificate min_gaps must be integers >= 1 of shape "
+                f"[{v}, {v}, {k}] for this model"
+            )
+        device = w.W_E.device
+        return (
+            Directions(**{n: t.to(device) for n, t in dirs.items()}),
+            gaps.to(device=device, dtype=torch.int64),
+        )
