@@ -167,8 +167,7 @@ def largest_wrong_logit(
     W_run = rowrange(EVOU).cummax(dim=0).values  # W_run[t] = max_{t' <= t} rowrange(EVOU)
 
     g_min = torch.where(cells.q <= cells.m, gaps, v + 1).amin(dim=-3)  # [..., m, c]
-    m, c = cells.m[0], cells.c[0]  # [v, 1], [1, k]
-    at = m - g_min
+    at = cells.m[0] - g_min  # cells.m[0]: [v, 1] over (m, c)
     W = torch.where(at >= 0, W_run[at.clamp(min=0)], INF)  # [..., m, c]
     valid = cells.valid
     a_sel = torch.where((R_max[:, None] >= W)[..., None, :, :], A_hi, A_lo)
