@@ -243,3 +243,17 @@ def subcubic_bounds(
         A_lo, A_hi, gaps, cells, EVOU, PVOU, EU_mean, EU_q_err, E_eu @ w.W_U, mean_diff, variant
     )
     return B, cells
+
+
+def proven_mask(B: Tensor, gaps: Tensor, cells: CellIndex, tokens: Tensor) -> Tensor:
+    """Which of `tokens` [n, k] the proof certifies (bool [n]); over all inputs its sum equals
+    `count_correct` (used by the exhaustive soundness tests)."""
+    m = tokens.max(dim=-1).values
+    q = tokens[:, -1]
+    nonmax = tokens != m[:, None]
+    c = nonmax.sum(dim=-1)
+    largest_nonmax = torch.where(nonmax, tokens, -1).amax(dim=-1)
+    gaps = gaps.expand_as(B)
+    g = gaps[q, m, c]
+    in_gap = (c == 0) | (largest_nonmax <= m - g)  # the all-max input needs no gap
+    return cells.valid.expand_as(B)[q, m, c] & (B[q, m, c] < 0) & in_gap
