@@ -36,8 +36,9 @@ from compact_proofs.certificates import CertificateFile, save_certificates
 from compact_proofs.cli import bundled_model_path, main
 from compact_proofs.model import ModelConfig, build_model
 from compact_proofs.modelfile import METADATA_KEY, TL_NAMES, load_model, save_model, weights_digest
-from compact_proofs.proofs import get_strategy
+from compact_proofs.proofs import STRATEGIES, get_strategy
 from compact_proofs.proofs.runner import prove
+from compact_proofs.proofs.subcubic.config import SubcubicConfig
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 SMALL = ModelConfig(d_vocab=6, n_ctx=3, d_model=8, d_head=8, n_heads=1)
@@ -409,6 +410,9 @@ def bad_cases(d: Path, good: Path, other: Path) -> dict[str, Case]:
     return cases
 
 
+THREE = ("brute-force", "cubic", SubcubicConfig().id)  # strategies certified end to end
+
+
 # -- fixtures ----------------------------------------------------------------------------------
 
 
@@ -465,7 +469,7 @@ def e2e(small_models, cases, tmp_path_factory):
     # longest first, so the pool stays busy to the end
     jobs: dict[str, Callable[[], object]] = {
         "prove-table-then-verify": chain(
-            ["prove", "--certificate-out", paths["cert"]],
+            ["prove", "--strategy", ",".join(THREE), "--certificate-out", paths["cert"]],
             ["verify", bundled_model_path(), paths["cert"], "--json"],
         ),
         "train-seeds": snapshot_then_rerun,
@@ -508,7 +512,7 @@ def test_prove_bundled_json(e2e):
     records = ok_json(run)
     assert isinstance(records, list)
     by_id = {r["strategy"]: r for r in records}
-    assert set(by_id) == {"brute-force", "cubic"}
+    assert list(by_id) == list(STRATEGIES)  # the default is all 102 strategies, in order
     for r in records:
         assert set(r) >= REQUIRED_KEYS, REQUIRED_KEYS - set(r)
         assert r["total"] == BUNDLED_TOTAL
@@ -524,6 +528,9 @@ def test_prove_bundled_json(e2e):
     assert cubic["flops"] < bf["flops"]
     assert bf["unexplained_dims"] == 64**5
     assert cubic["unexplained_dims"] == 12800
+    for r in records[2:]:  # sub-cubic: sound, and shorter than the cubic proof
+        assert 0 <= r["correct_count"] <= bf["correct_count"]
+        assert r["flops"] < cubic["flops"]
 
 
 def test_certificate_then_verify_bundled(e2e):
@@ -533,8 +540,9 @@ def test_certificate_then_verify_bundled(e2e):
     cert_path = e2e.paths["cert"]
     cert = json.loads(cert_path.read_text())
     assert cert["format"] == "compact-proofs-certificate"
-    assert [c["strategy"] for c in cert["certificates"]] == ["brute-force", "cubic"]
-    assert [r["strategy"] for r in verified] == [r["strategy"] for r in proved]
+    assert [c["strategy"] for c in cert["certificates"]] == list(THREE)
+    assert [r["strategy"] for r in verified] == list(THREE)
+    proved = [next(p for p in proved if p["strategy"] == s) for s in THREE]
     for p, v in zip(proved, verified, strict=True):
         assert set(v) >= REQUIRED_KEYS
         assert v["correct_count"] == p["correct_count"]

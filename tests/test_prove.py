@@ -19,7 +19,7 @@ from models import ideal_model, random_model
 
 
 def test_every_strategy_is_listed_with_its_metadata():
-    assert list(STRATEGIES) == ["brute-force", "cubic"]
+    assert list(STRATEGIES)[:2] == ["brute-force", "cubic"] and len(STRATEGIES) == 102
     cfg = ModelConfig()
     assert get_strategy("brute-force").unexplained_dims(cfg) == 64**5
     assert get_strategy("cubic").unexplained_dims(cfg) == 12800
@@ -29,13 +29,14 @@ def test_every_strategy_is_listed_with_its_metadata():
 def test_prove_then_verify_round_trip(tmp_path):
     model = ideal_model(6, 3, noise=0.2, seed=1)
     results, certs = zip(*(prove(model, s) for s in STRATEGIES.values()), strict=True)
+    assert len(results) == 102
     path = tmp_path / "cert.json"
     save_certificates(path, CertificateFile(weights_digest(model), model.cfg, list(certs)))
     again = verify_certificates(model, load_certificates(path))
     for a, b in zip(results, again, strict=True):
         assert (a.strategy, a.correct_count, a.flops) == (b.strategy, b.correct_count, b.flops)
     assert results[0].correct_count == exact_accuracy(model).correct
-    assert results[1].correct_count <= results[0].correct_count
+    assert all(r.correct_count <= results[0].correct_count for r in results)
 
 
 def test_certificate_for_tampered_weights_is_rejected(tmp_path):
@@ -58,7 +59,7 @@ def test_prove_all_skips_strategies_that_do_not_apply(tmp_path, capsys):
     assert main(["prove", str(path), "--json"]) == 0
     out, err = capsys.readouterr()
     assert [r["strategy"] for r in json.loads(out)] == ["brute-force"]
-    assert "cubic skipped" in err
+    assert "cubic skipped" in err and err.count("skipped") == 101
     assert main(["prove", str(path), "--strategy", "cubic"]) == 1
     assert capsys.readouterr().err.startswith("error: ")
 

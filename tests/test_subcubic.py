@@ -21,6 +21,7 @@ from compact_proofs.proofs import STRATEGIES, get_strategy, resolve_strategies
 from compact_proofs.proofs.runner import prove, verify_payload
 from compact_proofs.proofs.subcubic.bounds import (
     ORIGINAL,
+    SOUND,
     count_correct,
     proven_mask,
     subcubic_bounds,
@@ -311,3 +312,25 @@ def test_default_configuration_on_reference_models(seed, original, sound):
     result, _ = prove(model, get_strategy(SubcubicConfig().id))
     assert result.correct_count == sound
     assert result.correct_count <= exact_accuracy(model).correct
+
+
+def test_original_mean_diff_rule_is_unsound_and_the_fix_is_not():
+    """SPEC §11.2 made concrete: on this small random model (found by an adversarial search)
+    the original mean+diff step certifies the misclassified input [2, 1]; the sound rule
+    does not certify it (nor any other misclassified input)."""
+    model = random_model(
+        ModelConfig(d_vocab=6, n_ctx=2, d_model=4, d_head=4), 731, scale=3.689857244491577
+    )
+    cfg = SubcubicConfig("max_diff_exact", "mean_query+diff", "svd")
+    w = weights64(model)
+    dirs = find_directions(w)
+    gaps = find_min_gaps(w, dirs, cfg, ORIGINAL)
+    qk = decompose_eqke(w, dirs, cfg.error, cfg.route)
+    seqs = all_sequences(6, 2)
+    correct = is_correct(model, seqs)
+    B, cells = subcubic_bounds(w, qk, gaps, w.E_q, cfg.eu, dirs.W_EP_direction, True, ORIGINAL)
+    wrongly_proven = seqs[proven_mask(B, gaps, cells, seqs) & ~correct].tolist()
+    assert [2, 1] in wrongly_proven
+    B, cells = subcubic_bounds(w, qk, gaps, w.E_q, cfg.eu, dirs.W_EP_direction, True, SOUND)
+    assert not bool((proven_mask(B, gaps, cells, seqs) & ~correct).any())
+    check_sound(model, get_strategy(cfg.id))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -283,16 +284,13 @@ def cmd_strategies(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(records)
     else:
-        print("unexplained dimensions for the paper's model (v=64, k=4, d=32)")
-        headers = ["strategy", "group", "complexity", "unexpl. dims", "description"]
+        print(
+            f"{len(records)} strategies; unexplained dimensions for the paper's model "
+            "(v=64, k=4, d=32)"
+        )
+        headers = ["strategy", "group", "leading complexity", "unexpl. dims"]
         rows = [
-            [
-                r["strategy"],
-                r["group"],
-                r["complexity"],
-                str(r["unexplained_dims"]),
-                r["description"],
-            ]
+            [r["strategy"], r["group"], r["leading_complexity"], str(r["unexplained_dims"])]
             for r in records
         ]
         print(_format_table(headers, rows))
@@ -378,6 +376,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
+    except BrokenPipeError:  # e.g. `compact-proofs strategies | head`: not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no flush error at exit
+        return 0
     except (CompactProofsError, OSError) as exc:  # OSError: unreadable paths, name too long
         message = " ".join(str(exc).splitlines())  # one line, even if a path holds a newline
         print(f"error: {message}", file=sys.stderr)

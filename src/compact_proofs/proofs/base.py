@@ -65,6 +65,7 @@ class Strategy(ABC):
         return count_flops(lambda: self.verify(model, payload))
 
     def describe(self, cfg: ModelConfig) -> dict[str, Any]:
+        """Metadata for `compact-proofs strategies --json` (unexplained dims for `cfg`)."""
         return {
             "strategy": self.id,
             "group": self.group,

@@ -24,7 +24,7 @@ from compact_proofs.errors import CertificateError
 from compact_proofs.model import AttnOnlyTransformer, ModelConfig
 from compact_proofs.proofs.base import Strategy, Verdict
 from compact_proofs.proofs.subcubic.bounds import SOUND, count_correct, subcubic_bounds
-from compact_proofs.proofs.subcubic.config import SubcubicConfig
+from compact_proofs.proofs.subcubic.config import TABLE1_ROW, SubcubicConfig
 from compact_proofs.proofs.subcubic.decompose import (
     Directions,
     Weights64,
@@ -57,6 +57,17 @@ class SubcubicStrategy(Strategy):
 
     def unexplained_dims(self, cfg: ModelConfig) -> int:
         return self.config.unexplained_dims(cfg.d_vocab, cfg.d_model)
+
+    def describe(self, cfg: ModelConfig) -> dict[str, Any]:
+        c = self.config
+        return {
+            **super().describe(cfg),
+            "tricks": c.tricks,
+            "table1_row": TABLE1_ROW[c.group],
+            "eu_handling": c.eu,
+            "attention_handling": c.attention,
+            "attention_error_handling": c.error,
+        }
 
     # -- search ---------------------------------------------------------------------------
 
