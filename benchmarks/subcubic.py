@@ -31,10 +31,8 @@ from compact_proofs.cli import bundled_model_path
 from compact_proofs.modelfile import load_model
 from compact_proofs.proofs import STRATEGIES, get_strategy
 from compact_proofs.proofs.runner import prove
-from compact_proofs.proofs.subcubic.bounds import ORIGINAL, count_correct, subcubic_bounds
 from compact_proofs.proofs.subcubic.config import ALL_CONFIGS, TABLE1_ROW, SubcubicConfig
-from compact_proofs.proofs.subcubic.decompose import decompose_eqke, weights64
-from compact_proofs.proofs.subcubic.search import find_directions, find_min_gaps
+from compact_proofs.proofs.subcubic.original import original_count
 
 PAPER = {  # Table 1 of the paper: mean +- std of the best normalised bound (151 seeds)
     "Cubic": (0.954, 0.008),
@@ -87,17 +85,6 @@ def timing_table(model) -> None:
     )
 
 
-def original_bound(model, cfg: SubcubicConfig) -> int:
-    w = weights64(model)
-    dirs = find_directions(w)
-    gaps = find_min_gaps(w, dirs, cfg, ORIGINAL)
-    qk = decompose_eqke(w, dirs, cfg.error, cfg.route)
-    B, cells = subcubic_bounds(
-        w, qk, gaps, w.E_q, cfg.eu, dirs.W_EP_direction, cfg.uses_mean_diff, ORIGINAL
-    )
-    return count_correct(B, gaps, cells, model.cfg.n_ctx, ORIGINAL)
-
-
 def table1(models_dir: Path) -> None:
     best: dict[str, dict[str, list[float]]] = {
         "sound": defaultdict(list),
@@ -116,7 +103,7 @@ def table1(models_dir: Path) -> None:
         )
         for cfg in ALL_CONFIGS:
             sound = prove(model, get_strategy(cfg.id))[0].correct_count / exact
-            original = original_bound(model, cfg) / exact
+            original = original_count(model, cfg) / exact
             for row in row_members(cfg):
                 per_row["sound"][row] = max(per_row["sound"][row], sound)
                 per_row["original"][row] = max(per_row["original"][row], original)

@@ -22,7 +22,6 @@ from compact_proofs.proofs.runner import prove, verify_payload
 from compact_proofs.proofs.subcubic.bounds import (
     ORIGINAL,
     SOUND,
-    count_correct,
     proven_mask,
     subcubic_bounds,
 )
@@ -33,6 +32,7 @@ from compact_proofs.proofs.subcubic.decompose import (
     sigma1_upper_bound,
     weights64,
 )
+from compact_proofs.proofs.subcubic.original import original_count
 from compact_proofs.proofs.subcubic.search import find_directions, find_min_gaps
 from compact_proofs.proofs.subcubic.strategy import SubcubicStrategy
 
@@ -264,18 +264,6 @@ def test_non_zero_biases_are_rejected_by_name():
 
 
 # -- the reference implementation's numbers ------------------------------------------------
-
-
-def original_count(model, cfg: SubcubicConfig) -> int:
-    """The original's rules (unsound mean+diff step, m - g counting), search and verify."""
-    w = weights64(model)
-    dirs = find_directions(w)
-    gaps = find_min_gaps(w, dirs, cfg, ORIGINAL)
-    qk = decompose_eqke(w, dirs, cfg.error, cfg.route)
-    B, cells = subcubic_bounds(
-        w, qk, gaps, w.E_q, cfg.eu, dirs.W_EP_direction, cfg.uses_mean_diff, ORIGINAL
-    )
-    return count_correct(B, gaps, cells, model.cfg.n_ctx, ORIGINAL)
 
 
 needs_fixtures = pytest.mark.skipif(not FIXTURES.exists(), reason="shared fixtures missing")
