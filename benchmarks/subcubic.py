@@ -31,7 +31,7 @@ from compact_proofs.cli import bundled_model_path
 from compact_proofs.modelfile import load_model
 from compact_proofs.proofs import STRATEGIES, get_strategy
 from compact_proofs.proofs.runner import prove
-from compact_proofs.proofs.subcubic.config import ALL_CONFIGS, TABLE1_ROW, SubcubicConfig
+from compact_proofs.proofs.subcubic.config import ALL_CONFIGS, TABLE1_ROW, table1_rows
 from compact_proofs.proofs.subcubic.original import original_count
 
 PAPER = {  # Table 1 of the paper: mean +- std of the best normalised bound (151 seeds)
@@ -45,16 +45,6 @@ PAPER = {  # Table 1 of the paper: mean +- std of the best normalised bound (151
     "Quadratic QK": (0.390, 0.032),
     "Quadratic QK & EU": (0.286, 0.036),
 }
-
-
-def row_members(cfg: SubcubicConfig) -> list[str]:
-    """Table 1 rows whose configuration set contains `cfg` (SPEC §6.11)."""
-    rows = [TABLE1_ROW[cfg.group]]
-    if cfg.group == "subcubic" and not cfg.uses_mean_diff:
-        rows.append("without mean+diff")
-    if cfg.group == "subcubic (attention-vocab-model-squared)" and cfg.error == "svd":
-        rows.append("SVD only")
-    return rows
 
 
 def timing_table(model) -> None:
@@ -104,7 +94,7 @@ def table1(models_dir: Path) -> None:
         for cfg in ALL_CONFIGS:
             sound = prove(model, get_strategy(cfg.id))[0].correct_count / exact
             original = original_count(model, cfg) / exact
-            for row in row_members(cfg):
+            for row in table1_rows(cfg):
                 per_row["sound"][row] = max(per_row["sound"][row], sound)
                 per_row["original"][row] = max(per_row["original"][row], original)
         for rules in best:

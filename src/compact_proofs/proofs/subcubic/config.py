@@ -58,6 +58,18 @@ TABLE1_ROW = {
 }
 
 
+def table1_rows(cfg: SubcubicConfig) -> list[str]:
+    """The paper's Table 1 rows whose configuration set contains `cfg` (SPEC §6.11): the
+    group's row, plus "without mean+diff" (exact EQKE & EU, no mean+diff) and "SVD only"
+    (low-rank QK with the svd error bound) where they apply."""
+    rows = [TABLE1_ROW[cfg.group]]
+    if cfg.group == "subcubic" and not cfg.uses_mean_diff:
+        rows.append("without mean+diff")
+    if cfg.group == "subcubic (attention-vocab-model-squared)" and cfg.error == "svd":
+        rows.append("SVD only")
+    return rows
+
+
 def _latex_piece(value: str) -> str:
     return "".join(p.capitalize() for p in re.split(r"[_+\-]", value) if p)
 
