@@ -1,0 +1,299 @@
+"""Many seeds x many strategies, resumable and parallel (on one machine or a Dask cluster).
+
+`run_sweep(results_dir, spec)` trains (or reuses) one model per seed, runs every strategy on
+each, and stores one row per (seed, strategy) in the results store (`results.py`). Work is
+done per seed by independent tasks scheduled with joblib — its process pool locally, or its
+Dask backend on a cluster — so the scheduling is joblib's/Dask's, not ours. Everything a task
+writes appears by an atomic rename, so a sweep killed at any point resumes where it stopped and
+recomputes nothing already stored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from joblib import Parallel, delayed, parallel_config
+from tqdm.auto import tqdm
+
+from compact_proofs.accuracy import MAX_INPUTS, exact_accuracy
+from compact_proofs.errors import CompactProofsError
+from compact_proofs.model import ModelConfig
+from compact_proofs.modelfile import atomic_write, load_model, save_model, weights_digest
+from compact_proofs.proofs import get_strategy
+from compact_proofs.proofs.runner import prove
+from compact_proofs.proofs.subcubic.config import table1_rows
+from compact_proofs.proofs.subcubic.strategy import SubcubicStrategy
+from compact_proofs.results import (
+    consolidate,
+    done_seeds,
+    model_path,
+    rows_path,
+    write_rows,
+)
+from compact_proofs.training import TrainingRecipe, provenance, train
+
+BACKENDS = ("local", "dask")
+ROWS = {"brute-force": "Brute force", "cubic": "Cubic"}  # Table 1 rows of the two baselines
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """What a sweep computes. Stored as sweep.json; a resumed sweep must match it
+    (except that seeds may be added)."""
+
+    seeds: tuple[int, ...]
+    strategies: tuple[str, ...]
+    config: ModelConfig = field(default_factory=ModelConfig)
+    recipe: TrainingRecipe = field(default_factory=TrainingRecipe)
+
+    def identity(self) -> dict[str, Any]:
+        """Everything that must agree between runs writing into the same directory, as the
+        JSON of sweep.json holds it."""
+        identity = {
+            "strategies": list(self.strategies),
+            "config": asdict(self.config),
+            "recipe": asdict(self.recipe),
+        }
+        return json.loads(json.dumps(identity))
+
+
+@dataclass
+class SweepSummary:
+    results_csv: Path
+    seeds_done: int
+    seeds_computed: int
+    rows: int
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+
+# -- the per-seed tasks (run in worker processes) --------------------------------------------
+
+
+def train_seed(results_dir: str, seed: int, config: dict, recipe: dict) -> float:
+    """Train one seed's model unless its file exists; returns seconds spent."""
+    path = model_path(Path(results_dir), seed)
+    if path.exists():
+        return 0.0
+    start = time.perf_counter()
+    cfg, rec = ModelConfig(**config), TrainingRecipe(**{**recipe, "betas": tuple(recipe["betas"])})
+    model, stats = train(cfg, seed, rec)
+    save_model(model, path, provenance(cfg, seed, rec, stats))
+    return time.perf_counter() - start
+
+
+def prove_seed(results_dir: str, seed: int, strategy_ids: Sequence[str]) -> dict[str, float]:
+    """Run every strategy on one seed's model and store its rows; returns stage seconds."""
+    torch.set_num_threads(1)
+    root = Path(results_dir)
+    path = model_path(root, seed)
+    mf = load_model(path)
+    model, cfg = mf.model, mf.model.cfg
+    seconds: dict[str, float] = {}
+    start = time.perf_counter()
+    exact = exact_accuracy(model).correct if cfg.n_inputs <= MAX_INPUTS else None
+    seconds["exact accuracy"] = time.perf_counter() - start
+    diagnostics = _model_diagnostics(mf, exact, root)
+    rows = []
+    for strategy_id in strategy_ids:
+        strategy = get_strategy(strategy_id)
+        try:
+            result, _ = prove(model, strategy)
+        except CompactProofsError:  # e.g. sub-cubic on a model with biases: no row
+            continue
+        stage = _stage(strategy_id)
+        seconds[f"{stage} search"] = seconds.get(f"{stage} search", 0.0) + result.search_seconds
+        seconds[f"{stage} verification"] = (
+            seconds.get(f"{stage} verification", 0.0) + result.seconds
+        )
+        rows.append(_row(seed, strategy, result, diagnostics))
+    write_rows(rows_path(root, seed), rows)
+    return seconds
+
+
+def _stage(strategy_id: str) -> str:
+    return strategy_id if strategy_id in ("brute-force", "cubic") else "sub-cubic"
+
+
+def _model_diagnostics(mf, exact: int | None, root: Path) -> dict[str, Any]:
+    model, cfg = mf.model, mf.model.cfg
+    training = mf.provenance.get("training", {})
+    sigma = [math.nan, math.nan]
+    if cfg.n_heads == 1:  # singular values of EQKE_bar = (W_E + P_last) W_Q W_K^T (W_E + Pbar)^T
+        W_E, W_pos = model.W_E.double(), model.W_pos.double()
+        queries = (W_E + W_pos[-1]) @ model.W_Q[0].double()
+        keys = (W_E + W_pos.mean(0)) @ model.W_K[0].double()
+        sigma = (torch.linalg.svdvals(queries @ keys.T).tolist() + sigma)[:2]
+    return {
+        "exact_accuracy": exact / cfg.n_inputs if exact is not None else None,
+        "train_loss": training.get("train_loss"),
+        "train_accuracy": training.get("train_accuracy"),
+        "eqke_sigma1": sigma[0],
+        "eqke_sigma2": sigma[1],
+        "eqke_sigma_ratio": sigma[0] / sigma[1] if sigma[1] else math.inf,
+        "d_vocab": cfg.d_vocab,
+        "n_ctx": cfg.n_ctx,
+        "d_model": cfg.d_model,
+        "model_path": str(mf.path.relative_to(root)) if mf.path else "",
+        "model_sha256": weights_digest(model),
+    }
+
+
+def _row(seed: int, strategy, result, diagnostics: dict[str, Any]) -> dict[str, Any]:
+    exact = diagnostics["exact_accuracy"]
+    config = getattr(strategy, "config", None)
+    return {
+        "seed": seed,
+        "strategy": result.strategy,
+        "group": result.group,
+        "table1_rows": ";".join(
+            table1_rows(config)
+            if isinstance(strategy, SubcubicStrategy)
+            else [{"brute-force": "Brute force", "cubic": "Cubic"}[strategy.id]]
+        ),
+        "leading_complexity": result.leading_complexity,
+        "complexity": result.complexity,
+        "bound": result.bound,
+        "normalized_bound": result.bound / exact if exact else None,
+        "correct_count": result.correct_count,
+        "total": result.total,
+        "flops": result.flops,
+        "log2_flops": math.log2(result.flops) if result.flops > 0 else None,
+        "unexplained_dims": result.unexplained_dims,
+        "search_seconds": result.search_seconds,
+        "verify_seconds": result.seconds,
+        "eu_handling": config.eu if config else "",
+        "attention_handling": config.attention if config else "",
+        "attention_error_handling": config.error if config else "",
+        **diagnostics,
+    }
+
+
+# -- orchestration ----------------------------------------------------------------------------
+
+
+def _check_spec(results_dir: Path, spec: SweepSpec) -> None:
+    path = results_dir / "sweep.json"
+    if path.exists():
+        try:
+            stored = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            raise CompactProofsError(f"{path} is corrupt; delete it to start over") from None
+        if {k: stored.get(k) for k in spec.identity()} != spec.identity():
+            raise CompactProofsError(
+                f"{results_dir} holds a sweep with different strategies, architecture or "
+                "recipe; use another --out directory (or delete it)"
+            )
+        seeds = sorted(set(stored.get("seeds", [])) | set(spec.seeds))
+    else:
+        seeds = sorted(set(spec.seeds))
+    text = json.dumps({**spec.identity(), "seeds": seeds}, indent=1)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+@contextlib.contextmanager
+def _backend(backend: str, jobs: int, scheduler: str | None) -> Iterator[int]:
+    """joblib's process pool locally, or its Dask backend (a LocalCluster unless `scheduler`
+    gives the address of a running one). Yields the number of parallel jobs."""
+    if backend == "local":
+        with parallel_config(backend="loky", n_jobs=jobs, inner_max_num_threads=1):
+            yield jobs
+        return
+    if backend != "dask":
+        raise CompactProofsError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
+    try:
+        from dask.distributed import Client, LocalCluster
+    except ImportError:
+        raise CompactProofsError(
+            "the dask backend needs dask[distributed]: pip install 'compact-proofs[cluster]'"
+        ) from None
+    with contextlib.ExitStack() as stack:
+        if scheduler:
+            client = stack.enter_context(Client(scheduler))
+        else:
+            cluster = stack.enter_context(
+                LocalCluster(
+                    n_workers=jobs, threads_per_worker=1, processes=True, dashboard_address=None
+                )
+            )
+            client = stack.enter_context(Client(cluster))
+        workers = max(1, len(client.scheduler_info().get("workers", {})))
+        with parallel_config(backend="dask", n_jobs=-1):
+            yield workers
+
+
+def _run_tasks(
+    tasks: list, desc: str, unit: str, progress: bool, on_result: Callable[[Any], None]
+) -> None:
+    if not tasks:
+        return
+    results = Parallel(return_as="generator_unordered")(tasks)
+    with tqdm(total=len(tasks), desc=desc, unit=unit, disable=not progress, smoothing=0.1) as bar:
+        for result in results:
+            on_result(result)
+            bar.update(1)
+
+
+def run_sweep(
+    results_dir: Path,
+    spec: SweepSpec,
+    *,
+    jobs: int | None = None,
+    backend: str = "local",
+    scheduler: str | None = None,
+    progress: bool = False,
+) -> SweepSummary:
+    """Compute every missing (seed, strategy) row of `spec` into `results_dir`.
+
+    Post: rows/seed-S.csv exists for every seed of spec, results.csv holds all stored rows.
+    Seeds already stored are not recomputed; model files present are reused.
+    """
+    results_dir = Path(results_dir)
+    for strategy_id in spec.strategies:
+        get_strategy(strategy_id)  # fail fast on unknown ids
+    results_dir.mkdir(parents=True, exist_ok=True)
+    _check_spec(results_dir, spec)
+    jobs = jobs or os.cpu_count() or 1
+    todo = [s for s in dict.fromkeys(spec.seeds) if s not in done_seeds(results_dir)]
+    stage_seconds: dict[str, float] = {}
+
+    def add(seconds: dict[str, float]) -> None:
+        for key, value in seconds.items():
+            stage_seconds[key] = stage_seconds.get(key, 0.0) + value
+
+    with _backend(backend, jobs, scheduler):
+        untrained = [s for s in todo if not model_path(results_dir, s).exists()]
+        config, recipe = asdict(spec.config), asdict(spec.recipe)
+        _run_tasks(
+            [delayed(train_seed)(str(results_dir), s, config, recipe) for s in untrained],
+            "training",
+            "model",
+            progress,
+            lambda t: add({"training": t}),
+        )
+        _run_tasks(
+            [delayed(prove_seed)(str(results_dir), s, spec.strategies) for s in todo],
+            f"proving ({len(spec.strategies)} strategies each)",
+            "model",
+            progress,
+            add,
+        )
+    start = time.perf_counter()
+    out = consolidate(results_dir)
+    stage_seconds["consolidation"] = time.perf_counter() - start
+    n_rows = sum(1 for _ in out.open()) - 1
+    return SweepSummary(
+        results_csv=out,
+        seeds_done=len(done_seeds(results_dir)),
+        seeds_computed=len(todo),
+        rows=n_rows,
+        stage_seconds=stage_seconds,
+    )
