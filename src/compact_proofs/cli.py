@@ -36,6 +36,7 @@ from compact_proofs.modelfile import ModelFile, load_model, save_model, weights_
 from compact_proofs.proofs import STRATEGIES, resolve_strategies
 from compact_proofs.proofs.runner import ProofResult, prove, verify_certificates
 from compact_proofs.seeds import SELECTED_SEED, parse_seeds
+from compact_proofs.sweep import SweepSpec, SweepSummary, run_sweep
 from compact_proofs.training import TrainingRecipe, provenance, train
 
 BUNDLED_MODEL = f"max-of-4-seed-{SELECTED_SEED}.safetensors"
@@ -144,28 +145,39 @@ def _result_records(results: list[ProofResult], model_name: str, digest: str) ->
 # -- commands --------------------------------------------------------------------------------
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    if (args.seed is None) == (args.seeds is None):
-        raise CompactProofsError("pass exactly one of --seed S or --seeds SET")
+def _model_config(args: argparse.Namespace) -> ModelConfig:
     d_head = args.d_head or max(args.d_model // args.n_heads, 1)
-    cfg = ModelConfig(
+    return ModelConfig(
         d_vocab=args.d_vocab,
         n_ctx=args.n_ctx,
         d_model=args.d_model,
         d_head=d_head,
         n_heads=args.n_heads,
     )
-    recipe = TrainingRecipe(steps=args.steps, batch_size=args.batch_size)
+
+
+def _recipe(args: argparse.Namespace) -> TrainingRecipe:
+    return TrainingRecipe(steps=args.steps, batch_size=args.batch_size)
+
+
+def _seed_list(text: str) -> list[int]:
+    try:
+        return parse_seeds(text)
+    except ValueError as exc:
+        raise CompactProofsError(str(exc)) from None
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    if (args.seed is None) == (args.seeds is None):
+        raise CompactProofsError("pass exactly one of --seed S or --seeds SET")
+    cfg, recipe = _model_config(args), _recipe(args)
     out = Path(args.out)
     if args.seed is not None:
         if out.is_dir():
             raise CompactProofsError(f"--out {out} is a directory; with --seed pass a file name")
         jobs = [(args.seed, out)]
     else:
-        try:
-            seeds = parse_seeds(args.seeds)
-        except ValueError as exc:
-            raise CompactProofsError(str(exc)) from None
+        seeds = _seed_list(args.seeds)
         if out.exists() and not out.is_dir():
             raise CompactProofsError(f"--out {out} is a file; with --seeds pass a directory")
         jobs = [(s, out / f"seed-{s}.safetensors") for s in seeds]
@@ -278,6 +290,94 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sweep(
+    out: Path,
+    seeds: list[int],
+    strategies: str,
+    cfg: ModelConfig,
+    recipe: TrainingRecipe,
+    args: argparse.Namespace,
+) -> SweepSummary:
+    if out.exists() and not out.is_dir():
+        raise CompactProofsError(f"--out {out} is a file; pass a directory")
+    spec = SweepSpec(
+        seeds=tuple(seeds),
+        strategies=tuple(s.id for s in resolve_strategies(strategies)),
+        config=cfg,
+        recipe=recipe,
+    )
+    return run_sweep(
+        out,
+        spec,
+        jobs=args.jobs,
+        backend=args.backend,
+        scheduler=args.scheduler,
+        progress=_progress_enabled(),
+    )
+
+
+def _print_stages(summary: SweepSummary) -> None:
+    for stage, seconds in summary.stage_seconds.items():
+        print(f"  {stage}: {seconds:.1f} s (summed over workers)")
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    summary = _sweep(
+        out, _seed_list(args.seeds), args.strategy, _model_config(args), _recipe(args), args
+    )
+    if args.json:
+        _print_json(
+            {
+                "results": str(summary.results_csv),
+                "seeds_done": summary.seeds_done,
+                "seeds_computed": summary.seeds_computed,
+                "rows": summary.rows,
+                "stage_seconds": summary.stage_seconds,
+            }
+        )
+    else:
+        print(
+            f"{summary.results_csv}: {summary.rows} rows for {summary.seeds_done} seeds "
+            f"({summary.seeds_computed} computed now)"
+        )
+        _print_stages(summary)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from compact_proofs.report import build_report  # matplotlib is slow to import
+
+    report = build_report(
+        Path(args.results), Path(args.out), seed=args.seed, progress=_progress_enabled()
+    )
+    if args.json:
+        _print_json(
+            {k: v for k, v in report.items() if k in ("table1", "files")},
+        )
+    else:
+        print(f"report written to {Path(args.out) / 'index.html'}")
+    return 0
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from compact_proofs.report import build_report
+
+    out = Path(args.out)
+    start = time.perf_counter()
+    summary = _sweep(out, _seed_list(args.seeds), "all", ModelConfig(), TrainingRecipe(), args)
+    sweep_seconds = time.perf_counter() - start
+    report_start = time.perf_counter()
+    build_report(out, out / "report", progress=_progress_enabled())
+    report_seconds = time.perf_counter() - report_start
+    print(f"{summary.rows} rows for {summary.seeds_done} seeds in {summary.results_csv}")
+    print(f"sweep {sweep_seconds:.1f} s wall, report {report_seconds:.1f} s wall; stages:")
+    _print_stages(summary)
+    print((out / "report" / "table1.md").read_text())
+    print(f"report: {out / 'report' / 'index.html'}")
+    return 0
+
+
 def cmd_strategies(args: argparse.Namespace) -> int:
     cfg = ModelConfig()
     records = [s.describe(cfg) for s in STRATEGIES.values()]
@@ -316,6 +416,47 @@ def build_parser() -> argparse.ArgumentParser:
             choices=["auto", "cpu", "cuda"],
             default="cpu",
             help="where to compute (default: cpu; auto = cuda if available)",
+        )
+
+    def model_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--n-ctx", type=_positive_int, default=4, help="K, tokens per input (4)")
+        p.add_argument("--d-vocab", type=_positive_int, default=64, help="vocabulary size (64)")
+        p.add_argument("--d-model", type=_positive_int, default=32, help="residual width (32)")
+        p.add_argument(
+            "--d-head",
+            type=_positive_int,
+            default=None,
+            help="head width (default d_model / n_heads)",
+        )
+        p.add_argument("--n-heads", type=_positive_int, default=1, help="attention heads (1)")
+        p.add_argument(
+            "--steps",
+            type=_positive_int,
+            default=TrainingRecipe.steps,
+            help="optimisation steps (3000)",
+        )
+        p.add_argument(
+            "--batch-size",
+            type=_positive_int,
+            default=TrainingRecipe.batch_size,
+            help="batch size (128)",
+        )
+
+    def parallel_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--jobs", type=_positive_int, default=None, help="parallel workers (default: all cores)"
+        )
+        p.add_argument(
+            "--backend",
+            choices=["local", "dask"],
+            default="local",
+            help="local process pool (default) or a Dask cluster",
+        )
+        p.add_argument(
+            "--scheduler",
+            default=None,
+            help="address of a running Dask scheduler (with --backend dask; "
+            "default: start a local cluster)",
         )
 
     p = sub.add_parser("train", help="train models with the paper's recipe")
@@ -365,6 +506,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     device_arg(p)
     p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("sweep", help="train and prove many seeds; resumable results store")
+    p.add_argument("--seeds", default="paper", help="seed set: 'paper' (default), 1,2,3 or 0-9")
+    p.add_argument("--out", required=True, help="results directory (created or resumed)")
+    p.add_argument("--strategy", default="all", help="strategy id, comma list, or 'all'")
+    model_args(p)
+    parallel_args(p)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("report", help="Table 1, figures and index.html from a results store")
+    p.add_argument("results", help="results directory of `compact-proofs sweep`")
+    p.add_argument("--out", required=True, help="report directory")
+    p.add_argument(
+        "--seed",
+        type=_seed,
+        default=None,
+        help="seed whose path matrices are drawn (default 123 if present)",
+    )
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("reproduce", help="the paper's results: sweep (151 seeds) + report")
+    p.add_argument("--out", default="reproduction", help="output directory (reproduction)")
+    p.add_argument("--seeds", default="paper", help="seed set (default: the 151 paper seeds)")
+    parallel_args(p)
+    p.set_defaults(func=cmd_reproduce)
 
     p = sub.add_parser("strategies", help="list the proof strategies")
     p.add_argument("--json", action="store_true", help="print JSON")
