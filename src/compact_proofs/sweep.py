@@ -261,6 +261,8 @@ def run_sweep(
         get_strategy(strategy_id)  # fail fast on unknown ids
     results_dir.mkdir(parents=True, exist_ok=True)
     _check_spec(results_dir, spec)
+    for stale in [*results_dir.glob("*/.*.tmp"), *results_dir.glob(".*.tmp")]:
+        stale.unlink(missing_ok=True)  # temp files of a run that was killed mid-write
     jobs = jobs or os.cpu_count() or 1
     todo = [s for s in dict.fromkeys(spec.seeds) if s not in done_seeds(results_dir)]
     stage_seconds: dict[str, float] = {}
