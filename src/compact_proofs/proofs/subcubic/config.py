@@ -156,7 +156,7 @@ class SubcubicConfig:
         if self.route == "A" or self.error.endswith("subproduct"):
             terms.append("v d^2")
         else:
-            terms.append("v d + d^2")
+            terms += ["v d", "d^2"]
         if self.eu_quadratic:
             terms.append("v d")
         return "O(" + " + ".join(dict.fromkeys(terms)) + ")"

@@ -1,0 +1,251 @@
+"""The sweep report: Table 1, figures and index.html from a small, really computed results store."""
+
+from __future__ import annotations
+
+import math
+import xml.etree.ElementTree as ET
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import matplotlib.image
+import pandas as pd
+import pytest
+import torch
+
+from compact_proofs import report as report_module
+from compact_proofs import results
+from compact_proofs.accuracy import exact_accuracy
+from compact_proofs.circuits import path_matrices
+from compact_proofs.errors import CompactProofsError
+from compact_proofs.flops import log2
+from compact_proofs.model import ModelConfig
+from compact_proofs.modelfile import save_model, weights_digest
+from compact_proofs.proofs import STRATEGIES
+from compact_proofs.proofs.runner import prove
+from compact_proofs.proofs.subcubic.config import SubcubicConfig, table1_rows
+from compact_proofs.proofs.subcubic.strategy import SubcubicStrategy
+from compact_proofs.report import TABLE1_ORDER, build_report, pareto_frontier
+from compact_proofs.training import TrainingRecipe, train
+
+SEEDS = (1, 2, 123)
+CFG = ModelConfig(d_vocab=6, n_ctx=3, d_model=8, d_head=8)
+# brute force, cubic and 22 sub-cubic configurations: two EU handlings (exact and low-rank) x
+# every attention-error handling with mean+diff, plus the two exact ones without it; so every
+# Table 1 row and every attention-error handling is represented
+EU_HANDLINGS = ("max_diff_exact", "mean_query+max_diff")
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _strategies() -> list:
+    def wanted(c: SubcubicConfig) -> bool:
+        if c.uses_mean_diff:
+            return c.eu in EU_HANDLINGS
+        return c.eu == "max_diff_exact" and c.error in (
+            "max_diff_exact",
+            "exact_EQKE+max_diff_exact",
+        )
+
+    subcubic = [s for s in STRATEGIES.values() if isinstance(s, SubcubicStrategy)]
+    return [STRATEGIES["brute-force"], STRATEGIES["cubic"]] + [
+        s for s in subcubic if wanted(s.config)
+    ]
+
+
+def _seed_rows(results_dir: Path, seed: int) -> list[dict[str, Any]]:
+    """Train a tiny model, save it in the store, run the strategies, compose full rows."""
+    model, stats = train(CFG, seed, TrainingRecipe(steps=300))
+    model_file = results.model_path(results_dir, seed)
+    save_model(model, model_file)
+    accuracy = exact_accuracy(model).accuracy
+    sigma = torch.linalg.svdvals(path_matrices(model).EQKE)
+    sigma1, sigma2 = float(sigma[0]), float(sigma[1])
+    rows = []
+    for strategy in _strategies():
+        result, _ = prove(model, strategy)
+        config = getattr(strategy, "config", None)
+        rows.append(
+            {
+                "seed": seed,
+                "strategy": result.strategy,
+                "group": result.group,
+                "table1_rows": ";".join(table1_rows(config))
+                if config
+                else {"brute-force": "Brute force", "cubic": "Cubic"}[result.strategy],
+                "leading_complexity": result.leading_complexity,
+                "complexity": result.complexity,
+                "bound": result.bound,
+                "normalized_bound": result.bound / accuracy,
+                "correct_count": result.correct_count,
+                "total": result.total,
+                "flops": result.flops,
+                "log2_flops": log2(result.flops),
+                "unexplained_dims": result.unexplained_dims,
+                "search_seconds": result.search_seconds,
+                "verify_seconds": result.seconds,
+                "exact_accuracy": accuracy,
+                "train_loss": stats.train_loss,
+                "train_accuracy": stats.train_accuracy,
+                "eqke_sigma1": sigma1,
+                "eqke_sigma2": sigma2,
+                "eqke_sigma_ratio": sigma1 / sigma2,
+                "eu_handling": config.eu if config else "",
+                "attention_handling": config.attention if config else "",
+                "attention_error_handling": config.error if config else "",
+                "d_vocab": CFG.d_vocab,
+                "n_ctx": CFG.n_ctx,
+                "d_model": CFG.d_model,
+                "model_path": model_file.relative_to(results_dir).as_posix(),
+                "model_sha256": weights_digest(model),
+            }
+        )
+    assert set(rows[0]) == set(results.COLUMNS)
+    return rows
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Path:
+    results_dir = tmp_path_factory.mktemp("sweep")
+    rows = [row for seed in SEEDS for row in _seed_rows(results_dir, seed)]
+    results.write_rows(results_dir / "results.csv", rows)
+    return results_dir
+
+
+@pytest.fixture(scope="module")
+def report(store, tmp_path_factory) -> tuple[Path, dict[str, Any]]:
+    out_dir = tmp_path_factory.mktemp("report")
+    return out_dir, build_report(store, out_dir)
+
+
+class _Links(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.links: list[tuple[str, str]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.links += [(tag, v) for k, v in attrs if k in ("src", "href") and v is not None]
+
+
+def test_every_table_and_figure_file_exists_and_is_valid(report):
+    out_dir, info = report
+    names = {p.name for p in info["files"]}
+    expected = {"table1.md", "table1.tex", "table1.csv", "index.html"}
+    for stem in ("bound_vs_flops_all", "bound_vs_flops_frontier", "dims_vs_flops"):
+        expected |= {f"{stem}.png", f"{stem}.svg", f"{stem}.pdf"}
+    expected |= {f"bound_vs_sigma_ratio.{e}" for e in ("png", "svg", "pdf")}
+    expected |= {"seed-123-path-matrices.png", "seed-123-path-matrices.svg"}
+    assert names == expected
+    assert info["notes"] == [] and info["figure_seed"] == 123
+    assert not list(out_dir.glob(".*.tmp"))  # no temporary files left behind
+    for path in info["files"]:
+        assert path.is_file() and path.parent == out_dir and path.stat().st_size > 0
+        if path.suffix == ".png":
+            assert path.read_bytes()[:8] == PNG_SIGNATURE
+            image = matplotlib.image.imread(path)
+            assert image.ndim == 3 and min(image.shape[:2]) > 100
+        elif path.suffix == ".pdf":
+            assert path.read_bytes()[:4] == b"%PDF"
+        elif path.suffix == ".svg":
+            assert ET.parse(path).getroot().tag.endswith("svg")
+    md = (out_dir / "table1.md").read_text()
+    tex = (out_dir / "table1.tex").read_text()
+    assert all(row in md for row in TABLE1_ORDER)
+    assert r"\begin{tabular}" in tex and r"\end{tabular}" in tex and r"Low-rank QK \&" in tex
+
+
+def test_index_html_references_only_existing_files(report):
+    out_dir, info = report
+    parser = _Links()
+    parser.feed((out_dir / "index.html").read_text())
+    targets = [v for _, v in parser.links]
+    assert targets
+    for target in targets:
+        assert "://" not in target and not target.startswith("/")
+        assert (out_dir / target).is_file(), target
+    images = {v for tag, v in parser.links if tag == "img"}
+    assert images == {p.name for p in info["files"] if p.suffix == ".png"}
+    linked = set(targets)
+    assert {"table1.md", "table1.tex", "table1.csv"} <= linked
+    assert {p.name for p in info["files"] if p.suffix in (".svg", ".pdf")} <= linked
+
+
+def test_table1_matches_a_direct_pandas_computation(store, report):
+    out_dir, info = report
+    df = pd.read_csv(store / "results.csv", dtype={"table1_rows": str}).fillna({"table1_rows": ""})
+    table = {row["row"]: row for row in info["table1"]}
+    assert list(table) == list(TABLE1_ORDER)
+    for name in ("Cubic", "Sub-cubic", "Low-rank QK", "SVD only", "Quadratic QK & EU"):
+        in_row = df["table1_rows"].str.split(";").map(lambda rows, name=name: name in rows)
+        best = df[in_row].groupby("seed")["normalized_bound"].max()
+        assert len(best) == len(SEEDS) == table[name]["n_seeds"]
+        assert table[name]["normalized_bound_mean"] == pytest.approx(best.mean(), abs=1e-12)
+        assert table[name]["normalized_bound_std"] == pytest.approx(best.std(ddof=0), abs=1e-12)
+        chosen = df[in_row].loc[df[in_row].groupby("seed")["bound"].idxmax()]
+        assert table[name]["unexplained_dims_mean"] == pytest.approx(
+            chosen["unexplained_dims"].mean()
+        )
+    assert table["Brute force"]["normalized_bound_mean"] == pytest.approx(1.0)
+    assert table["Brute force"]["paper_bound_mean"] == 0.9992
+    assert table["Cubic"]["paper_normalized_bound_mean"] == 0.9539
+    assert table["SVD only"]["paper_normalized_bound_mean"] is None
+    # the CSV file holds the same numbers
+    csv = pd.read_csv(out_dir / "table1.csv").set_index("row")
+    for name, row in table.items():
+        assert math.isclose(csv.loc[name, "normalized_bound_mean"], row["normalized_bound_mean"])
+        assert math.isclose(csv.loc[name, "flops_mean"], row["flops_mean"])
+
+
+def test_missing_results_raise_a_one_line_error(tmp_path):
+    with pytest.raises(CompactProofsError, match=r"results\.csv not found") as excinfo:
+        build_report(tmp_path / "nothing", tmp_path / "out")
+    assert "\n" not in str(excinfo.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_duplicate_rows_are_rejected(store, tmp_path):
+    df = pd.read_csv(store / "results.csv")
+    (tmp_path / "sweep").mkdir()
+    pd.concat([df, df.head(1)]).to_csv(tmp_path / "sweep" / "results.csv", index=False)
+    with pytest.raises(CompactProofsError, match="duplicate"):
+        build_report(tmp_path / "sweep", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_unknown_seed_is_rejected_before_writing(store, tmp_path):
+    with pytest.raises(CompactProofsError, match="seed 999 is not in the results"):
+        build_report(store, tmp_path / "out", seed=999)
+    assert not (tmp_path / "out").exists()
+
+
+def test_seed_figure_skipped_with_a_note_when_the_model_is_missing(store, tmp_path, monkeypatch):
+    def save_stub(fig, out_dir: Path, stem: str, formats) -> list[Path]:
+        """Rendering is tested above; here only which files the report decides to write."""
+        paths = [out_dir / f"{stem}.{fmt}" for fmt in formats]
+        for path in paths:
+            path.write_bytes(b"stub")
+        return paths
+
+    monkeypatch.setattr(report_module, "_save_figure", save_stub)
+    df = pd.read_csv(store / "results.csv")
+    (tmp_path / "sweep").mkdir()
+    df[df["seed"] == 2].to_csv(tmp_path / "sweep" / "results.csv", index=False)  # no models/
+    info = build_report(tmp_path / "sweep", tmp_path / "out")
+    assert info["figure_seed"] == 2 and len(info["notes"]) == 1
+    assert "not found" in info["notes"][0]
+    assert "bound_vs_flops_all" in info["figures"]
+    assert not list((tmp_path / "out").glob("seed-*"))
+    assert "not found" in (tmp_path / "out" / "index.html").read_text()
+
+
+def test_pareto_frontier_is_per_seed_and_strict():
+    df = pd.DataFrame(
+        {
+            "seed": [1, 1, 1, 1, 2],
+            "normalized_bound": [0.9, 0.5, 0.5, 0.4, 0.1],
+            "flops": [100, 10, 100, 10, 1000],
+        }
+    )
+    # equal FLOPs or equal bound never dominate; the other seed's rows are irrelevant
+    assert pareto_frontier(df).tolist() == [True, True, True, True, True]
+    df.loc[2, "normalized_bound"] = 0.45  # now row 1 has higher bound and fewer FLOPs
+    assert pareto_frontier(df).tolist() == [True, True, False, True, True]
