@@ -52,10 +52,12 @@ class CellIndex:
     valid: Tensor  # [..., v, v, k]
 
 
-def cell_index(gaps: Tensor, v: int, k: int) -> CellIndex:
+def cell_index(gaps: Tensor, v: int, k: int, m_start: int = 0) -> CellIndex:
+    """Index tensors over cells (q, m, c) with m in m_start..v-1 (search skips max tokens
+    that no gap of a chunk can serve); verification uses every m."""
     device = gaps.device
     q = torch.arange(v, device=device)[:, None, None]
-    m = torch.arange(v, device=device)[None, :, None]
+    m = torch.arange(m_start, v, device=device)[None, :, None]
     c = torch.arange(k, device=device)[None, None, :]
     off = (q < m) & (c >= 1) & (m - q >= gaps)
     on = (q == m) & ((c == 0) | (m >= gaps))
@@ -166,6 +168,10 @@ def largest_wrong_logit(
     R_min = R.masked_fill(eye, INF).amin(dim=-1)
     W_run = rowrange(EVOU).cummax(dim=0).values  # W_run[t] = max_{t' <= t} rowrange(EVOU)
 
+    ms = cells.m.flatten()  # the max tokens of these cells (all of 0..v-1 unless searching)
+    L, R, R_max, R_min, PVOU_pess = L[ms], R[ms], R_max[ms], R_min[ms], PVOU_pess[ms]
+    is_m = eye[ms]  # is_m[i, j]: j is the max token of row i (excluded from max_{j != m})
+    EU_rows = EU_rows[ms]
     g_min = torch.where(cells.q <= cells.m, gaps, v + 1).amin(dim=-3)  # [..., m, c]
     at = cells.m[0] - g_min  # cells.m[0]: [v, 1] over (m, c)
     W = torch.where(at >= 0, W_run[at.clamp(min=0)], INF)  # [..., m, c]
@@ -178,7 +184,7 @@ def largest_wrong_logit(
         a_bar = torch.zeros_like(W)
     M_bar = (
         (L[:, None, :] + a_bar[..., None] * R[:, None, :])
-        .masked_fill(eye[:, None, :], -INF)
+        .masked_fill(is_m[:, None, :], -INF)
         .amax(dim=-1)
     )  # [..., m, c]
     base = (M_bar + (1 - a_bar) * W)[..., None, :, :] + EU_q_err[:, None, None]
@@ -194,7 +200,8 @@ def largest_wrong_logit(
         B = base + (a_sel - a_bar_q) * (R_max[:, None] - W_q)
 
     # the all-max input (q = m, c = 0): attention is entirely on m; direct path exact
-    all_max = (EU_rows - EU_rows.diagonal()[:, None] + R + PVOU_pess).masked_fill(eye, -INF)
+    EU_at_m = EU_rows.gather(1, ms[:, None])  # EU_rows[i, m_i]
+    all_max = (EU_rows - EU_at_m + R + PVOU_pess).masked_fill(is_m, -INF)
     all_max = all_max.amax(dim=-1)  # [m]
     is_all_max = (cells.q == cells.m) & (cells.c == 0)
     B = torch.where(is_all_max, all_max[:, None], B)
@@ -229,10 +236,12 @@ def subcubic_bounds(
     eu_direction: Tensor,
     mean_diff: bool,
     variant: Variant = SOUND,
+    m_start: int = 0,
 ) -> tuple[Tensor, CellIndex]:
-    """The whole pipeline §6.5–§6.7: B[..., q, m, c] and the cell index, for gaps."""
+    """The whole pipeline §6.5–§6.7: B[..., q, m, c] and the cell index, for gaps (cells with
+    max token m >= m_start only)."""
     v, k = w.W_E.shape[0], w.W_pos.shape[0]
-    cells = cell_index(gaps, v, k)
+    cells = cell_index(gaps, v, k, m_start)
     D_lo, D_hi = extreme_pre_softmax_diffs(qk, gaps, cells)
     A_lo, A_hi = extreme_attention(D_lo, D_hi, qk.pos_err, cells, w.attn_scale)
     OU = w.W_O @ w.W_U

@@ -15,7 +15,7 @@ from compact_proofs.proofs.subcubic.bounds import SOUND, Variant, subcubic_bound
 from compact_proofs.proofs.subcubic.config import SubcubicConfig
 from compact_proofs.proofs.subcubic.decompose import Directions, Weights64, decompose_eqke
 
-SEARCH_CHUNK = 2**22  # gap-grid cells evaluated at once during the min-gap search
+SEARCH_STEP = 8  # gaps evaluated together in the min-gap search
 
 
 def _top_left_singular(M: Tensor) -> Tensor:
@@ -59,9 +59,9 @@ def find_min_gaps(
     v, k = w.W_E.shape[0], w.W_pos.shape[0]
     qk = decompose_eqke(w, dirs, config.error, config.route)
     best = torch.full((v, v, k), v, dtype=torch.int64, device=w.W_E.device)
-    step = max(1, SEARCH_CHUNK // (v * v * k))
-    for start in range(1, v, step):
-        grid = torch.arange(start, min(start + step, v), device=w.W_E.device)
+    for start in range(1, v, SEARCH_STEP):
+        grid = torch.arange(start, min(start + SEARCH_STEP, v), device=w.W_E.device)
+        # a gap g >= start leaves no room below max tokens m < start: skip those cells
         B, _ = subcubic_bounds(
             w,
             qk,
@@ -71,7 +71,8 @@ def find_min_gaps(
             dirs.W_EP_direction,
             config.uses_mean_diff,
             variant,
+            m_start=start,
         )
         candidates = torch.where(B < 0, grid[:, None, None, None], v).amin(dim=0)
-        best = torch.minimum(best, candidates)
+        best[:, start:] = torch.minimum(best[:, start:], candidates)
     return torch.where(best < v, best, 1)
