@@ -7,6 +7,8 @@ reseed(seed, "model"), and the log1p-accurate log-softmax loss at the last posit
 
 Deterministic: training runs single-threaded on the CPU, so the same call gives bit-identical
 weights on every run and machine with the same torch build.
+
+`compact_proofs.batched_training.train_many` trains many seeds at once.
 """
 
 from __future__ import annotations
