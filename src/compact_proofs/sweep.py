@@ -25,6 +25,7 @@ from joblib import Parallel, delayed, parallel_config
 from tqdm.auto import tqdm
 
 from compact_proofs.accuracy import MAX_INPUTS, exact_accuracy
+from compact_proofs.batched_training import train_many
 from compact_proofs.errors import CompactProofsError
 from compact_proofs.model import ModelConfig
 from compact_proofs.modelfile import atomic_write, load_model, save_model, weights_digest
@@ -39,7 +40,7 @@ from compact_proofs.results import (
     rows_path,
     write_rows,
 )
-from compact_proofs.training import TrainingRecipe, provenance, train
+from compact_proofs.training import TrainingRecipe, provenance
 
 BACKENDS = ("local", "dask")
 ROWS = {"brute-force": "Brute force", "cubic": "Cubic"}  # Table 1 rows of the two baselines
@@ -78,15 +79,18 @@ class SweepSummary:
 # -- the per-seed tasks (run in worker processes) --------------------------------------------
 
 
-def train_seed(results_dir: str, seed: int, config: dict, recipe: dict) -> float:
-    """Train one seed's model unless its file exists; returns seconds spent."""
-    path = model_path(Path(results_dir), seed)
-    if path.exists():
-        return 0.0
+def train_seeds(results_dir: str, seeds: list[int], config: dict, recipe: dict) -> float:
+    """Train the models of `seeds` together (`train_many`) and store each; returns seconds.
+
+    A seed's weights do not depend on which seeds share its group, so the results do not
+    depend on how the sweep splits the work.
+    """
     start = time.perf_counter()
-    cfg, rec = ModelConfig(**config), TrainingRecipe(**{**recipe, "betas": tuple(recipe["betas"])})
-    model, stats = train(cfg, seed, rec)
-    save_model(model, path, provenance(cfg, seed, rec, stats))
+    cfg = ModelConfig(**config)
+    rec = TrainingRecipe(**{**recipe, "betas": tuple(recipe["betas"])})
+    for seed, (model, stats) in zip(seeds, train_many(cfg, seeds, rec), strict=True):
+        meta = {**provenance(cfg, seed, rec, stats), "trainer": "batched_training.train_many"}
+        save_model(model, model_path(Path(results_dir), seed), meta)
     return time.perf_counter() - start
 
 
@@ -271,13 +275,14 @@ def run_sweep(
         for key, value in seconds.items():
             stage_seconds[key] = stage_seconds.get(key, 0.0) + value
 
-    with _backend(backend, jobs, scheduler):
+    with _backend(backend, jobs, scheduler) as n_workers:
         untrained = [s for s in todo if not model_path(results_dir, s).exists()]
         config, recipe = asdict(spec.config), asdict(spec.recipe)
+        groups = [untrained[i::n_workers] for i in range(n_workers) if untrained[i::n_workers]]
         _run_tasks(
-            [delayed(train_seed)(str(results_dir), s, config, recipe) for s in untrained],
-            "training",
-            "model",
+            [delayed(train_seeds)(str(results_dir), g, config, recipe) for g in groups],
+            f"training {len(untrained)} models",
+            "group",
             progress,
             lambda t: add({"training": t}),
         )
