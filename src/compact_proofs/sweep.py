@@ -235,14 +235,23 @@ def _backend(backend: str, jobs: int, scheduler: str | None) -> Iterator[int]:
 
 
 def _run_tasks(
-    tasks: list, desc: str, unit: str, progress: bool, on_result: Callable[[Any], None]
+    tasks: list,
+    desc: str,
+    unit: str,
+    progress: bool,
+    on_result: Callable[[Any], None],
+    per_task: int = 0,
 ) -> None:
+    """Run tasks in the active joblib backend, with a progress bar (rate, ETA) as they finish;
+    `per_task` strategies per task are shown as a running count."""
     if not tasks:
         return
     results = Parallel(return_as="generator_unordered")(tasks)
     with tqdm(total=len(tasks), desc=desc, unit=unit, disable=not progress, smoothing=0.1) as bar:
-        for result in results:
+        for done, result in enumerate(results, start=1):
             on_result(result)
+            if per_task:
+                bar.set_postfix(strategies=done * per_task, refresh=False)
             bar.update(1)
 
 
@@ -288,10 +297,11 @@ def run_sweep(
         )
         _run_tasks(
             [delayed(prove_seed)(str(results_dir), s, spec.strategies) for s in todo],
-            f"proving ({len(spec.strategies)} strategies each)",
+            "proving",
             "model",
             progress,
             add,
+            per_task=len(spec.strategies),
         )
     start = time.perf_counter()
     out = consolidate(results_dir)
