@@ -463,25 +463,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_seed, help="top-level seed of one model")
     p.add_argument("--seeds", help="seed set: 'paper' (the 151 seeds), 1,2,3 or 0-9")
     p.add_argument("--out", required=True, help="output file (--seed) or directory (--seeds)")
-    p.add_argument("--n-ctx", type=_positive_int, default=4, help="K, tokens per input (4)")
-    p.add_argument("--d-vocab", type=_positive_int, default=64, help="vocabulary size (64)")
-    p.add_argument("--d-model", type=_positive_int, default=32, help="residual width (32)")
-    p.add_argument(
-        "--d-head", type=_positive_int, default=None, help="head width (default d_model / n_heads)"
-    )
-    p.add_argument("--n-heads", type=_positive_int, default=1, help="attention heads (1)")
-    p.add_argument(
-        "--steps",
-        type=_positive_int,
-        default=TrainingRecipe.steps,
-        help="optimisation steps (3000)",
-    )
-    p.add_argument(
-        "--batch-size",
-        type=_positive_int,
-        default=TrainingRecipe.batch_size,
-        help="batch size (128)",
-    )
+    model_args(p)
     p.add_argument("--overwrite", action="store_true", help="retrain existing output files")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_train)
