@@ -30,6 +30,7 @@ from compact_proofs import __version__
 from compact_proofs.accuracy import exact_accuracy
 from compact_proofs.certificates import CertificateFile, load_certificates, save_certificates
 from compact_proofs.errors import CompactProofsError, UnsupportedModelError
+from compact_proofs.estimate import estimate_accuracy
 from compact_proofs.flops import log2
 from compact_proofs.model import ModelConfig
 from compact_proofs.modelfile import ModelFile, load_model, save_model, weights_digest
@@ -221,6 +222,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_accuracy(args: argparse.Namespace) -> int:
     mf, name = _load(args.model, _device(args.device))
+    if args.estimate:
+        return _estimate(mf, name, args)
     start = time.perf_counter()
     result = exact_accuracy(mf.model, progress=_progress_enabled())
     seconds = time.perf_counter() - start
@@ -287,6 +290,26 @@ def cmd_verify(args: argparse.Namespace) -> int:
         _print_json(_result_records(results, name, cert.model_sha256))
     else:
         _print_results(results, name)
+    return 0
+
+
+def _estimate(mf: ModelFile, name: str, args: argparse.Namespace) -> int:
+    if not 0 < args.confidence < 1:
+        raise CompactProofsError(f"--confidence must be in (0, 1), got {args.confidence}")
+    start = time.perf_counter()
+    est = estimate_accuracy(
+        mf.model, args.samples, args.confidence, args.sample_seed, progress=_progress_enabled()
+    )
+    seconds = time.perf_counter() - start
+    if args.json:
+        _print_json({"model": name, **est.to_json(), "seconds": seconds})
+    else:
+        print(
+            f"{name}: ESTIMATED accuracy {est.estimate:.6f} ({est.correct} / {est.samples} "
+            f"uniformly sampled inputs correct); {est.confidence:.0%} Clopper-Pearson interval "
+            f"[{est.lower:.6f}, {est.upper:.6f}]: a statistical estimate, not a proof "
+            f"({seconds:.1f}s)"
+        )
     return 0
 
 
@@ -470,6 +493,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("accuracy", help="exact accuracy over all d_vocab^n_ctx inputs")
     p.add_argument("model", help="model file (.safetensors)")
+    p.add_argument(
+        "--estimate",
+        action="store_true",
+        help="estimate by uniform sampling, with a confidence interval (not a proof)",
+    )
+    p.add_argument(
+        "--samples",
+        type=_positive_int,
+        default=1_000_000,
+        help="inputs to sample with --estimate (1000000)",
+    )
+    p.add_argument(
+        "--confidence", type=float, default=0.99, help="confidence level of the interval (0.99)"
+    )
+    p.add_argument("--sample-seed", type=_seed, default=0, help="seed of the sampling (0)")
     p.add_argument("--json", action="store_true", help="print JSON")
     device_arg(p)
     p.set_defaults(func=cmd_accuracy)

@@ -1,0 +1,88 @@
+"""Accuracy *estimates* with confidence intervals, for input spaces too large to enumerate.
+
+These are statistical statements, never proofs: with probability at least `confidence` over
+the sampling, the true accuracy lies in [lower, upper].
+
+* `uniform`: n inputs drawn uniformly with replacement; the exact binomial (Clopper–Pearson)
+  interval for the fraction classified correctly.
+
+Each sampled input is judged exactly as `accuracy.is_correct` does (float64 forward pass, ties
+count as wrong). The stream of samples is reproducible from `seed`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from scipy.stats import beta
+from tqdm.auto import tqdm
+
+from compact_proofs.accuracy import is_correct
+from compact_proofs.model import AttnOnlyTransformer
+
+BATCH = 2**15
+
+
+@dataclass(frozen=True)
+class AccuracyEstimate:
+    """`correct` of `samples` sampled inputs were correct; [lower, upper] is a
+    `confidence`-level interval for the accuracy over all inputs."""
+
+    correct: int
+    samples: int
+    estimate: float
+    lower: float
+    upper: float
+    confidence: float
+    method: str
+    seed: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "kind": "estimate (not a proof)"}
+
+
+def clopper_pearson(correct: int, n: int, confidence: float) -> tuple[float, float]:
+    """Exact binomial interval: P(true p outside it) <= 1 - confidence for every p."""
+    alpha = 1 - confidence
+    lower = 0.0 if correct == 0 else float(beta.ppf(alpha / 2, correct, n - correct + 1))
+    upper = 1.0 if correct == n else float(beta.ppf(1 - alpha / 2, correct + 1, n - correct))
+    return lower, upper
+
+
+@torch.no_grad()
+def estimate_accuracy(
+    model: AttnOnlyTransformer,
+    samples: int = 1_000_000,
+    confidence: float = 0.99,
+    seed: int = 0,
+    progress: bool = False,
+) -> AccuracyEstimate:
+    """Uniform Monte-Carlo estimate of the accuracy with a Clopper–Pearson interval.
+
+    Pre: samples >= 1, 0 < confidence < 1. Post: lower <= estimate <= upper.
+    """
+    if samples < 1 or not 0 < confidence < 1:
+        raise ValueError("need samples >= 1 and 0 < confidence < 1")
+    cfg = model.cfg
+    gen = torch.Generator().manual_seed(seed)
+    device = model.W_E.device
+    correct = 0
+    for start in tqdm(
+        range(0, samples, BATCH), desc="sampling", unit="batch", disable=not progress, leave=False
+    ):
+        n = min(BATCH, samples - start)
+        tokens = torch.randint(0, cfg.d_vocab, (n, cfg.n_ctx), generator=gen).to(device)
+        correct += int(is_correct(model, tokens).sum())
+    lower, upper = clopper_pearson(correct, samples, confidence)
+    return AccuracyEstimate(
+        correct=correct,
+        samples=samples,
+        estimate=correct / samples,
+        lower=lower,
+        upper=upper,
+        confidence=confidence,
+        method="uniform",
+        seed=seed,
+    )
