@@ -128,3 +128,12 @@ def test_trained_paper_size_model_bound_is_sound_and_non_vacuous():
     verdict = Cubic().verify(model, {})
     assert exact.accuracy >= 0.99
     assert 0.8 < verdict.bound <= exact.accuracy
+
+
+def test_chunking_over_max_tokens_gives_the_same_count(monkeypatch):
+    from compact_proofs.proofs import cubic
+
+    model = trained_model(8, 4, 12, 600, 1)
+    whole = Cubic().verify(model, {}).correct_count
+    monkeypatch.setattr(cubic, "CHUNK_ELEMENTS", 2 * 8 * 8 * 3)  # 3 max tokens per chunk
+    assert Cubic().verify(model, {}).correct_count == whole

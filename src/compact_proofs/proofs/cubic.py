@@ -57,6 +57,7 @@ from compact_proofs.model import AttnOnlyTransformer, ModelConfig
 from compact_proofs.proofs.base import Strategy, Verdict
 
 NEG_INF = float("-inf")
+CHUNK_ELEMENTS = 2**23  # cells (ordering x q x m x t) per chunk: ~64 MB per float64 table
 
 
 @dataclass(frozen=True)
@@ -70,23 +71,26 @@ class CubicTables:
     good: Tensor
 
 
-def _max_over_j_not_m(x: Tensor) -> Tensor:
-    """max over the last axis j of x[..., m, j], excluding j = m (m is the second-last axis)."""
-    v = x.shape[-1]
-    eye = torch.eye(v, dtype=torch.bool, device=x.device)
-    return x.masked_fill(eye, NEG_INF).amax(dim=-1)
+def _max_over_j_not_m(x: Tensor, ms: Tensor) -> Tensor:
+    """max over the last axis j of x[..., m, j], excluding j = ms[m] (m: second-last axis)."""
+    return x.masked_fill(_is_m(ms, x.shape[-1]), NEG_INF).amax(dim=-1)
 
 
-def _pessimised_ov(paths: PathMatrices) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """(PVOU_pess [m, j], EUPU_c [q, m, j], EVOU_c [m, x, j], g [m, x]) as in the docstring."""
+def _pessimised_ov(paths: PathMatrices, ms: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(PVOU_pess [m, j], EUPU_c [q, m, j], EVOU_c [m, x, j], g [m, x]) as in the docstring,
+    for the max tokens `ms`."""
     PVOU, EUPU, EVOU = paths.PVOU, paths.EUPU, paths.EVOU
-    PVOU_pess = (PVOU[:, None, :] - PVOU[:, :, None]).amax(dim=0)  # [m, j]
-    EUPU_c = EUPU[:, None, :] - EUPU[:, :, None]  # [q, m, j] = EUPU[q, j] - EUPU[q, m]
-    EVOU_c = EVOU[None, :, :] - EVOU.T[:, :, None]  # [m, x, j] = EVOU[x, j] - EVOU[x, m]
-    v = EVOU.shape[0]
-    eye = torch.eye(v, dtype=torch.bool, device=EVOU.device)
-    g = (EVOU_c + PVOU_pess[:, None, :]).masked_fill(eye[:, None, :], NEG_INF).amax(dim=-1)
+    PVOU_pess = (PVOU[:, None, :] - PVOU[:, ms, None]).amax(dim=0)  # [m, j]
+    EUPU_c = EUPU[:, None, :] - EUPU[:, ms, None]  # [q, m, j] = EUPU[q, j] - EUPU[q, m]
+    EVOU_c = EVOU[None, :, :] - EVOU.T[ms, :, None]  # [m, x, j] = EVOU[x, j] - EVOU[x, m]
+    is_m = _is_m(ms, EVOU.shape[0])  # [m, j]
+    g = (EVOU_c + PVOU_pess[:, None, :]).masked_fill(is_m[:, None, :], NEG_INF).amax(dim=-1)
     return PVOU_pess, EUPU_c, EVOU_c, g
+
+
+def _is_m(ms: Tensor, v: int) -> Tensor:
+    """is_m[i, j] = (j == ms[i]): the column excluded from max_{j != m}."""
+    return ms[:, None] == torch.arange(v, device=ms.device)[None, :]
 
 
 def _three_way_softmax(a: Tensor, b: Tensor, c: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -101,8 +105,9 @@ def _three_way_softmax(a: Tensor, b: Tensor, c: Tensor) -> tuple[Tensor, Tensor,
     return ea / total, eb / total, ec / total
 
 
-def cubic_tables(paths: PathMatrices) -> CubicTables:
-    """Compute B0, B and the proven masks (SPEC §5.3–§5.5) for one single-head model.
+def cubic_tables(paths: PathMatrices, ms: Tensor | None = None) -> CubicTables:
+    """Compute B0, B and the proven masks (SPEC §5.3–§5.5) for one single-head model, for the
+    max tokens `ms` (default: all; the m axis of every table then indexes `ms`).
 
     Attention: with the max tokens at the n_max non-query positions of an ordering, the
     softmax weight of a group of positions holding token x is exp(s[q, x] + logsumexp of
@@ -110,42 +115,45 @@ def cubic_tables(paths: PathMatrices) -> CubicTables:
     """
     v, k = paths.d_vocab, paths.n_ctx
     device = paths.EUPU.device
+    ms = torch.arange(v, device=device) if ms is None else ms
     s_tok = paths.EQKE / paths.attn_scale  # [q, t]
     s_pos = paths.EQKP[:, : k - 1] / paths.attn_scale  # [q, p] non-query positions
     s_query = (paths.EQKE.diagonal() + paths.EQKP[:, k - 1]) / paths.attn_scale  # [q]
     ascending = s_pos.sort(dim=-1).values
     orders = torch.stack([ascending, ascending.flip(-1)])  # [o, q, slot]
     tok = torch.arange(v, device=device)
-    q_eq_m = tok[:, None] == tok[None, :]  # [q, m]
-    q_le_m = tok[:, None] <= tok[None, :]
+    q_eq_m = tok[:, None] == ms[None, :]  # [q, m]
+    q_le_m = tok[:, None] <= ms[None, :]
+    s_max = s_tok[:, ms]  # [q, m]: token score of the max token
 
-    PVOU_pess, EUPU_c, EVOU_c, g = _pessimised_ov(paths)
-    EUPU_pess = _max_over_j_not_m(EUPU_c)  # [q, m]
+    PVOU_pess, EUPU_c, EVOU_c, g = _pessimised_ov(paths, ms)
+    EUPU_pess = _max_over_j_not_m(EUPU_c, ms)  # [q, m]
 
     # c = 0: every non-query position holds m; a single attention pattern per (q, m).
     no_positions = torch.full((v,), NEG_INF, dtype=s_tok.dtype, device=device)
     on_max0, _, w_query0 = _three_way_softmax(
-        s_tok + s_pos.logsumexp(dim=-1)[:, None], no_positions[:, None], s_query[:, None]
+        s_max + s_pos.logsumexp(dim=-1)[:, None], no_positions[:, None], s_query[:, None]
     )
     A_max0 = torch.where(q_eq_m, on_max0 + w_query0, on_max0)
     A_qry0 = torch.where(q_eq_m, torch.zeros_like(w_query0), w_query0)
-    evou_mm = EVOU_c.diagonal(dim1=0, dim2=1).T  # [m, j] = EVOU_c[m, m, j]
+    rows = torch.arange(len(ms), device=device)
+    evou_mm = EVOU_c[rows, ms]  # [m, j] = EVOU_c[m, m, j]
     evou_mq = EVOU_c.permute(1, 0, 2)  # [q, m, j] = EVOU_c[m, q, j]
     L0 = EUPU_c + PVOU_pess[None] + A_max0[..., None] * evou_mm[None] + A_qry0[..., None] * evou_mq
-    B0 = _max_over_j_not_m(L0)
+    B0 = _max_over_j_not_m(L0, ms)
     valid0 = q_eq_m | (q_le_m & (k >= 2))
     good0 = valid0 & (B0 < 0)
 
     # c >= 1: pure sequences with non-max token t at c non-query positions, two orderings.
     B_list, good_list = [], []
-    t_lt_m = tok[None, :] < tok[:, None]  # [m, t]
-    g_mm = g.diagonal()  # [m]
+    t_lt_m = tok[None, :] < ms[:, None]  # [m, t]
+    g_mm = g[rows, ms]  # [m]: g[m, m]
     for c in range(1, k):
         n_max = k - 1 - c  # non-query positions holding m
         log_on_max = orders[..., :n_max].logsumexp(dim=-1)  # [o, q]
         log_on_nonmax = orders[..., n_max:].logsumexp(dim=-1)
         on_max, on_nonmax, w_query = _three_way_softmax(
-            (s_tok[None] + log_on_max[..., None])[..., None],  # [o, q, m, 1]
+            (s_max[None] + log_on_max[..., None])[..., None],  # [o, q, m, 1]
             (s_tok[None] + log_on_nonmax[..., None])[:, :, None, :],  # [o, q, 1, t]
             s_query[None, :, None, None],
         )
@@ -162,7 +170,7 @@ def cubic_tables(paths: PathMatrices) -> CubicTables:
         valid = valid_qm[:, :, None] & t_lt_m[None, :, :]  # t < m
         B_list.append(B)
         good_list.append(valid & (B < 0))
-    empty = (v, v, v, 0)  # k = 1: there are no c >= 1 cells
+    empty = (v, len(ms), v, 0)  # k = 1: there are no c >= 1 cells
     B = torch.stack(B_list, dim=-1) if B_list else B0.new_empty(empty)
     good = torch.stack(good_list, dim=-1) if good_list else good0.new_empty(empty)
     return CubicTables(B0=B0, B=B, good0=good0, good=good)
@@ -210,6 +218,14 @@ class Cubic(Strategy):
         return 3 * v * v + 2 * k * v
 
     def verify(self, model: AttnOnlyTransformer, payload: dict[str, Any]) -> Verdict:
-        tables = cubic_tables(path_matrices(model, torch.float64))
-        correct = count_correct(tables, model.cfg.n_ctx)
-        return Verdict(correct, model.cfg.n_inputs, {"tables": tables})
+        """Tables for all cells, in chunks of max tokens so that memory stays bounded."""
+        paths = path_matrices(model, torch.float64)
+        v, k = model.cfg.d_vocab, model.cfg.n_ctx
+        step = max(1, CHUNK_ELEMENTS // (2 * v * v))
+        correct, tables = 0, None
+        for start in range(0, v, step):
+            ms = torch.arange(start, min(start + step, v), device=paths.EUPU.device)
+            tables = cubic_tables(paths, ms)
+            correct += count_correct(tables, k)
+        details = {"tables": tables} if step >= v else {}  # full tables only when unchunked
+        return Verdict(correct, model.cfg.n_inputs, details)
