@@ -76,13 +76,15 @@ def _max_over_j_not_m(x: Tensor, ms: Tensor) -> Tensor:
     return x.masked_fill(_is_m(ms, x.shape[-1]), NEG_INF).amax(dim=-1)
 
 
-def _pessimised_ov(paths: PathMatrices, ms: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def _pessimised_ov(
+    paths: PathMatrices, ms: Tensor, r: int
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """(PVOU_pess [m, j], EUPU_c [q, m, j], EVOU_c [m, x, j], g [m, x]) as in the docstring,
-    for the max tokens `ms`."""
-    PVOU, EUPU, EVOU = paths.PVOU, paths.EUPU, paths.EVOU
+    for the max tokens `ms` and the tokens q, x < r (no larger token occurs with them)."""
+    PVOU, EUPU, EVOU = paths.PVOU, paths.EUPU[:r], paths.EVOU
     PVOU_pess = (PVOU[:, None, :] - PVOU[:, ms, None]).amax(dim=0)  # [m, j]
     EUPU_c = EUPU[:, None, :] - EUPU[:, ms, None]  # [q, m, j] = EUPU[q, j] - EUPU[q, m]
-    EVOU_c = EVOU[None, :, :] - EVOU.T[ms, :, None]  # [m, x, j] = EVOU[x, j] - EVOU[x, m]
+    EVOU_c = EVOU[None, :r, :] - EVOU.T[ms, :r, None]  # [m, x, j] = EVOU[x, j] - EVOU[x, m]
     is_m = _is_m(ms, EVOU.shape[0])  # [m, j]
     g = (EVOU_c + PVOU_pess[:, None, :]).masked_fill(is_m[:, None, :], NEG_INF).amax(dim=-1)
     return PVOU_pess, EUPU_c, EVOU_c, g
@@ -105,9 +107,9 @@ def _three_way_softmax(a: Tensor, b: Tensor, c: Tensor) -> tuple[Tensor, Tensor,
     return ea / total, eb / total, ec / total
 
 
-def cubic_tables(paths: PathMatrices, ms: Tensor | None = None) -> CubicTables:
+def cubic_tables(paths: PathMatrices, m_range: range | None = None) -> CubicTables:
     """Compute B0, B and the proven masks (SPEC §5.3–§5.5) for one single-head model, for the
-    max tokens `ms` (default: all; the m axis of every table then indexes `ms`).
+    max tokens in `m_range` (default: all; the m axis of every table then indexes it).
 
     Attention: with the max tokens at the n_max non-query positions of an ordering, the
     softmax weight of a group of positions holding token x is exp(s[q, x] + logsumexp of
@@ -115,22 +117,24 @@ def cubic_tables(paths: PathMatrices, ms: Tensor | None = None) -> CubicTables:
     """
     v, k = paths.d_vocab, paths.n_ctx
     device = paths.EUPU.device
-    ms = torch.arange(v, device=device) if ms is None else ms
-    s_tok = paths.EQKE / paths.attn_scale  # [q, t]
-    s_pos = paths.EQKP[:, : k - 1] / paths.attn_scale  # [q, p] non-query positions
-    s_query = (paths.EQKE.diagonal() + paths.EQKP[:, k - 1]) / paths.attn_scale  # [q]
+    m_range = range(v) if m_range is None else m_range
+    ms = torch.arange(m_range.start, m_range.stop, device=device)
+    r = m_range.stop  # queries and non-max tokens are < r: the q and t axes stop there
+    s_tok = paths.EQKE[:r] / paths.attn_scale  # [q, token]
+    s_pos = paths.EQKP[:r, : k - 1] / paths.attn_scale  # [q, p] non-query positions
+    s_query = (paths.EQKE.diagonal()[:r] + paths.EQKP[:r, k - 1]) / paths.attn_scale  # [q]
     ascending = s_pos.sort(dim=-1).values
     orders = torch.stack([ascending, ascending.flip(-1)])  # [o, q, slot]
-    tok = torch.arange(v, device=device)
+    tok = torch.arange(r, device=device)
     q_eq_m = tok[:, None] == ms[None, :]  # [q, m]
     q_le_m = tok[:, None] <= ms[None, :]
     s_max = s_tok[:, ms]  # [q, m]: token score of the max token
 
-    PVOU_pess, EUPU_c, EVOU_c, g = _pessimised_ov(paths, ms)
+    PVOU_pess, EUPU_c, EVOU_c, g = _pessimised_ov(paths, ms, r)
     EUPU_pess = _max_over_j_not_m(EUPU_c, ms)  # [q, m]
 
     # c = 0: every non-query position holds m; a single attention pattern per (q, m).
-    no_positions = torch.full((v,), NEG_INF, dtype=s_tok.dtype, device=device)
+    no_positions = torch.full((r,), NEG_INF, dtype=s_tok.dtype, device=device)
     on_max0, _, w_query0 = _three_way_softmax(
         s_max + s_pos.logsumexp(dim=-1)[:, None], no_positions[:, None], s_query[:, None]
     )
@@ -154,7 +158,7 @@ def cubic_tables(paths: PathMatrices, ms: Tensor | None = None) -> CubicTables:
         log_on_nonmax = orders[..., n_max:].logsumexp(dim=-1)
         on_max, on_nonmax, w_query = _three_way_softmax(
             (s_max[None] + log_on_max[..., None])[..., None],  # [o, q, m, 1]
-            (s_tok[None] + log_on_nonmax[..., None])[:, :, None, :],  # [o, q, 1, t]
+            (s_tok[None, :, :r] + log_on_nonmax[..., None])[:, :, None, :],  # [o, q, 1, t]
             s_query[None, :, None, None],
         )
         eq = q_eq_m[None, :, :, None]
@@ -170,7 +174,7 @@ def cubic_tables(paths: PathMatrices, ms: Tensor | None = None) -> CubicTables:
         valid = valid_qm[:, :, None] & t_lt_m[None, :, :]  # t < m
         B_list.append(B)
         good_list.append(valid & (B < 0))
-    empty = (v, len(ms), v, 0)  # k = 1: there are no c >= 1 cells
+    empty = (r, len(ms), r, 0)  # k = 1: there are no c >= 1 cells
     B = torch.stack(B_list, dim=-1) if B_list else B0.new_empty(empty)
     good = torch.stack(good_list, dim=-1) if good_list else good0.new_empty(empty)
     return CubicTables(B0=B0, B=B, good0=good0, good=good)
@@ -224,8 +228,7 @@ class Cubic(Strategy):
         step = max(1, CHUNK_ELEMENTS // (2 * v * v))
         correct, tables = 0, None
         for start in range(0, v, step):
-            ms = torch.arange(start, min(start + step, v), device=paths.EUPU.device)
-            tables = cubic_tables(paths, ms)
+            tables = cubic_tables(paths, range(start, min(start + step, v)))
             correct += count_correct(tables, k)
         details = {"tables": tables} if step >= v else {}  # full tables only when unchunked
         return Verdict(correct, model.cfg.n_inputs, details)
