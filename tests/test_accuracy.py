@@ -89,3 +89,10 @@ def test_reference_exact_accuracy(seed, correct):
     """The reference implementation's exact counts are matched exactly."""
     mf = load_model(FIXTURES / f"reference-maxof4-seed{seed}.safetensors")
     assert exact_accuracy(mf.model).correct == correct
+
+
+def test_attention_scores_spanning_thousands_of_nats():
+    """Most per-query attention weights underflow here; the count still equals the plain
+    forward pass's (inputs whose weights nearly underflow are left to the forward pass)."""
+    model = ideal_model(6, 3, beta=400.0, alpha=4.0, noise=0.5, seed=3)
+    assert exact_accuracy(model).correct == brute_force_count(model)

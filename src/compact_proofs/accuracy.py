@@ -33,6 +33,7 @@ from compact_proofs.errors import UnsupportedModelError
 from compact_proofs.model import AttnOnlyTransformer
 
 REL_TOL = 1e-9  # margins within REL_TOL * (logit scale) are treated as ties (wrong)
+MIN_WEIGHT = 1e-250  # attention weights summing below this are rechecked by the forward pass
 CHUNK_PAIRS = 2**18  # (prefix, last-token) pairs per vectorised chunk
 MAX_INPUTS = 2**36  # refuse to enumerate more inputs than this (hours of work)
 INPUTS_PER_SECOND = 3e7  # rough throughput of the fast evaluator on 2 CPU cores (benchmarks)
@@ -223,18 +224,21 @@ def _count_pairs(
     B_excl = torch.where(
         top_B.indices[None, :, 0] == m, top_B.values[None, :, 1], top_B.values[None, :, 0]
     )
-    tol = REL_TOL * value_scale * (W_A[:, None] + W_B[None, :])
+    weight = W_A[:, None] + W_B[None, :]  # sum of the pair's attention weights (<= k)
+    # near-underflowing weights lose relative precision: leave those to the forward pass
+    faint = weight < MIN_WEIGHT
+    tol = REL_TOL * value_scale * weight
     lower = Zm - A_excl - B_excl
-    sure = lower > tol
+    sure = (lower > tol) & ~faint
     n_sure = int(sure.sum())
     rest = (~sure).flatten().nonzero().squeeze(-1)
     if rest.numel() == 0:
         return n_sure, rest
     a_idx, t_idx = rest // v, rest % v
     margin = _margin_rows(A[a_idx] + B[t_idx], m.flatten()[rest])
-    tol_r = tol.flatten()[rest]
-    n_full = int((margin > tol_r).sum())
-    return n_sure + n_full, rest[margin.abs() <= tol_r]
+    tol_r, faint_r = tol.flatten()[rest], faint.flatten()[rest]
+    n_full = int(((margin > tol_r) & ~faint_r).sum())
+    return n_sure + n_full, rest[(margin.abs() <= tol_r) | faint_r]
 
 
 def _ambiguous_tokens(

@@ -375,9 +375,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         Path(args.results), Path(args.out), seed=args.seed, progress=_progress_enabled()
     )
     if args.json:
-        _print_json(
-            {k: v for k, v in report.items() if k in ("table1", "files")},
-        )
+        _print_json({k: v for k, v in report.items() if k in ("table1", "files")})
     else:
         print(f"report written to {Path(args.out) / 'index.html'}")
     return 0

@@ -27,7 +27,6 @@ import datetime as dt
 import html
 import io
 import math
-import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -604,13 +603,9 @@ def load_path_matrices(model_file: Path) -> tuple[dict[str, np.ndarray] | None, 
 # -- writing --------------------------------------------------------------------------------
 
 
-REPORT_FILE_MODE = 0o644  # readable by others (a report is meant to be shared or served)
-
-
 def _write_text(path: Path, text: str) -> Path:
     def write(tmp: str) -> None:
         Path(tmp).write_text(text, encoding="utf-8")
-        os.chmod(tmp, REPORT_FILE_MODE)
 
     atomic_write(path, write)
     return path
@@ -630,7 +625,6 @@ def _save_figure(fig: Figure, out_dir: Path, stem: str, formats: Sequence[str]) 
 
         def write(tmp: str, fmt: str = fmt) -> None:
             fig.savefig(tmp, format=fmt, dpi=130, metadata=_METADATA[fmt])
-            os.chmod(tmp, REPORT_FILE_MODE)
 
         atomic_write(path, write)
         paths.append(path)
