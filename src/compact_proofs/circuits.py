@@ -52,13 +52,17 @@ def require_single_head(model: AttnOnlyTransformer, what: str = "this strategy")
         )
 
 
-def path_matrices(model: AttnOnlyTransformer, dtype: torch.dtype = torch.float64) -> PathMatrices:
+def path_matrices(
+    model: AttnOnlyTransformer, dtype: torch.dtype = torch.float64, rigorous: bool = False
+) -> PathMatrices:
     """Compute the path matrices of a single-head model in `dtype` (SPEC §3, biases folded).
 
     Pre: model.cfg.n_heads == 1. Post: the identity in the module docstring holds exactly in
     real arithmetic (up to rounding in `dtype`).
     """
     require_single_head(model, "the path decomposition")
+    if rigorous:
+        raise NotImplementedError("rigorous path matrices are not implemented yet")
     w = {name: t.to(dtype) for name, t in model.weights().items()}
     W_E, W_pos, W_U = w["W_E"], w["W_pos"], w["W_U"]
     W_Q, W_K, W_V, W_O = w["W_Q"][0], w["W_K"][0], w["W_V"][0], w["W_O"][0]

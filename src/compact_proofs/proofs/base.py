@@ -4,8 +4,13 @@ A strategy is a pair of functions:
 
 * `search(model) -> payload`: free (not part of the proof): may do anything (SVDs,
   optimisation) and returns a JSON-serialisable certificate payload;
-* `verify(model, payload) -> Verdict`: the proof. A pure function of (model, payload) that
-  returns `correct_count`, a number of inputs that it has *proven* are classified correctly.
+* `verify(model, payload, rigorous=False) -> Verdict`: the proof. A pure function of
+  (model, payload) that returns `correct_count`, a number of inputs that it has *proven* are
+  classified correctly. With `rigorous=True` every inequality it relies on is checked with
+  outward-rounded interval arithmetic, so the statement holds for the float32 weights in exact
+  real arithmetic (docs/soundness.md); without it the arithmetic is plain float64;
+* `proven(model, payload, tokens, rigorous=False) -> bool[n]`: which of the given inputs the
+  proof certifies (over all inputs its sum is `correct_count`); used by soundness tests.
 
 Soundness contract of every `verify`: every input it counts is classified correctly by the
 model (last-position logit of the max token strictly above all others). Hence
@@ -19,6 +24,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
+
+from torch import Tensor
 
 from compact_proofs.flops import count_flops
 from compact_proofs.model import AttnOnlyTransformer, ModelConfig
@@ -55,14 +62,28 @@ class Strategy(ABC):
         return {}
 
     @abstractmethod
-    def verify(self, model: AttnOnlyTransformer, payload: dict[str, Any]) -> Verdict:
+    def verify(
+        self, model: AttnOnlyTransformer, payload: dict[str, Any], *, rigorous: bool = False
+    ) -> Verdict:
         """The proof: a pure function of (model, payload). Must be sound (module docstring)."""
 
+    @abstractmethod
+    def proven(
+        self,
+        model: AttnOnlyTransformer,
+        payload: dict[str, Any],
+        tokens: Tensor,
+        *,
+        rigorous: bool = False,
+    ) -> Tensor:
+        """bool [n]: which of `tokens` [n, k] the proof certifies. Summed over all v^k inputs
+        it equals `verify(model, payload, rigorous=rigorous).correct_count`."""
+
     def verify_counted(
-        self, model: AttnOnlyTransformer, payload: dict[str, Any]
+        self, model: AttnOnlyTransformer, payload: dict[str, Any], *, rigorous: bool = False
     ) -> tuple[Verdict, int]:
         """Run `verify` and measure its FLOPs by instrumenting the computation."""
-        return count_flops(lambda: self.verify(model, payload))
+        return count_flops(lambda: self.verify(model, payload, rigorous=rigorous))
 
     def describe(self, cfg: ModelConfig) -> dict[str, Any]:
         """Metadata for `compact-proofs strategies --json` (unexplained dims for `cfg`)."""

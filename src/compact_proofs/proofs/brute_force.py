@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from compact_proofs.accuracy import all_sequences, exact_accuracy
+from compact_proofs.accuracy import all_sequences, exact_accuracy, is_correct
 from compact_proofs.flops import count_flops
 from compact_proofs.losses import max_of_k_loss
 from compact_proofs.model import AttnOnlyTransformer, ModelConfig
@@ -62,11 +62,23 @@ class BruteForce(Strategy):
         """v^(k+1): every output logit of every input is checked without explanation."""
         return cfg.d_vocab ** (cfg.n_ctx + 1)
 
-    def verify(self, model: AttnOnlyTransformer, payload: dict[str, Any]) -> Verdict:
-        result = exact_accuracy(model)
+    def verify(
+        self, model: AttnOnlyTransformer, payload: dict[str, Any], *, rigorous: bool = False
+    ) -> Verdict:
+        result = exact_accuracy(model, rigorous=rigorous)
         return Verdict(result.correct, result.total, {"numerical_ties": result.ties})
 
+    def proven(
+        self,
+        model: AttnOnlyTransformer,
+        payload: dict[str, Any],
+        tokens: torch.Tensor,
+        *,
+        rigorous: bool = False,
+    ) -> torch.Tensor:
+        return is_correct(model, tokens, rigorous=rigorous)
+
     def verify_counted(
-        self, model: AttnOnlyTransformer, payload: dict[str, Any]
+        self, model: AttnOnlyTransformer, payload: dict[str, Any], *, rigorous: bool = False
     ) -> tuple[Verdict, int]:
-        return self.verify(model, payload), black_box_flops(model.cfg)
+        return self.verify(model, payload, rigorous=rigorous), black_box_flops(model.cfg)

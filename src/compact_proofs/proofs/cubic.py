@@ -221,9 +221,11 @@ class Cubic(Strategy):
         v, k = cfg.d_vocab, cfg.n_ctx
         return 3 * v * v + 2 * k * v
 
-    def verify(self, model: AttnOnlyTransformer, payload: dict[str, Any]) -> Verdict:
+    def verify(
+        self, model: AttnOnlyTransformer, payload: dict[str, Any], *, rigorous: bool = False
+    ) -> Verdict:
         """Tables for all cells, in chunks of max tokens so that memory stays bounded."""
-        paths = path_matrices(model, torch.float64)
+        paths = path_matrices(model, torch.float64, rigorous=rigorous)
         v, k = model.cfg.d_vocab, model.cfg.n_ctx
         step = max(1, CHUNK_ELEMENTS // (2 * v * v))
         correct, tables = 0, None
@@ -232,3 +234,14 @@ class Cubic(Strategy):
             correct += count_correct(tables, k)
         details = {"tables": tables} if step >= v else {}  # full tables only when unchunked
         return Verdict(correct, model.cfg.n_inputs, details)
+
+    def proven(
+        self,
+        model: AttnOnlyTransformer,
+        payload: dict[str, Any],
+        tokens: Tensor,
+        *,
+        rigorous: bool = False,
+    ) -> Tensor:
+        paths = path_matrices(model, torch.float64, rigorous=rigorous)
+        return proven_mask(cubic_tables(paths), tokens.to(paths.EUPU.device))

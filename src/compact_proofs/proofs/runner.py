@@ -29,6 +29,7 @@ class ProofResult:
     leading_complexity: str
     seconds: float  # wall time of verification
     search_seconds: float  # wall time of proof search (not part of the proof)
+    rigorous: bool = False  # verified with outward-rounded interval arithmetic
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -39,11 +40,12 @@ def verify_payload(
     strategy: Strategy,
     payload: dict[str, Any],
     search_seconds: float = 0.0,
+    rigorous: bool = False,
 ) -> ProofResult:
     """Verify one certificate payload, measuring its FLOPs and wall time."""
     warm_up()
     start = time.perf_counter()
-    verdict, flops = strategy.verify_counted(model, payload)
+    verdict, flops = strategy.verify_counted(model, payload, rigorous=rigorous)
     seconds = time.perf_counter() - start
     return ProofResult(
         strategy=strategy.id,
@@ -57,19 +59,24 @@ def verify_payload(
         leading_complexity=strategy.leading_complexity,
         seconds=seconds,
         search_seconds=search_seconds,
+        rigorous=rigorous,
     )
 
 
-def prove(model: AttnOnlyTransformer, strategy: Strategy) -> tuple[ProofResult, Certificate]:
+def prove(
+    model: AttnOnlyTransformer, strategy: Strategy, rigorous: bool = False
+) -> tuple[ProofResult, Certificate]:
     """Search, then verify. Returns the result and the certificate search produced."""
     start = time.perf_counter()
     payload = strategy.search(model)
     search_seconds = time.perf_counter() - start
-    result = verify_payload(model, strategy, payload, search_seconds)
+    result = verify_payload(model, strategy, payload, search_seconds, rigorous)
     return result, Certificate(strategy.id, payload)
 
 
-def verify_certificates(model: AttnOnlyTransformer, cert: CertificateFile) -> list[ProofResult]:
+def verify_certificates(
+    model: AttnOnlyTransformer, cert: CertificateFile, rigorous: bool = False
+) -> list[ProofResult]:
     """Re-run verification only, for every certificate in the file.
 
     Raises CertificateError if the file was made for a different model.
@@ -81,4 +88,7 @@ def verify_certificates(model: AttnOnlyTransformer, cert: CertificateFile) -> li
             f"{cert.model_sha256[:12]}..., this model is {digest[:12]}...); "
             "re-run `compact-proofs prove` on this model"
         )
-    return [verify_payload(model, get_strategy(c.strategy), c.payload) for c in cert.certificates]
+    return [
+        verify_payload(model, get_strategy(c.strategy), c.payload, rigorous=rigorous)
+        for c in cert.certificates
+    ]

@@ -23,7 +23,13 @@ from compact_proofs.certificates import decode_tensor, encode_tensor
 from compact_proofs.errors import CertificateError
 from compact_proofs.model import AttnOnlyTransformer, ModelConfig
 from compact_proofs.proofs.base import Strategy, Verdict
-from compact_proofs.proofs.subcubic.bounds import SOUND, count_correct, subcubic_bounds
+from compact_proofs.proofs.subcubic.bounds import (
+    SOUND,
+    CellIndex,
+    count_correct,
+    proven_mask,
+    subcubic_bounds,
+)
 from compact_proofs.proofs.subcubic.config import TABLE1_ROW, SubcubicConfig
 from compact_proofs.proofs.subcubic.decompose import (
     Directions,
@@ -83,7 +89,30 @@ class SubcubicStrategy(Strategy):
 
     # -- verification (the proof) ---------------------------------------------------------
 
-    def verify(self, model: AttnOnlyTransformer, payload: dict[str, Any]) -> Verdict:
+    def verify(
+        self, model: AttnOnlyTransformer, payload: dict[str, Any], *, rigorous: bool = False
+    ) -> Verdict:
+        B, gaps, cells = self._bounds(model, payload, rigorous)
+        correct = count_correct(B, gaps, cells, model.cfg.n_ctx, SOUND)
+        return Verdict(correct, model.cfg.n_inputs, {"B": B, "cells": cells, "gaps": gaps})
+
+    def proven(
+        self,
+        model: AttnOnlyTransformer,
+        payload: dict[str, Any],
+        tokens: Tensor,
+        *,
+        rigorous: bool = False,
+    ) -> Tensor:
+        B, gaps, cells = self._bounds(model, payload, rigorous)
+        return proven_mask(B, gaps, cells, tokens.to(B.device))
+
+    def _bounds(
+        self, model: AttnOnlyTransformer, payload: dict[str, Any], rigorous: bool
+    ) -> tuple[Tensor, Tensor, CellIndex]:
+        """B [q, m, c] (upper bounds on the wrong-logit margins), the gaps and the cells."""
+        if rigorous:
+            raise NotImplementedError("rigorous sub-cubic verification is not implemented yet")
         w = weights64(model)
         dirs, gaps = self._parse(payload, w)
         cfg = self.config
@@ -91,8 +120,7 @@ class SubcubicStrategy(Strategy):
         B, cells = subcubic_bounds(
             w, qk, gaps, w.E_q, cfg.eu, dirs.W_EP_direction, cfg.uses_mean_diff, SOUND
         )
-        correct = count_correct(B, gaps, cells, model.cfg.n_ctx, SOUND)
-        return Verdict(correct, model.cfg.n_inputs, {"B": B, "cells": cells, "gaps": gaps})
+        return B, gaps, cells
 
     def _parse(self, payload: dict[str, Any], w: Weights64) -> tuple[Directions, Tensor]:
         """Validate the payload's types and shapes; never its values' optimality."""
