@@ -11,6 +11,9 @@ b_K into EQKP, b_V into PVOU, and the constants b_O W_U + b_U into EUPU. So ever
 works on these matrices handles non-zero biases exactly.
 
 Only single-head models decompose this way; `path_matrices` rejects n_heads > 1.
+
+With `rigorous=True` every matrix is an `Interval` enclosing its exact real value for the
+float32 weights, and `attn_scale` an interval around sqrt(d_head) (docs/soundness.md).
 """
 
 from __future__ import annotations
@@ -18,9 +21,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor
 
 from compact_proofs.errors import UnsupportedModelError
+from compact_proofs.interval import Interval, Num, enclose_sqrt
 from compact_proofs.model import AttnOnlyTransformer
 
 
@@ -28,12 +31,12 @@ from compact_proofs.model import AttnOnlyTransformer
 class PathMatrices:
     """EUPU [v,v], EVOU [v,v], PVOU [k,v], EQKE [v,v], EQKP [v,k] (+ attn_scale)."""
 
-    EUPU: Tensor
-    EVOU: Tensor
-    PVOU: Tensor
-    EQKE: Tensor
-    EQKP: Tensor
-    attn_scale: float
+    EUPU: Num
+    EVOU: Num
+    PVOU: Num
+    EQKE: Num
+    EQKP: Num
+    attn_scale: float | Interval
 
     @property
     def d_vocab(self) -> int:
@@ -58,12 +61,13 @@ def path_matrices(
     """Compute the path matrices of a single-head model in `dtype` (SPEC §3, biases folded).
 
     Pre: model.cfg.n_heads == 1. Post: the identity in the module docstring holds exactly in
-    real arithmetic (up to rounding in `dtype`).
+    real arithmetic (up to rounding in `dtype`; with `rigorous`, the intervals contain the
+    exact values and `dtype` is float64).
     """
     require_single_head(model, "the path decomposition")
-    if rigorous:
-        raise NotImplementedError("rigorous path matrices are not implemented yet")
-    w = {name: t.to(dtype) for name, t in model.weights().items()}
+    w: dict[str, Num] = {name: t.detach().to(dtype) for name, t in model.weights().items()}
+    if rigorous:  # float32 -> float64 is exact: the weights are exact points
+        w = {name: Interval.point(t.to(torch.float64)) for name, t in w.items()}
     W_E, W_pos, W_U = w["W_E"], w["W_pos"], w["W_U"]
     W_Q, W_K, W_V, W_O = w["W_Q"][0], w["W_K"][0], w["W_V"][0], w["W_O"][0]
 
@@ -78,5 +82,5 @@ def path_matrices(
         PVOU=(W_pos @ W_V + w["b_V"][0]) @ OU,
         EQKE=Q @ K_tok.T,
         EQKP=Q @ K_pos.T,
-        attn_scale=model.cfg.attn_scale,
+        attn_scale=enclose_sqrt(model.cfg.d_head) if rigorous else model.cfg.attn_scale,
     )

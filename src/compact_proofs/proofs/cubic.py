@@ -38,8 +38,11 @@ Soundness (why checking pure sequences with two orderings suffices):
 Counting: correct = #{valid (q, m): B0 < 0} + sum_{valid (q,m,c), c>=1} C(k-1, c) N^c with
 N = #{t < m: B[q, m, t, c] < 0}. The cells partition all v^k inputs (SPEC §12.4).
 
-Arithmetic is float64 on the float32 weights with strict `< 0` tests (rounding-rigorous
-verification is a separate concern; see docs).
+Arithmetic: float64 on the float32 weights with strict `< 0` tests; or, with `rigorous`,
+the same formulas on outward-rounded intervals (compact_proofs.interval) that enclose their
+exact real values, a cell counting only if its interval lies below 0 (docs/soundness.md).
+Orderings under uncertainty: step 3 needs only the extremes of X, and the order statistics of
+interval-valued positional scores are enclosed by sorting both ends (interval.sort_values).
 """
 
 from __future__ import annotations
@@ -51,8 +54,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from compact_proofs import interval as iv
 from compact_proofs.circuits import PathMatrices, path_matrices
 from compact_proofs.flops import charge
+from compact_proofs.interval import Num
 from compact_proofs.model import AttnOnlyTransformer, ModelConfig
 from compact_proofs.proofs.base import Strategy, Verdict
 
@@ -65,20 +70,18 @@ class CubicTables:
     """B0 [q, m] (c = 0) and B [q, m, t, c] (index c = 1..k-1 at c-1): upper bounds on
     max_{j != m}(l_j - l_m); `good0`/`good` mark the valid cells/tokens proven negative."""
 
-    B0: Tensor
-    B: Tensor
+    B0: Num
+    B: Num
     good0: Tensor
     good: Tensor
 
 
-def _max_over_j_not_m(x: Tensor, ms: Tensor) -> Tensor:
+def _max_over_j_not_m(x: Num, ms: Tensor) -> Num:
     """max over the last axis j of x[..., m, j], excluding j = ms[m] (m: second-last axis)."""
     return x.masked_fill(_is_m(ms, x.shape[-1]), NEG_INF).amax(dim=-1)
 
 
-def _pessimised_ov(
-    paths: PathMatrices, ms: Tensor, r: int
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def _pessimised_ov(paths: PathMatrices, ms: Tensor, r: int) -> tuple[Num, Num, Num, Num]:
     """(PVOU_pess [m, j], EUPU_c [q, m, j], EVOU_c [m, x, j], g [m, x]) as in the docstring,
     for the max tokens `ms` and the tokens q, x < r (no larger token occurs with them)."""
     PVOU, EUPU, EVOU = paths.PVOU, paths.EUPU[:r], paths.EVOU
@@ -95,16 +98,19 @@ def _is_m(ms: Tensor, v: int) -> Tensor:
     return ms[:, None] == torch.arange(v, device=ms.device)[None, :]
 
 
-def _three_way_softmax(a: Tensor, b: Tensor, c: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def _three_way_softmax(a: Num, b: Num, c: Num) -> tuple[Num, Num, Num]:
     """Softmax weights of three groups of positions given each group's log-sum-exp score.
 
-    Equals summing softmax over the individual positions of each group; stable (every
-    exponent is <= 0 and one is 0). A group with no positions has score -inf and weight 0.
+    Equals summing softmax over the individual positions of each group. Each weight is written
+    as 1 / (1 + exp(other - own) + exp(third - own)): monotone in every score, so interval
+    arguments give tight enclosures, and stable (an overflowing exp gives weight 0). A group
+    with no positions has score -inf and weight 0 (at most one group is empty).
     """
-    top = torch.maximum(torch.maximum(a, b), c)
-    ea, eb, ec = (a - top).exp(), (b - top).exp(), (c - top).exp()
-    total = ea + eb + ec
-    return ea / total, eb / total, ec / total
+
+    def weight(own: Num, x: Num, y: Num) -> Num:
+        return 1.0 / (1.0 + iv.exp(x - own) + iv.exp(y - own))
+
+    return weight(a, b, c), weight(b, a, c), weight(c, a, b)
 
 
 def cubic_tables(paths: PathMatrices, m_range: range | None = None) -> CubicTables:
@@ -123,8 +129,8 @@ def cubic_tables(paths: PathMatrices, m_range: range | None = None) -> CubicTabl
     s_tok = paths.EQKE[:r] / paths.attn_scale  # [q, token]
     s_pos = paths.EQKP[:r, : k - 1] / paths.attn_scale  # [q, p] non-query positions
     s_query = (paths.EQKE.diagonal()[:r] + paths.EQKP[:r, k - 1]) / paths.attn_scale  # [q]
-    ascending = s_pos.sort(dim=-1).values
-    orders = torch.stack([ascending, ascending.flip(-1)])  # [o, q, slot]
+    ascending = iv.sort_values(s_pos, dim=-1)
+    orders = iv.stack([ascending, ascending.flip(-1)])  # [o, q, slot]
     tok = torch.arange(r, device=device)
     q_eq_m = tok[:, None] == ms[None, :]  # [q, m]
     q_le_m = tok[:, None] <= ms[None, :]
@@ -138,15 +144,15 @@ def cubic_tables(paths: PathMatrices, m_range: range | None = None) -> CubicTabl
     on_max0, _, w_query0 = _three_way_softmax(
         s_max + s_pos.logsumexp(dim=-1)[:, None], no_positions[:, None], s_query[:, None]
     )
-    A_max0 = torch.where(q_eq_m, on_max0 + w_query0, on_max0)
-    A_qry0 = torch.where(q_eq_m, torch.zeros_like(w_query0), w_query0)
+    A_max0 = iv.where(q_eq_m, on_max0 + w_query0, on_max0)
+    A_qry0 = iv.where(q_eq_m, 0.0, w_query0)
     rows = torch.arange(len(ms), device=device)
     evou_mm = EVOU_c[rows, ms]  # [m, j] = EVOU_c[m, m, j]
     evou_mq = EVOU_c.permute(1, 0, 2)  # [q, m, j] = EVOU_c[m, q, j]
     L0 = EUPU_c + PVOU_pess[None] + A_max0[..., None] * evou_mm[None] + A_qry0[..., None] * evou_mq
     B0 = _max_over_j_not_m(L0, ms)
     valid0 = q_eq_m | (q_le_m & (k >= 2))
-    good0 = valid0 & (B0 < 0)
+    good0 = valid0 & iv.certainly_negative(B0)
 
     # c >= 1: pure sequences with non-max token t at c non-query positions, two orderings.
     B_list, good_list = [], []
@@ -162,8 +168,8 @@ def cubic_tables(paths: PathMatrices, m_range: range | None = None) -> CubicTabl
             s_query[None, :, None, None],
         )
         eq = q_eq_m[None, :, :, None]
-        A_max = torch.where(eq, on_max + w_query, on_max)
-        A_qry = torch.where(eq, torch.zeros_like(w_query), w_query)
+        A_max = iv.where(eq, on_max + w_query, on_max)
+        A_qry = iv.where(eq, 0.0, w_query)
         ov = (
             A_max * g_mm[None, None, :, None]
             + A_qry * g.T[None, :, :, None]
@@ -173,9 +179,9 @@ def cubic_tables(paths: PathMatrices, m_range: range | None = None) -> CubicTabl
         valid_qm = q_eq_m | (q_le_m & (c <= k - 2))
         valid = valid_qm[:, :, None] & t_lt_m[None, :, :]  # t < m
         B_list.append(B)
-        good_list.append(valid & (B < 0))
+        good_list.append(valid & iv.certainly_negative(B))
     empty = (r, len(ms), r, 0)  # k = 1: there are no c >= 1 cells
-    B = torch.stack(B_list, dim=-1) if B_list else B0.new_empty(empty)
+    B = iv.stack(B_list, dim=-1) if B_list else torch.empty(empty, dtype=torch.float64)
     good = torch.stack(good_list, dim=-1) if good_list else good0.new_empty(empty)
     return CubicTables(B0=B0, B=B, good0=good0, good=good)
 

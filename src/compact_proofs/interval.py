@@ -1,0 +1,339 @@
+"""Outward-rounded interval arithmetic on float64 tensors (the error model: docs/soundness.md).
+
+An `Interval` is a pair of float64 tensors lo <= hi of one shape; it stands for every real
+array x with lo <= x <= hi elementwise. Every operation here is *inclusion isotone*: its result
+contains the exact real result of the operation applied to any members of its arguments. So a
+computation written with these operations encloses the value the same formula has in exact real
+arithmetic, and `certainly_negative(x)` (x.hi < 0) proves that real value negative.
+
+Rounding model (IEEE-754 binary64, round to nearest, unit roundoff U = 2^-53):
+* +, -, *, /: the exact result lies between the neighbours of the computed one, so one
+  `nextafter` step outward encloses it (`_down`, `_up`).
+* sums of n terms and dot products of length n: |computed - exact| <= gamma_n sum |terms|,
+  gamma_n = n U / (1 - n U), for any summation order, blocking or fused multiply-add
+  (Higham, Accuracy and Stability of Numerical Algorithms, §3.1, §3.5); we widen by
+  2 (n + 2) U times the computed sum of magnitudes, which also covers its own rounding.
+* exp, log: the only functions not correctly rounded. We assume torch's results are within a
+  relative error LIBM_REL = 2^-40 (about 8000 ulps; the libraries document <= 1-4 ulps and
+  `tests/test_interval.py` checks this against exact references) plus an absolute TINY for
+  underflow.
+* Underflow: products whose exact value is below the normal range lose at most 2^-1074 each;
+  matrix products add n 2^-1074 to their radius.
+* Point operands (Python floats and plain tensors) are taken as exact real numbers: convert
+  inexact constants (e.g. sqrt(d_head)) with `enclose_sqrt` first.
+* NaN never proves anything: every comparison with NaN is false, so a NaN bound is "not
+  proven"; division by an interval containing 0 gives (-inf, inf).
+
+Functions at the bottom (`exp`, `maximum`, `where`, ...) accept plain tensors too and then do
+exactly what torch does, so one proof formula serves the float64 and the rigorous modes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+U = 2.0**-53  # unit roundoff of binary64
+LIBM_REL = 2.0**-40  # assumed relative error bound of exp and log (see module docstring)
+TINY = 2.0**-1000  # absolute slack for results in or near the subnormal range
+SUBNORMAL_ULP = 2.0**-1074
+INF = float("inf")
+
+
+def _down(x: Tensor) -> Tensor:
+    """The next float below x (encloses the exact result of one rounded operation)."""
+    return torch.nextafter(x, x.new_tensor(-INF))
+
+
+def _up(x: Tensor) -> Tensor:
+    """The next float above x."""
+    return torch.nextafter(x, x.new_tensor(INF))
+
+
+def _finite_abs(x: Tensor) -> Tensor:
+    """|x| with infinities replaced by 0: error terms of sums whose value is already +-inf."""
+    return torch.where(torch.isfinite(x), x.abs(), 0.0)
+
+
+@dataclass(frozen=True)
+class Interval:
+    """An interval tensor [lo, hi] (float64). `lo is hi` marks an exact point."""
+
+    lo: Tensor
+    hi: Tensor
+
+    @staticmethod
+    def point(x: Tensor | float) -> Interval:
+        """The degenerate interval [x, x] (x taken as an exact real)."""
+        t = x if isinstance(x, Tensor) else torch.tensor(float(x), dtype=torch.float64)
+        t = t.to(torch.float64)
+        return Interval(t, t)
+
+    @property
+    def is_point(self) -> bool:
+        return self.lo is self.hi
+
+    # -- shape handling: applied to both ends, exact --------------------------------------
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.lo.shape
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.lo.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.lo.device
+
+    def _map(self, f: Callable[[Tensor], Tensor]) -> Interval:
+        """Apply a shape-only (exact) tensor function to both ends."""
+        lo = f(self.lo)
+        return Interval(lo, lo if self.is_point else f(self.hi))
+
+    def __getitem__(self, index: object) -> Interval:
+        return self._map(lambda t: t[index])
+
+    @property
+    def T(self) -> Interval:
+        return self._map(lambda t: t.T)
+
+    def permute(self, *dims: int) -> Interval:
+        return self._map(lambda t: t.permute(*dims))
+
+    def diagonal(self) -> Interval:
+        return self._map(lambda t: t.diagonal())
+
+    def flip(self, dim: int) -> Interval:
+        return self._map(lambda t: t.flip(dim))
+
+    def expand_as(self, other: Tensor | Interval) -> Interval:
+        return self._map(lambda t: t.expand(other.shape))
+
+    def masked_fill(self, mask: Tensor, value: float) -> Interval:
+        return self._map(lambda t: t.masked_fill(mask, value))
+
+    def to(self, device: torch.device | str) -> Interval:
+        return self._map(lambda t: t.to(device))
+
+    # -- order: exact ---------------------------------------------------------------------
+
+    def amax(self, dim: int) -> Interval:
+        return Interval(self.lo.amax(dim=dim), self.hi.amax(dim=dim))
+
+    def amin(self, dim: int) -> Interval:
+        return Interval(self.lo.amin(dim=dim), self.hi.amin(dim=dim))
+
+    def abs(self) -> Interval:
+        lo = torch.where(self.lo >= 0, self.lo, torch.where(self.hi <= 0, -self.hi, 0.0))
+        return Interval(lo, torch.maximum(self.lo.abs(), self.hi.abs()))
+
+    # -- arithmetic -----------------------------------------------------------------------
+
+    def __neg__(self) -> Interval:
+        return Interval(-self.hi, -self.lo)
+
+    def __add__(self, other: Num | float) -> Interval:
+        o = lift(other)
+        return Interval(_down(self.lo + o.lo), _up(self.hi + o.hi))
+
+    __radd__ = __add__
+
+    def __sub__(self, other: Num | float) -> Interval:
+        o = lift(other)
+        return Interval(_down(self.lo - o.hi), _up(self.hi - o.lo))
+
+    def __rsub__(self, other: Num | float) -> Interval:
+        return lift(other) - self
+
+    def __mul__(self, other: Num | float) -> Interval:
+        o = lift(other)
+        if o.is_point:
+            a, b = self.lo * o.lo, self.hi * o.lo
+        elif self.is_point:
+            a, b = self.lo * o.lo, self.lo * o.hi
+        else:
+            p1, p2, p3, p4 = self.lo * o.lo, self.lo * o.hi, self.hi * o.lo, self.hi * o.hi
+            lo = torch.minimum(torch.minimum(p1, p2), torch.minimum(p3, p4))
+            hi = torch.maximum(torch.maximum(p1, p2), torch.maximum(p3, p4))
+            return Interval(_down(lo), _up(hi))
+        return Interval(_down(torch.minimum(a, b)), _up(torch.maximum(a, b)))
+
+    __rmul__ = __mul__
+
+    def __truediv__(self, other: Num | float) -> Interval:
+        o = lift(other)
+        ends = torch.stack(
+            torch.broadcast_tensors(self.lo / o.lo, self.lo / o.hi, self.hi / o.lo, self.hi / o.hi)
+        )
+        safe = (o.lo > 0) | (o.hi < 0)
+        lo = torch.where(safe, _down(ends.amin(dim=0)), -INF)
+        hi = torch.where(safe, _up(ends.amax(dim=0)), INF)
+        return Interval(lo, hi)
+
+    def __rtruediv__(self, other: Num | float) -> Interval:
+        return lift(other) / self
+
+    def __matmul__(self, other: Num) -> Interval:
+        return matmul(self, other)
+
+    def __rmatmul__(self, other: Num) -> Interval:
+        return matmul(other, self)
+
+    def sum(self, dim: int) -> Interval:
+        """Enclosure of the exact sum along `dim` (gamma_n bound, module docstring)."""
+        slack = 2 * (self.shape[dim] + 2) * U
+        lo = self.lo.sum(dim=dim) - slack * _finite_abs(self.lo).sum(dim=dim)
+        hi = self.hi.sum(dim=dim) + slack * _finite_abs(self.hi).sum(dim=dim)
+        return Interval(_down(lo), _up(hi))
+
+    def mean(self, dim: int) -> Interval:
+        return self.sum(dim) / float(self.shape[dim])
+
+    def mid_rad(self) -> tuple[Tensor, Tensor]:
+        """(m, r) with [lo, hi] inside [m - r, m + r]."""
+        if self.is_point:
+            return self.lo, torch.zeros_like(self.lo)
+        m = 0.5 * self.lo + 0.5 * self.hi
+        return m, _up(torch.maximum(_up(self.hi - m), _up(m - self.lo)))
+
+    def exp(self) -> Interval:
+        lo = _down(self.lo.exp() * (1 - LIBM_REL) - TINY).clamp(min=0.0)
+        hi = _up(self.hi.exp() * (1 + LIBM_REL) + TINY)
+        return Interval(lo, hi)
+
+    def log(self) -> Interval:
+        """Enclosure of log on [max(lo, 0), hi] (log 0 = -inf)."""
+        a, b = self.lo.clamp(min=0.0).log(), self.hi.log()
+        lo = _down(a - LIBM_REL * _finite_abs(a) - TINY)
+        hi = _up(b + LIBM_REL * _finite_abs(b) + TINY)
+        return Interval(lo, hi)
+
+    def logsumexp(self, dim: int) -> Interval:
+        """log sum_i exp(x_i) along `dim`, as log(sum exp(x - s)) + s with a point shift s."""
+        if self.shape[dim] == 0:  # the empty sum: log 0
+            empty = self.lo.sum(dim=dim).fill_(-INF)
+            return Interval(empty, empty)
+        shift = self.hi.amax(dim=dim, keepdim=True)
+        shift = torch.where(torch.isfinite(shift), shift, 0.0)
+        return (self - shift).exp().sum(dim).log() + shift.squeeze(dim)
+
+    def sigmoid(self) -> Interval:
+        return 1.0 / (1.0 + (-self).exp())
+
+
+Num = Tensor | Interval
+
+
+def lift(x: Num | float) -> Interval:
+    """x as an interval (plain tensors and floats are exact points)."""
+    return x if isinstance(x, Interval) else Interval.point(x)
+
+
+def matmul(a: Num, b: Num) -> Interval:
+    """Enclosure of the exact product a @ b (midpoint-radius form, gamma_n bound).
+
+    With a = am +- ar, b = bm +- br: |ab - fl(am bm)| <= gamma_n |am||bm| + |am| br
+    + ar (|bm| + br), n the inner dimension; the radius is computed in float64 and widened by
+    4 (n + 2) U (its own rounding) plus n 2^-1074 (underflow).
+    """
+    A, B = lift(a), lift(b)
+    am, ar = A.mid_rad()
+    bm, br = B.mid_rad()
+    n = am.shape[-1]
+    gamma = 1.01 * n * U / (1 - n * U)
+    center = am @ bm
+    bm_abs = bm.abs()
+    rad = am.abs() @ (gamma * bm_abs + br)
+    if not A.is_point:
+        rad = rad + ar @ (bm_abs + br)
+    rad = _up(rad * (1 + 4 * (n + 2) * U) + n * SUBNORMAL_ULP)
+    return Interval(_down(center - rad), _up(center + rad))
+
+
+def enclose_sqrt(n: int) -> Interval:
+    """An interval around sqrt(n): math.sqrt is correctly rounded, so one step each way."""
+    s = torch.tensor(math.sqrt(n), dtype=torch.float64)
+    return Interval(_down(s), _up(s))
+
+
+# -- functions for plain tensors and intervals alike ----------------------------------------
+
+
+def _both(xs: tuple[Num, ...]) -> bool:
+    return any(isinstance(x, Interval) for x in xs)
+
+
+def exp(x: Num) -> Num:
+    return x.exp()
+
+
+def sigmoid(x: Num) -> Num:
+    return x.sigmoid() if isinstance(x, Interval) else torch.sigmoid(x)
+
+
+def maximum(a: Num, b: Num) -> Num:
+    if not _both((a, b)):
+        return torch.maximum(a, b)
+    A, B = lift(a), lift(b)
+    return Interval(torch.maximum(A.lo, B.lo), torch.maximum(A.hi, B.hi))
+
+
+def minimum(a: Num, b: Num) -> Num:
+    if not _both((a, b)):
+        return torch.minimum(a, b)
+    A, B = lift(a), lift(b)
+    return Interval(torch.minimum(A.lo, B.lo), torch.minimum(A.hi, B.hi))
+
+
+def where(condition: Tensor, a: Num | float, b: Num | float) -> Num:
+    """Elementwise choice by a *plain boolean* condition (never by an uncertain value)."""
+    if not _both((a, b)):  # type: ignore[arg-type]
+        return torch.where(condition, a, b)
+    A, B = lift(a), lift(b)
+    return Interval(torch.where(condition, A.lo, B.lo), torch.where(condition, A.hi, B.hi))
+
+
+def stack(xs: list[Num], dim: int = 0) -> Num:
+    if not _both(tuple(xs)):
+        return torch.stack(xs, dim=dim)  # type: ignore[arg-type]
+    ivs = [lift(x) for x in xs]
+    return Interval(
+        torch.stack([x.lo for x in ivs], dim=dim), torch.stack([x.hi for x in ivs], dim=dim)
+    )
+
+
+def sort_values(x: Num, dim: int = -1) -> Num:
+    """Ascending order statistics. For intervals the i-th smallest member value lies between
+    the i-th smallest lo and the i-th smallest hi, so both ends are sorted separately."""
+    if isinstance(x, Interval):
+        return Interval(x.lo.sort(dim=dim).values, x.hi.sort(dim=dim).values)
+    return x.sort(dim=dim).values
+
+
+def running_max(x: Num, dim: int) -> Num:
+    """max over the prefix 0..i along `dim` (monotone, exact)."""
+    if isinstance(x, Interval):
+        return Interval(x.lo.cummax(dim=dim).values, x.hi.cummax(dim=dim).values)
+    return x.cummax(dim=dim).values
+
+
+def running_min(x: Num, dim: int) -> Num:
+    if isinstance(x, Interval):
+        return Interval(x.lo.cummin(dim=dim).values, x.hi.cummin(dim=dim).values)
+    return x.cummin(dim=dim).values
+
+
+def certainly_negative(x: Num) -> Tensor:
+    """bool: x < 0 for every member (NaN: False)."""
+    return x.hi < 0 if isinstance(x, Interval) else x < 0
+
+
+def upper(x: Num) -> Tensor:
+    """The upper end (a plain tensor is its own upper end)."""
+    return x.hi if isinstance(x, Interval) else x
