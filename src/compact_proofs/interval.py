@@ -226,6 +226,15 @@ class Interval:
     def sigmoid(self) -> Interval:
         return 1.0 / (1.0 + (-self).exp())
 
+    def sqrt(self) -> Interval:
+        """Enclosure of sqrt on [max(lo, 0), hi] (IEEE sqrt is correctly rounded)."""
+        lo = _down(self.lo.clamp(min=0.0).sqrt()).clamp(min=0.0)
+        return Interval(lo, _up(self.hi.sqrt()))
+
+    def clamp(self, min: float) -> Interval:
+        """max(x, min) elementwise (monotone, exact)."""
+        return Interval(self.lo.clamp(min=min), self.hi.clamp(min=min))
+
 
 Num = Tensor | Interval
 
@@ -306,6 +315,45 @@ def stack(xs: list[Num], dim: int = 0) -> Num:
     return Interval(
         torch.stack([x.lo for x in ivs], dim=dim), torch.stack([x.hi for x in ivs], dim=dim)
     )
+
+
+def cat(xs: list[Num], dim: int = 0) -> Num:
+    if not _both(tuple(xs)):
+        return torch.cat(xs, dim=dim)  # type: ignore[arg-type]
+    ivs = [lift(x) for x in xs]
+    return Interval(
+        torch.cat([x.lo for x in ivs], dim=dim), torch.cat([x.hi for x in ivs], dim=dim)
+    )
+
+
+def outer(a: Num, b: Num) -> Num:
+    """a[i] b[j] (the same single rounding per entry as torch.outer)."""
+    return a[:, None] * b[None, :]
+
+
+def log(x: Num) -> Num:
+    return x.log()
+
+
+def sqrt(x: Num) -> Num:
+    return x.sqrt()
+
+
+def mid(x: Num) -> Tensor:
+    """A point inside x (for choices whose every outcome is sound)."""
+    return x.mid_rad()[0] if isinstance(x, Interval) else x
+
+
+def point_like(like: Num, value: Tensor) -> Num:
+    """`value` as an exact point of the same kind as `like` (interval or plain tensor)."""
+    return Interval.point(value) if isinstance(like, Interval) else value
+
+
+def frobenius(x: Num) -> Num:
+    """Frobenius norm of a matrix (torch.linalg.vector_norm for plain tensors)."""
+    if isinstance(x, Interval):
+        return (x.abs() * x.abs()).sum(-1).sum(-1).sqrt()
+    return torch.linalg.vector_norm(x)
 
 
 def sort_values(x: Num, dim: int = -1) -> Num:

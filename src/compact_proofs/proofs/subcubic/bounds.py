@@ -13,6 +13,11 @@ Soundness departures from the original (docs/method.md):
   e >= 0; for e < 0 we use e R_min. The bound is then convex piecewise-linear in a, so it is
   evaluated at both attention extremes A_lo, A_hi and the larger value is used.
 * counting (SPEC §11.3): a gap g leaves m - g + 1 token values 0..m-g, not m - g.
+
+Rigorous mode: the same code runs on `Interval`s (compact_proofs.interval), enclosing the exact
+real value of every bound; choices that any outcome keeps sound (which attention extreme feeds
+the mean a_bar, a_bar itself) are made on midpoints, and a cell counts only if its interval
+lies below 0 (docs/soundness.md).
 """
 
 from __future__ import annotations
@@ -23,7 +28,9 @@ from math import comb
 import torch
 from torch import Tensor
 
+from compact_proofs import interval as iv
 from compact_proofs.flops import charge
+from compact_proofs.interval import Interval, Num
 from compact_proofs.proofs.subcubic.decompose import QKDecomposition, Weights64, rowrange
 
 INF = float("inf")
@@ -64,7 +71,7 @@ def cell_index(gaps: Tensor, v: int, k: int, m_start: int = 0) -> CellIndex:
     return CellIndex(q=q, m=m, c=c, valid=off | on)
 
 
-def split_eu(E: Tensor, W_U: Tensor, handling: str, direction: Tensor) -> tuple[Tensor, Tensor]:
+def split_eu(E: Num, W_U: Num, handling: str, direction: Tensor) -> tuple[Num, Num]:
     """(EU_mean [v], EU_q_err [v]) with EUPU[q,j] - EUPU[q,m] <= EU_mean[j] - EU_mean[m]
     + EU_q_err[q] for every q, j, m, where EUPU = E W_U (SPEC §6.7.1)."""
     v = E.shape[0]
@@ -73,7 +80,7 @@ def split_eu(E: Tensor, W_U: Tensor, handling: str, direction: Tensor) -> tuple[
         return zeros, rowrange(E @ W_U)
     if handling == "global_max_diff_exact":
         EUPU = E @ W_U
-        return zeros, (EUPU.amax() - EUPU.amin()) * torch.ones_like(zeros)
+        return zeros, (EUPU.amax(dim=(0, 1)) - EUPU.amin(dim=(0, 1))) * torch.ones_like(zeros)
     if handling == "max_diff":
         return zeros, E.abs() @ rowrange(W_U)
     center = E.mean(dim=0) if handling == "mean_query+max_diff" else direction
@@ -82,36 +89,38 @@ def split_eu(E: Tensor, W_U: Tensor, handling: str, direction: Tensor) -> tuple[
 
 def extreme_pre_softmax_diffs(
     qk: QKDecomposition, gaps: Tensor, cells: CellIndex
-) -> tuple[Tensor, Tensor]:
+) -> tuple[Num, Num]:
     """D_lo <= EQKE_bar[q, m] - EQKE_bar[q, t] <= D_hi for every t <= m - g (SPEC §6.5)."""
     E = qk.EQKE_hat
-    hi = E.cummax(dim=-1).values  # hi[q, t] = max_{t' <= t} EQKE_hat[q, t']
-    lo = E.cummin(dim=-1).values
+    hi = iv.running_max(E, dim=-1)  # hi[q, t] = max_{t' <= t} EQKE_hat[q, t']
+    lo = iv.running_min(E, dim=-1)
     q, at = torch.broadcast_tensors(cells.q, cells.m - gaps)
     has_nonmax = at >= 0
     at = at.clamp(min=0)
     own = E[cells.q, cells.m]  # EQKE_hat[q, m]
     zero = torch.zeros((), dtype=E.dtype, device=E.device)
     err = qk.err_bound[:, None, None]
-    D_lo = torch.where(has_nonmax, own - hi[q, at], zero) - err
-    D_hi = torch.where(has_nonmax, own - lo[q, at], zero) + err
+    D_lo = iv.where(has_nonmax, own - hi[q, at], zero) - err
+    D_hi = iv.where(has_nonmax, own - lo[q, at], zero) + err
     return D_lo, D_hi
 
 
 def extreme_attention(
-    D_lo: Tensor, D_hi: Tensor, pos_err: Tensor, cells: CellIndex, attn_scale: float
-) -> tuple[Tensor, Tensor]:
+    D_lo: Num, D_hi: Num, pos_err: Num, cells: CellIndex, attn_scale: float | Interval
+) -> tuple[Num, Num]:
     """A_lo <= total attention on the max token <= A_hi for every input of the cell (§6.6).
 
     With all non-max tokens at the least (most) attractive allowed score, the weight of the
     max tokens is sigmoid(D / scale + log S_max - log S_non), S = sums of exp(positional score
     / scale) over the positions holding / not holding m; it is smallest (largest) when the max
     tokens sit at the non-query positions with the smallest (largest) positional scores.
+    With interval scores the order statistics are enclosed by sorting both ends, and the
+    query's own relative score is exactly 0.
     """
     v, k = pos_err.shape
     pos = (pos_err - pos_err[:, -1:]) / attn_scale  # the query position becomes 0
-    ascending = pos[:, : k - 1].sort(dim=-1).values  # [q, k-1]
-    query_slot = torch.zeros(v, 1, dtype=pos.dtype, device=pos.device)
+    ascending = iv.sort_values(pos[:, : k - 1], dim=-1)  # [q, k-1]
+    query_slot = torch.zeros(v, 1, dtype=torch.float64, device=pos.device)
     log_ratio = {}  # (ordering, q == m) -> [q, c]
     for name, slots in (("lo", ascending), ("hi", ascending.flip(-1))):
         for query_is_max in (False, True):
@@ -119,37 +128,35 @@ def extreme_attention(
             for c in range(k):
                 n_max = k - c  # positions holding m
                 if query_is_max:
-                    on = torch.cat([slots[:, : n_max - 1], query_slot], dim=-1)
+                    on = iv.cat([slots[:, : n_max - 1], query_slot], dim=-1)
                     off = slots[:, n_max - 1 :]
                 else:
                     n_max = min(n_max, k - 1)  # c = 0 is not a valid cell when q != m
                     on = slots[:, :n_max]
-                    off = torch.cat([slots[:, n_max:], query_slot], dim=-1)
+                    off = iv.cat([slots[:, n_max:], query_slot], dim=-1)
                 columns.append(on.logsumexp(dim=-1) - off.logsumexp(dim=-1))
-            log_ratio[name, query_is_max] = torch.stack(columns, dim=-1)
+            log_ratio[name, query_is_max] = iv.stack(columns, dim=-1)
     eq = cells.q == cells.m
     A = []
     for name, D in (("lo", D_lo), ("hi", D_hi)):
-        ratio = torch.where(
-            eq, log_ratio[name, True][:, None, :], log_ratio[name, False][:, None, :]
-        )
-        A.append(torch.sigmoid(D / attn_scale + ratio))
+        ratio = iv.where(eq, log_ratio[name, True][:, None, :], log_ratio[name, False][:, None, :])
+        A.append(iv.sigmoid(D / attn_scale + ratio))
     return A[0], A[1]
 
 
 def largest_wrong_logit(
-    A_lo: Tensor,
-    A_hi: Tensor,
+    A_lo: Num,
+    A_hi: Num,
     gaps: Tensor,
     cells: CellIndex,
-    EVOU: Tensor,
-    PVOU: Tensor,
-    EU_mean: Tensor,
-    EU_q_err: Tensor,
-    EU_rows: Tensor,
+    EVOU: Num,
+    PVOU: Num,
+    EU_mean: Num,
+    EU_q_err: Num,
+    EU_rows: Num,
     mean_diff: bool,
     variant: Variant = SOUND,
-) -> Tensor:
+) -> Num:
     """B[..., q, m, c] >= max_{j != m} (l_j - l_m) on every input of each valid cell (§6.7);
     +inf on invalid cells.
 
@@ -166,7 +173,7 @@ def largest_wrong_logit(
     R = EVOU - EVOU.diagonal()[:, None]  # [m, j]
     R_max = R.masked_fill(eye, -INF).amax(dim=-1)  # [m]
     R_min = R.masked_fill(eye, INF).amin(dim=-1)
-    W_run = rowrange(EVOU).cummax(dim=0).values  # W_run[t] = max_{t' <= t} rowrange(EVOU)
+    W_run = iv.running_max(rowrange(EVOU), dim=0)  # W_run[t] = max_{t' <= t} rowrange(EVOU)
 
     ms = cells.m.flatten()  # the max tokens of these cells (all of 0..v-1 unless searching)
     L, R, R_max, R_min, PVOU_pess = L[ms], R[ms], R_max[ms], R_min[ms], PVOU_pess[ms]
@@ -174,14 +181,16 @@ def largest_wrong_logit(
     EU_rows = EU_rows[ms]
     g_min = torch.where(cells.q <= cells.m, gaps, v + 1).amin(dim=-3)  # [..., m, c]
     at = cells.m[0] - g_min  # cells.m[0]: [v, 1] over (m, c)
-    W = torch.where(at >= 0, W_run[at.clamp(min=0)], INF)  # [..., m, c]
+    W = iv.where(at >= 0, W_run[at.clamp(min=0)], INF)  # [..., m, c]
     valid = cells.valid
-    a_sel = torch.where((R_max[:, None] >= W)[..., None, :, :], A_hi, A_lo)
+    # a_bar: any real number keeps the bound sound; choose it on midpoints, as an exact point
+    a_sel = iv.where((iv.mid(R_max)[:, None] >= iv.mid(W))[..., None, :, :], A_hi, A_lo)
     if mean_diff:
         n_valid = valid.sum(dim=-3).clamp(min=1)
-        a_bar = torch.where(valid, a_sel, 0.0).sum(dim=-3) / n_valid  # [..., m, c]
+        a_bar = iv.mid(iv.where(valid, a_sel, 0.0).sum(dim=-3) / n_valid)  # [..., m, c]
+        a_bar = iv.point_like(A_lo, a_bar)  # exact point: 1 - a_bar etc. are then enclosed
     else:
-        a_bar = torch.zeros_like(W)
+        a_bar = torch.zeros(W.shape, dtype=torch.float64, device=valid.device)
     M_bar = (
         (L[:, None, :] + a_bar[..., None] * R[:, None, :])
         .masked_fill(is_m[:, None, :], -INF)
@@ -190,31 +199,30 @@ def largest_wrong_logit(
     base = (M_bar + (1 - a_bar) * W)[..., None, :, :] + EU_q_err[:, None, None]
     a_bar_q, W_q = a_bar[..., None, :, :], W[..., None, :, :]
     if variant.sound_mean_diff:
+        # e R[m, j] <= e R_max for e >= 0 and e R_min for e < 0: so <= max(e R_max, e R_min),
+        # which is the same float value and also holds when an interval e straddles 0
         bounds = []
         for a in (A_lo, A_hi):
             e = a - a_bar_q
-            R_sel = torch.where(e >= 0, R_max[:, None], R_min[:, None])
-            bounds.append(base + e * (R_sel - W_q))
-        B = torch.maximum(*bounds)
+            bounds.append(base + iv.maximum(e * (R_max[:, None] - W_q), e * (R_min[:, None] - W_q)))
+        B = iv.maximum(*bounds)
     else:
         B = base + (a_sel - a_bar_q) * (R_max[:, None] - W_q)
 
     # the all-max input (q = m, c = 0): attention is entirely on m; direct path exact
-    EU_at_m = EU_rows.gather(1, ms[:, None])  # EU_rows[i, m_i]
+    EU_at_m = EU_rows[torch.arange(len(ms), device=ms.device), ms][:, None]  # EU_rows[i, m_i]
     all_max = (EU_rows - EU_at_m + R + PVOU_pess).masked_fill(is_m, -INF)
     all_max = all_max.amax(dim=-1)  # [m]
     is_all_max = (cells.q == cells.m) & (cells.c == 0)
-    B = torch.where(is_all_max, all_max[:, None], B)
-    return torch.where(valid, B, INF)
+    B = iv.where(is_all_max, all_max[:, None], B)
+    return iv.where(valid, B, INF)
 
 
-def count_correct(
-    B: Tensor, gaps: Tensor, cells: CellIndex, k: int, variant: Variant = SOUND
-) -> int:
+def count_correct(B: Num, gaps: Tensor, cells: CellIndex, k: int, variant: Variant = SOUND) -> int:
     """Exact number of inputs proven correct (SPEC §6.8, with m - g + 1 token choices):
     a valid cell with B < 0 counts C(k-1, c') (m - g + 1)^c' inputs, c' = non-max tokens at
     non-query positions (c - 1 if q != m, else c)."""
-    proven = cells.valid & (B < 0)
+    proven = cells.valid & iv.certainly_negative(B)
     c_prime = torch.where(cells.q == cells.m, cells.c, cells.c - 1).expand_as(proven)
     choices = (cells.m - gaps + variant.count_extra).expand_as(proven)
     total = int((proven & (c_prime == 0)).sum())
@@ -237,7 +245,7 @@ def subcubic_bounds(
     mean_diff: bool,
     variant: Variant = SOUND,
     m_start: int = 0,
-) -> tuple[Tensor, CellIndex]:
+) -> tuple[Num, CellIndex]:
     """The whole pipeline §6.5–§6.7: B[..., q, m, c] and the cell index, for gaps (cells with
     max token m >= m_start only)."""
     v, k = w.W_E.shape[0], w.W_pos.shape[0]
@@ -254,7 +262,7 @@ def subcubic_bounds(
     return B, cells
 
 
-def proven_mask(B: Tensor, gaps: Tensor, cells: CellIndex, tokens: Tensor) -> Tensor:
+def proven_mask(B: Num, gaps: Tensor, cells: CellIndex, tokens: Tensor) -> Tensor:
     """Which of `tokens` [n, k] the proof certifies (bool [n]); over all inputs its sum equals
     `count_correct` (used by the exhaustive soundness tests)."""
     m = tokens.max(dim=-1).values
@@ -265,4 +273,5 @@ def proven_mask(B: Tensor, gaps: Tensor, cells: CellIndex, tokens: Tensor) -> Te
     gaps = gaps.expand_as(B)
     g = gaps[q, m, c]
     in_gap = (c == 0) | (largest_nonmax <= m - g)  # the all-max input needs no gap
-    return cells.valid.expand_as(B)[q, m, c] & (B[q, m, c] < 0) & in_gap
+    negative = iv.certainly_negative(B)
+    return cells.valid.expand_as(negative)[q, m, c] & negative[q, m, c] & in_gap

@@ -22,47 +22,54 @@ Route B (the *_subproduct* options): peel six directions (SPEC §6.3); the nine 
 to EQKE_hat and Err = E_rr Q_r K_r^T Ebar_rr^T exactly, for any directions.
 
 Route C (exact_EQKE+max_diff_exact): EQKE_hat = EQKE_bar, err_bound = 0.
+
+Every function here is written with operations that also accept `Interval`s
+(compact_proofs.interval): with `weights64(model, rigorous=True)` the same code encloses the
+exact real values of EQKE_hat, pos_err and err_bound (docs/soundness.md).
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 from torch import Tensor
 
+from compact_proofs import interval as iv
 from compact_proofs.circuits import require_single_head
 from compact_proofs.errors import UnsupportedModelError
+from compact_proofs.interval import Interval, Num, enclose_sqrt
 from compact_proofs.model import AttnOnlyTransformer
 from compact_proofs.modelfile import TL_NAMES
 
 SIGMA_SQUARINGS = 8  # certified sigma_1 bound overestimates by at most d^(1 / 2^(9))
+SQRT2_UP = 1.4142135623730951  # the float nearest sqrt(2) is above it: an upper bound
 
 
 @dataclass(frozen=True)
 class Weights64:
-    """The weights a sub-cubic proof reads, in float64 (single head, zero biases)."""
+    """The weights a sub-cubic proof reads, in float64 (single head, zero biases); exact
+    point intervals and an interval attn_scale in rigorous mode."""
 
-    W_E: Tensor  # [v, d]
-    W_pos: Tensor  # [k, d]
-    W_Q: Tensor  # [d, d_head]
-    W_K: Tensor  # [d, d_head]
-    W_V: Tensor  # [d, d_head]
-    W_O: Tensor  # [d_head, d]
-    W_U: Tensor  # [d, v]
-    attn_scale: float
+    W_E: Num  # [v, d]
+    W_pos: Num  # [k, d]
+    W_Q: Num  # [d, d_head]
+    W_K: Num  # [d, d_head]
+    W_V: Num  # [d, d_head]
+    W_O: Num  # [d_head, d]
+    W_U: Num  # [d, v]
+    attn_scale: float | Interval
 
     @property
-    def E_q(self) -> Tensor:
+    def E_q(self) -> Num:
         return self.W_E + self.W_pos[-1]
 
     @property
-    def P_mean(self) -> Tensor:
+    def P_mean(self) -> Num:
         return self.W_pos.mean(dim=0)
 
     @property
-    def E_bar(self) -> Tensor:
+    def E_bar(self) -> Num:
         return self.W_E + self.P_mean
 
 
@@ -81,84 +88,87 @@ class Directions:
 
 @dataclass(frozen=True)
 class QKDecomposition:
-    EQKE_hat: Tensor  # [v, v]
-    pos_err: Tensor  # [v, k]
-    err_bound: Tensor  # [v] >= rowrange(EQKE_bar - EQKE_hat)
+    EQKE_hat: Num  # [v, v]
+    pos_err: Num  # [v, k]
+    err_bound: Num  # [v] >= rowrange(EQKE_bar - EQKE_hat)
 
 
 # -- building blocks ---------------------------------------------------------------------------
 
 
-def rowrange(M: Tensor) -> Tensor:
+def rowrange(M: Num) -> Num:
     """max_j M[r, j] - min_j M[r, j] for every row r."""
     return M.amax(dim=-1) - M.amin(dim=-1)
 
 
-def product_rowrange_bound(X: Tensor, Y: Tensor) -> Tensor:
+def product_rowrange_bound(X: Num, Y: Num) -> Num:
     """rowrange(X Y)[r] <= sum_i |X[r, i]| rowrange(Y)[i]."""
     return X.abs() @ rowrange(Y)
 
 
-def fused_mean_rowrange_bound(X: Tensor, Y: Tensor) -> Tensor:
+def fused_mean_rowrange_bound(X: Num, Y: Num) -> Num:
     """rowrange(X Y)[r] <= rowrange(xbar Y) + sum_i |X[r, i] - xbar_i| rowrange(Y)[i]."""
     xbar = X.mean(dim=0)
     return rowrange((xbar @ Y)[None]) + (X - xbar).abs() @ rowrange(Y)
 
 
-def sigma1_upper_bound(X: Tensor, Y: Tensor, squarings: int = SIGMA_SQUARINGS) -> Tensor:
+def sigma1_upper_bound(X: Num, Y: Num, squarings: int = SIGMA_SQUARINGS) -> Num:
     """A certified upper bound on the largest singular value of X Y (X: [v, d], Y: [d, v]).
 
     sigma_1(XY)^2 is the largest eigenvalue of N = (X^T X)(Y Y^T), whose eigenvalues are those
     of a PSD matrix (real, >= 0). For p = 2^squarings, lambda_max^p <= trace(N^p), so
     sigma_1 <= trace(N^p)^(1/(2p)); the overestimate is at most a factor d^(1/(2p)). N^p is
-    formed by repeated squaring with rescaling (log of the scale tracked separately).
+    formed by repeated squaring with rescaling (log of the scale tracked separately). The
+    scales are exact points (any positive real keeps the identity trace(N^p) = s^p
+    trace((N/s)^p)), so with intervals only the upper end of each norm is used.
     """
     N = (X.T @ X) @ (Y @ Y.T)
-    scale = torch.linalg.vector_norm(N)
-    if float(scale) == 0.0:
+    scale = iv.point_like(N, iv.upper(iv.frobenius(N)))
+    if float(iv.upper(scale)) == 0.0:
         return scale
-    M, log_scale = N / scale, scale.log()
+    M, log_scale = N / scale, iv.log(scale)
     for _ in range(squarings):
         M = M @ M
-        s = torch.linalg.vector_norm(M)
-        if float(s) == 0.0:  # nilpotent up to rounding: fall back to the Frobenius bound
-            return torch.linalg.vector_norm(X) * torch.linalg.vector_norm(Y)
-        M, log_scale = M / s, 2 * log_scale + s.log()
-    trace = M.diagonal().sum().clamp(min=torch.finfo(M.dtype).tiny)
+        s = iv.point_like(M, iv.upper(iv.frobenius(M)))
+        if float(iv.upper(s)) == 0.0:  # nilpotent up to rounding: the Frobenius bound
+            return iv.frobenius(X) * iv.frobenius(Y)
+        M, log_scale = M / s, 2 * log_scale + iv.log(s)
+    trace = M.diagonal().sum(dim=0).clamp(min=torch.finfo(torch.float64).tiny)
     p = 2**squarings
-    return ((trace.log() + log_scale) / (2 * p)).exp()
+    return ((iv.log(trace) + log_scale) / (2 * p)).exp()
 
 
-def _peel(z: Tensor, M: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def _peel(z: Tensor, M: Num) -> tuple[Num, Num, Num]:
     """M = z (z^T M) + rest. Returns (z^T M, z z^T M, rest); exact for any vector z."""
     row = z @ M
-    part = torch.outer(z, row)
+    part = iv.outer(z, row)
     return row, part, M - part
 
 
 # -- the three routes --------------------------------------------------------------------------
 
 
-def position_error(w: Weights64) -> Tensor:
+def position_error(w: Weights64) -> Num:
     """pos_err = E_q W_Q W_K^T (W_pos - Pbar)^T, right to left: O(k d^2 + v d k)."""
     keys = (w.W_pos - w.P_mean) @ w.W_K  # [k, d_head]
     return w.E_q @ (w.W_Q @ keys.T)  # [v, k]
 
 
-def route_a(w: Weights64, dirs: Directions, error: str) -> tuple[Tensor, Tensor]:
+def route_a(w: Weights64, dirs: Directions, error: str) -> tuple[Num, Num]:
     """Rank-1 EQKE_hat from (query_dir, key_dir) and the configured bound on the residual."""
     u, wv = dirs.query_dir, dirs.key_dir
     A = (w.E_q @ w.W_Q) @ w.W_K.T  # [v, d]
     B = w.E_bar.T  # [d, v]
     uA, Bw = u @ A, B @ wv  # [d], [d]
-    EQKE_hat = (uA @ Bw) * torch.outer(u, wv)
+    EQKE_hat = (uA @ Bw) * iv.outer(u, wv)  # (u^T A B w) u w^T
     if error == "max_diff_exact":  # form the whole error as computed: O(v^2 d)
         return EQKE_hat, rowrange(A @ B - EQKE_hat)
-    A_r = A - torch.outer(u, uA)
-    B_r = B - torch.outer(Bw, wv)
+    A_r = A - iv.outer(u, uA)
+    B_r = B - iv.outer(Bw, wv)
     cross = u.abs() * rowrange((uA @ B_r)[None]) + (A_r @ Bw).abs() * rowrange(wv[None])
     if error == "svd":  # |Err[r,a] - Err[r,b]| = |e_r^T Err (e_a - e_b)| <= sqrt(2) sigma_1
-        bound = math.sqrt(2) * sigma1_upper_bound(A_r, B_r) * torch.ones_like(cross)
+        ones = torch.ones(cross.shape, dtype=torch.float64, device=cross.device)
+        bound = SQRT2_UP * sigma1_upper_bound(A_r, B_r) * ones
     elif error == "max_diff":
         bound = product_rowrange_bound(A_r, B_r)
     elif error == "mean+max_diff":
@@ -168,7 +178,7 @@ def route_a(w: Weights64, dirs: Directions, error: str) -> tuple[Tensor, Tensor]
     return EQKE_hat, bound + cross
 
 
-def route_b(w: Weights64, dirs: Directions, error: str) -> tuple[Tensor, Tensor]:
+def route_b(w: Weights64, dirs: Directions, error: str) -> tuple[Num, Num]:
     """Peel six directions; nine cheap rank-1 terms; bound the four-factor remainder."""
     M = w.W_Q @ w.W_K.T  # [d, d]
     e1, _, E_r = _peel(dirs.query_dir, w.E_q)
@@ -179,21 +189,21 @@ def route_b(w: Weights64, dirs: Directions, error: str) -> tuple[Tensor, Tensor]
     k_row, _, K_r = _peel(dirs.u_K, w.W_K)
     qd, kd, qd2, kd2 = dirs.query_dir, dirs.key_dir, dirs.query_dir2, dirs.key_dir2
     EQKE_hat = (
-        (e1 @ M @ k1) * torch.outer(qd, kd)  # E_1 M Ebar_1^T
-        + torch.outer(qd, (e1 @ M) @ Eb_r.T)  # E_1 M Ebar_r^T
-        + torch.outer(E_r @ (M @ k1), kd)  # E_r M Ebar_1^T
-        + (e2 @ M @ k2) * torch.outer(qd2, kd2)  # E_2 M Ebar_2^T
-        + torch.outer(qd2, (e2 @ M) @ Eb_rr.T)  # E_2 M Ebar_rr^T
-        + torch.outer(E_rr @ (M @ k2), kd2)  # E_rr M Ebar_2^T
-        + (q_row @ k_row) * torch.outer(E_rr @ dirs.u_Q, Eb_rr @ dirs.u_K)  # E_rr Q_1 K_1^T ..
-        + torch.outer(E_rr @ dirs.u_Q, (q_row @ K_r.T) @ Eb_rr.T)  # E_rr Q_1 K_r^T Ebar_rr^T
-        + torch.outer(E_rr @ (Q_r @ k_row), Eb_rr @ dirs.u_K)  # E_rr Q_r K_1^T Ebar_rr^T
+        (e1 @ M @ k1) * iv.outer(qd, kd)  # E_1 M Ebar_1^T
+        + iv.outer(qd, (e1 @ M) @ Eb_r.T)  # E_1 M Ebar_r^T
+        + iv.outer(E_r @ (M @ k1), kd)  # E_r M Ebar_1^T
+        + (e2 @ M @ k2) * iv.outer(qd2, kd2)  # E_2 M Ebar_2^T
+        + iv.outer(qd2, (e2 @ M) @ Eb_rr.T)  # E_2 M Ebar_rr^T
+        + iv.outer(E_rr @ (M @ k2), kd2)  # E_rr M Ebar_2^T
+        + (q_row @ k_row) * iv.outer(E_rr @ dirs.u_Q, Eb_rr @ dirs.u_K)  # E_rr Q_1 K_1^T ..
+        + iv.outer(E_rr @ dirs.u_Q, (q_row @ K_r.T) @ Eb_rr.T)  # E_rr Q_1 K_r^T Ebar_rr^T
+        + iv.outer(E_rr @ (Q_r @ k_row), Eb_rr @ dirs.u_K)  # E_rr Q_r K_1^T Ebar_rr^T
     )
     factors = [E_rr, Q_r, K_r.T, Eb_rr.T]  # Err = E_rr Q_r K_r^T Ebar_rr^T
     return EQKE_hat, four_factor_bound(factors, error)
 
 
-def four_factor_bound(factors: list[Tensor], error: str) -> Tensor:
+def four_factor_bound(factors: list[Num], error: str) -> Num:
     """Row-range bound of the product of `factors` by the configured route-B method."""
     if error in ("max_diff_subproduct", "mean+max_diff_subproduct"):
         two = (
@@ -207,7 +217,7 @@ def four_factor_bound(factors: list[Tensor], error: str) -> Tensor:
             for f in factors[split + 1 :]:
                 right = right @ f
             bounds.append(two(left, right))
-        return torch.stack(bounds).amin(dim=0)
+        return iv.stack(bounds).amin(dim=0)
     if error == "max_diff_subproduct_recursive":
         return _recursive_bound(factors, mean_levels=0)
     if error == "mean+max_diff_subproduct_recursive":
@@ -217,7 +227,7 @@ def four_factor_bound(factors: list[Tensor], error: str) -> Tensor:
     raise ValueError(f"{error!r} is not a route-B error handling")
 
 
-def _recursive_bound(factors: list[Tensor], mean_levels: int) -> Tensor:
+def _recursive_bound(factors: list[Num], mean_levels: int) -> Num:
     """bound(M0..Mn) = |M0| @ bound(M1..Mn), bound(Mn) = rowrange(Mn); at the first
     `mean_levels` levels use the mean trick, whose mean term rowrange(mbar M1..Mn) is formed
     by vector-matrix products only."""
@@ -236,7 +246,10 @@ def _recursive_bound(factors: list[Tensor], mean_levels: int) -> Tensor:
 
 
 def decompose_eqke(w: Weights64, dirs: Directions, error: str, route: str) -> QKDecomposition:
-    """EQKE_hat, pos_err and err_bound for one configuration (SPEC §6.3–§6.4)."""
+    """EQKE_hat, pos_err and err_bound for one configuration (SPEC §6.3–§6.4). With interval
+    weights the directions become exact points, so every product with them is enclosed."""
+    if isinstance(w.W_E, Interval):
+        dirs = Directions(**{f.name: Interval.point(getattr(dirs, f.name)) for f in fields(dirs)})
     if route == "C":
         EQKE_hat = (w.E_q @ w.W_Q) @ (w.E_bar @ w.W_K).T
         err = torch.zeros(EQKE_hat.shape[0], dtype=EQKE_hat.dtype, device=EQKE_hat.device)
@@ -247,8 +260,9 @@ def decompose_eqke(w: Weights64, dirs: Directions, error: str, route: str) -> QK
     return QKDecomposition(EQKE_hat=EQKE_hat, pos_err=position_error(w), err_bound=err)
 
 
-def weights64(model: AttnOnlyTransformer) -> Weights64:
-    """The model's weights in float64; rejects what the sub-cubic proofs do not model."""
+def weights64(model: AttnOnlyTransformer, rigorous: bool = False) -> Weights64:
+    """The model's weights in float64 (exact: they are float32), as point intervals if
+    `rigorous`; rejects what the sub-cubic proofs do not model."""
     require_single_head(model, "sub-cubic proofs")
     nonzero = model.nonzero_biases()
     if nonzero:
@@ -256,7 +270,9 @@ def weights64(model: AttnOnlyTransformer) -> Weights64:
             f"sub-cubic proofs assume zero biases, but {TL_NAMES[nonzero[0]]} is non-zero; "
             "use brute-force or cubic (which handle biases exactly)"
         )
-    w = {name: t.detach().to(torch.float64) for name, t in model.weights().items()}
+    w: dict[str, Num] = {n: t.detach().to(torch.float64) for n, t in model.weights().items()}
+    if rigorous:
+        w = {name: Interval.point(t) for name, t in w.items()}
     return Weights64(
         W_E=w["W_E"],
         W_pos=w["W_pos"],
@@ -265,5 +281,5 @@ def weights64(model: AttnOnlyTransformer) -> Weights64:
         W_V=w["W_V"][0],
         W_O=w["W_O"][0],
         W_U=w["W_U"],
-        attn_scale=model.cfg.attn_scale,
+        attn_scale=enclose_sqrt(model.cfg.d_head) if rigorous else model.cfg.attn_scale,
     )

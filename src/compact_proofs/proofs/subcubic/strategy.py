@@ -111,9 +111,7 @@ class SubcubicStrategy(Strategy):
         self, model: AttnOnlyTransformer, payload: dict[str, Any], rigorous: bool
     ) -> tuple[Tensor, Tensor, CellIndex]:
         """B [q, m, c] (upper bounds on the wrong-logit margins), the gaps and the cells."""
-        if rigorous:
-            raise NotImplementedError("rigorous sub-cubic verification is not implemented yet")
-        w = weights64(model)
+        w = weights64(model, rigorous)
         dirs, gaps = self._parse(payload, w)
         cfg = self.config
         qk = decompose_eqke(w, dirs, cfg.error, cfg.route)
