@@ -1,0 +1,764 @@
+"""Adversarial soundness campaign: every strategy, every input, against exact ground truth.
+
+    python benchmarks/soundness_campaign.py --minutes 10
+    python benchmarks/soundness_campaign.py --minutes 1 --seed 7 --json out.json
+
+For a stream of tiny adversarial models (all v^k <= 1296 inputs enumerable), and for EVERY one
+of the 102 strategies, the campaign searches a certificate, asks `strategy.proven` which inputs
+the proof certifies, and checks every certified input one by one:
+
+* mode `float64` (rigorous=False): against the float64 forward verdict
+  (`compact_proofs.accuracy.is_correct`) and against the exact-arithmetic verdict
+  (`compact_proofs.exact.ExactReference`);
+* mode `rigorous` (rigorous=True): against the exact verdict. While a strategy's rigorous mode
+  raises NotImplementedError the pair is recorded as "rigorous n/a" and the campaign goes on;
+  it checks the mode automatically once it exists.
+
+Sub-cubic certificates are also tampered with (random, zero and huge directions; gaps all 1,
+random, the largest encodable) and must stay sound. It also checks that
+`verify(...).correct_count` equals the number of inputs `proven` certifies.
+
+An input counts as *unsound* when the proof certifies it and the reference says it is not
+correct (for the exact reference: WRONG, or UNDECIDED, reported separately). Every unsound
+result is saved (model file + certificate JSON) under --unsound-dir and listed in the summary.
+
+Model families (see FAMILIES): random (log-uniform scale), non-zero biases, several heads,
+near-ideal solvers, near-tie logits (nearly or exactly equal unembedding columns),
+near-uniform attention, position-dominated attention, weight tensors rescaled by 1e+-3 or
+1e+-6 relative to each other, duplicated tokens, briefly trained models (almost but not quite
+correct), other initialisations (uniform, kaiming, orthogonal, sparse, heavy-tailed, small
+integers, coarsely quantised), and float64-cancellation models (huge residual/score
+components that cancel exactly in real arithmetic but not in float64).
+
+Output: a progress line about every 20 s, then a summary table per mode and certificate kind,
+and a JSON summary (--json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import random
+import re
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT / "tests") not in sys.path:
+    sys.path.insert(0, str(ROOT / "tests"))
+
+from compact_proofs.accuracy import all_sequences, forward_margin, is_correct  # noqa: E402
+from compact_proofs.certificates import decode_tensor, encode_tensor  # noqa: E402
+from compact_proofs.errors import CertificateError, UnsupportedModelError  # noqa: E402
+from compact_proofs.exact import CORRECT, UNDECIDED, WRONG, ExactReference  # noqa: E402
+from compact_proofs.model import AttnOnlyTransformer, ModelConfig  # noqa: E402
+from compact_proofs.modelfile import save_model  # noqa: E402
+from compact_proofs.proofs import STRATEGIES, Strategy  # noqa: E402
+from compact_proofs.training import TrainingRecipe, train  # noqa: E402
+
+from models import ideal_model, random_model  # noqa: E402
+
+MODES = ("float64", "rigorous")
+TAMPERS = (
+    "directions-random",
+    "directions-zero",
+    "directions-huge",
+    "gaps-one",
+    "gaps-random",
+    "gaps-largest",
+)
+MAX_INPUTS = 1296  # 6^4: the exact reference stays well under a second per model
+
+# -- model families ------------------------------------------------------------------------
+
+
+@dataclass
+class Case:
+    """One model of the campaign and how it was made (enough to rebuild it)."""
+
+    family: str
+    name: str
+    model: AttnOnlyTransformer
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+def _seed(rng: random.Random) -> int:
+    return rng.randrange(2**31)
+
+
+def _small_cfg(rng: random.Random, n_heads: int = 1) -> ModelConfig:
+    while True:
+        v, k = rng.randint(2, 6), rng.randint(1, 4)
+        if v**k <= MAX_INPUTS:
+            break
+    return ModelConfig(
+        d_vocab=v, n_ctx=k, d_model=rng.randint(1, 7), d_head=rng.randint(1, 6), n_heads=n_heads
+    )
+
+
+def _ideal(rng: random.Random) -> tuple[AttnOnlyTransformer, dict[str, Any]]:
+    v = rng.randint(2, 6)
+    k = rng.randint(1, 4 if v <= 6 else 3)
+    p = {
+        "v": v,
+        "k": k,
+        "beta": 10 ** rng.uniform(-1.3, 1.3),
+        "alpha": rng.uniform(0.5, 8.0),
+        "noise": rng.choice([0.0, 0.02, 0.1, 0.3, 0.6]),
+        "seed": _seed(rng),
+        "pos_scale": rng.choice([0.0, 0.5, 3.0, 10.0]),
+    }
+    return ideal_model(**p), p
+
+
+def _base(rng: random.Random) -> tuple[AttnOnlyTransformer, dict[str, Any]]:
+    """A random or a near-ideal model to perturb."""
+    if rng.random() < 0.5:
+        model, p = _ideal(rng)
+        return model, {"base": "ideal", **p}
+    cfg, seed, scale = _small_cfg(rng), _seed(rng), 10 ** rng.uniform(-1, 1)
+    return random_model(cfg, seed, scale), {"base": "random", **asdict(cfg), "seed": seed}
+
+
+def fam_random(rng: random.Random) -> Case:
+    cfg, seed, scale = _small_cfg(rng), _seed(rng), 10 ** rng.uniform(-2, 1.5)
+    return Case("random", "", random_model(cfg, seed, scale), {**asdict(cfg), "scale": scale})
+
+
+def fam_biases(rng: random.Random) -> Case:
+    cfg, seed, scale = _small_cfg(rng), _seed(rng), 10 ** rng.uniform(-1.5, 1)
+    model = random_model(cfg, seed, scale, biases=True)
+    return Case("biases", "", model, {**asdict(cfg), "seed": seed, "scale": scale})
+
+
+def fam_multi_head(rng: random.Random) -> Case:
+    cfg = _small_cfg(rng, n_heads=rng.randint(2, 3))
+    seed, biases = _seed(rng), rng.random() < 0.5
+    model = random_model(cfg, seed, 10 ** rng.uniform(-1, 1), biases=biases)
+    return Case("multi-head", "", model, {**asdict(cfg), "seed": seed, "biases": biases})
+
+
+def fam_ideal(rng: random.Random) -> Case:
+    model, p = _ideal(rng)
+    return Case("near-ideal", "", model, p)
+
+
+def fam_near_tie_logits(rng: random.Random) -> Case:
+    """Two unembedding columns equal up to eps (0: exact ties for every input with that max)."""
+    model, p = _base(rng)
+    v = model.cfg.d_vocab
+    a, b = rng.sample(range(v), 2)
+    eps = rng.choice([0.0, 2.0**-23, 1e-6, 1e-3])
+    gen = torch.Generator().manual_seed(_seed(rng))
+    with torch.no_grad():
+        noise = torch.randn(model.cfg.d_model, generator=gen)
+        model.W_U[:, a] = model.W_U[:, b] + eps * noise * model.W_U[:, b].abs().max()
+    return Case("near-tie logits", "", model, {**p, "columns": [a, b], "eps": eps})
+
+
+def fam_near_uniform_attention(rng: random.Random) -> Case:
+    model, p = _base(rng)
+    factor = rng.choice([0.0, 1e-7, 1e-4, 1e-2])
+    with torch.no_grad():
+        model.W_Q.mul_(factor)
+    return Case("near-uniform attention", "", model, {**p, "W_Q_factor": factor})
+
+
+def fam_position_dominated(rng: random.Random) -> Case:
+    if rng.random() < 0.5:
+        v = rng.randint(2, 6)
+        k = rng.randint(2, 4)
+        p = {"v": v, "k": k, "beta": rng.uniform(0.01, 0.5), "alpha": rng.uniform(1, 6)}
+        p.update(pos_scale=rng.uniform(5, 50), noise=rng.choice([0.0, 0.05]), seed=_seed(rng))
+        return Case("position-dominated attention", "", ideal_model(**p), p)
+    model, p = _base(rng)
+    factor = 10 ** rng.uniform(1, 2.5)
+    with torch.no_grad():
+        model.W_pos.mul_(factor)
+    return Case("position-dominated attention", "", model, {**p, "W_pos_factor": factor})
+
+
+def fam_scales(rng: random.Random) -> Case:
+    """Some weight tensors rescaled by 10^+-3 or 10^+-6 relative to the others."""
+    model, p = _base(rng)
+    names = rng.sample(["W_E", "W_pos", "W_Q", "W_K", "W_V", "W_O", "W_U"], rng.randint(1, 3))
+    factors = {n: 10.0 ** rng.choice([-6, -3, 3, 6]) for n in names}
+    if rng.random() < 0.25:  # or the whole model
+        factors = {n: 10.0 ** rng.choice([-6, 6]) for n in ["W_E", "W_pos", "W_U"]}
+    with torch.no_grad():
+        for n, f in factors.items():
+            getattr(model, n).mul_(f)
+    return Case("weight scales 1e+-3/1e+-6", "", model, {**p, "factors": factors})
+
+
+def fam_duplicated_tokens(rng: random.Random) -> Case:
+    model, p = _base(rng)
+    v = model.cfg.d_vocab
+    pairs = []
+    with torch.no_grad():
+        for _ in range(rng.randint(1, max(1, v // 2))):
+            a, b = rng.sample(range(v), 2)
+            model.W_E[a] = model.W_E[b]
+            pairs.append([a, b])
+        also_unembed = rng.random() < 0.3
+        if also_unembed:  # fully interchangeable tokens: exact ties
+            a, b = pairs[0]
+            model.W_U[:, a] = model.W_U[:, b]
+    return Case("duplicated tokens", "", model, {**p, "pairs": pairs, "W_U_too": also_unembed})
+
+
+_TRAINED: dict[tuple[int, ...], AttnOnlyTransformer] = {}
+
+
+def fam_trained(rng: random.Random) -> Case:
+    """Briefly trained (almost but not quite correct), optionally perturbed a little."""
+    v = rng.randint(4, 6)
+    k = rng.randint(2, 4)
+    d = rng.choice([4, 6, 8, 12])
+    steps, seed = rng.choice([30, 80, 150, 300, 500]), rng.randint(0, 50)
+    key = (v, k, d, steps, seed)
+    if key not in _TRAINED:
+        _TRAINED[key] = train(ModelConfig(v, k, d, d), seed, TrainingRecipe(steps=steps))[0]
+    model = AttnOnlyTransformer(_TRAINED[key].cfg)
+    model.load_state_dict(_TRAINED[key].state_dict())
+    noise = rng.choice([0.0, 0.0, 1e-3, 3e-2])
+    if noise:
+        gen = torch.Generator().manual_seed(_seed(rng))
+        with torch.no_grad():
+            for name, t in model.weights().items():
+                if name.startswith("W_"):
+                    t.add_(noise * torch.randn(t.shape, generator=gen))
+    p = {"v": v, "k": k, "d": d, "steps": steps, "seed": seed, "noise": noise}
+    return Case("trained (few steps)", "", model, p)
+
+
+def fam_other_init(rng: random.Random) -> Case:
+    cfg = _small_cfg(rng)
+    model = AttnOnlyTransformer(cfg)
+    kind = rng.choice(
+        ["uniform", "kaiming", "orthogonal", "sparse", "heavy-tailed", "integers", "quantised"]
+    )
+    seed = _seed(rng)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, t in model.weights().items():
+            if not name.startswith("W_"):
+                continue
+            if kind == "uniform":
+                t.copy_(torch.rand(t.shape, generator=gen) * 2 - 1)
+            elif kind == "kaiming":
+                t.copy_(torch.randn(t.shape, generator=gen) * math.sqrt(2 / t.shape[-2]))
+            elif kind == "orthogonal":
+                flat = t.reshape(-1, t.shape[-1])
+                q, _ = torch.linalg.qr(torch.randn(max(flat.shape), max(flat.shape), generator=gen))
+                flat.copy_(q[: flat.shape[0], : flat.shape[1]])
+            elif kind == "sparse":
+                mask = torch.rand(t.shape, generator=gen) < 0.3
+                t.copy_(torch.randn(t.shape, generator=gen) * mask)
+            elif kind == "heavy-tailed":  # Cauchy, clipped
+                u = torch.rand(t.shape, generator=gen).clamp(1e-6, 1 - 1e-6)
+                t.copy_(torch.tan(math.pi * (u - 0.5)).clamp(-1e3, 1e3))
+            elif kind == "integers":
+                t.copy_(torch.randint(-2, 3, t.shape, generator=gen).float())
+            else:  # quantised to multiples of 1/4
+                t.copy_((torch.randn(t.shape, generator=gen) * 4).round() / 4)
+    return Case("other initialisations", kind, model, {**asdict(cfg), "kind": kind, "seed": seed})
+
+
+def fam_cancellation(rng: random.Random) -> Case:
+    """Float64-cancellation: two extra residual dims equal to 1 for every token carry
+    +H and -H into every logit (or +H and a bias -H), and one extra head dim adds a constant
+    S to every attention score. In real arithmetic nothing changes; in float64 the low bits of
+    the logits (about H 2^-53) and of the scores are lost."""
+    base, p = _base(rng)
+    cfg0 = base.cfg
+    H = 2.0 ** rng.choice([20, 30, 40])
+    S = 2.0 ** rng.choice([0, 20, 40]) if rng.random() < 0.5 else 0.0
+    use_bias = rng.random() < 0.3
+    d, e = cfg0.d_model, cfg0.d_head
+    cfg = ModelConfig(cfg0.d_vocab, cfg0.n_ctx, d + 2, e + 1, 1)
+    model = AttnOnlyTransformer(cfg)
+    with torch.no_grad():
+        w = base.weights()
+        model.W_E[:, :d] = w["W_E"]
+        model.W_E[:, d:] = 1.0
+        model.W_pos[:, :d] = w["W_pos"]
+        for n in ("W_Q", "W_K", "W_V"):
+            getattr(model, n)[:, :d, :e] = w[n]
+        model.W_O[:, :e, :d] = w["W_O"]
+        model.W_Q[0, d, e] = 1.0  # every query has 1 in head dim e ...
+        model.W_K[0, d, e] = S  # ... and every key S: every score grows by S / sqrt(d_head)
+        model.W_U[:d] = w["W_U"]
+        model.W_U[d] = H
+        if use_bias:
+            model.b_U[:] = -H
+        else:
+            model.W_U[d + 1] = -H
+        eps = rng.choice([0.0, 1e-9, 1e-7, 1e-5])
+        if eps:  # near ties at the scale where float64 goes blind
+            a, b = rng.sample(range(cfg.d_vocab), 2)
+            model.W_U[:d, a] = model.W_U[:d, b] + eps
+    p = {**p, "H": H, "S": S, "bias": use_bias, "eps": eps}
+    return Case("float64 cancellation", "", model, p)
+
+
+FAMILIES: dict[str, Callable[[random.Random], Case]] = {
+    "random": fam_random,
+    "biases": fam_biases,
+    "multi-head": fam_multi_head,
+    "near-ideal": fam_ideal,
+    "near-tie logits": fam_near_tie_logits,
+    "near-uniform attention": fam_near_uniform_attention,
+    "position-dominated attention": fam_position_dominated,
+    "weight scales": fam_scales,
+    "duplicated tokens": fam_duplicated_tokens,
+    "trained": fam_trained,
+    "other initialisations": fam_other_init,
+    "float64 cancellation": fam_cancellation,
+}
+
+
+# -- references and checks -----------------------------------------------------------------
+
+
+@dataclass
+class References:
+    """Per-input ground truth for one model: float64 verdict and exact verdict (int8)."""
+
+    tokens: torch.Tensor
+    float64: torch.Tensor  # bool
+    exact: torch.Tensor  # int8: CORRECT / WRONG / UNDECIDED
+
+    @classmethod
+    def of(cls, model: AttnOnlyTransformer) -> References:
+        tokens = all_sequences(model.cfg.d_vocab, model.cfg.n_ctx)
+        return cls(tokens, is_correct(model, tokens), ExactReference(model).decide(tokens))
+
+
+@dataclass
+class Tally:
+    """Counts for one (mode, certificate kind)."""
+
+    pairs_checked: int = 0  # strategy x model (x tamper) pairs whose proven set was checked
+    inputs_checked: int = 0  # inputs compared one by one against the reference(s)
+    inputs_proven: int = 0  # of which the proof certified
+    unsound_vs_exact: int = 0  # certified, exact reference says WRONG   (unsound)
+    proven_exact_undecided: int = 0  # certified, exact reference UNDECIDED (counted unsound)
+    proven_float64_wrong: int = 0  # certified, float64 forward verdict says not correct
+    float64_only: int = 0  # ... of which the exact reference proves correct (float64 erred)
+    count_mismatches: int = 0  # verify().correct_count != proven().sum()
+    rigorous_unavailable: int = 0  # rigorous mode raised NotImplementedError
+    unsupported: int = 0  # the strategy rejects the model (biases, several heads)
+    rejected: int = 0  # the certificate was rejected (CertificateError)
+    errors: int = 0  # any other exception (listed in the summary)
+
+    @property
+    def unsound(self) -> int:
+        """Certified inputs that are not correct in exact arithmetic (or not decided), plus
+        certified inputs the float64 reference rejects that exact arithmetic does not clear."""
+        return (
+            self.unsound_vs_exact
+            + self.proven_exact_undecided
+            + self.proven_float64_wrong
+            - self.float64_only
+        )
+
+
+def _tally_dict(t: Tally) -> dict[str, int]:
+    return {**asdict(t), "unsound": t.unsound}
+
+
+@dataclass
+class Campaign:
+    """Accumulated results; `check_case` adds one model."""
+
+    tamper_fraction: float = 0.25
+    unsound_dir: Path | None = None
+    rng: random.Random = field(default_factory=lambda: random.Random(0))
+    tallies: dict[str, dict[str, Tally]] = field(default_factory=dict)
+    models: Counter = field(default_factory=Counter)
+    # inputs where the references differ: float64 says correct and exact wrong, or vice versa
+    reference_float64_only_correct: int = 0
+    reference_exact_only_correct: int = 0
+    reference_undecided: int = 0
+    inputs_enumerated: int = 0
+    findings: list[dict[str, Any]] = field(default_factory=list)
+    float64_only_examples: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    _saved_models: dict[int, Path] = field(default_factory=dict)
+
+    def tally(self, mode: str, kind: str) -> Tally:
+        return self.tallies.setdefault(mode, {}).setdefault(kind, Tally())
+
+    @property
+    def unsound(self) -> int:
+        return sum(t.unsound for kinds in self.tallies.values() for t in kinds.values())
+
+    # -- one model -----------------------------------------------------------------------
+
+    def check_case(self, case: Case, strategies: list[Strategy] | None = None) -> None:
+        """Check every strategy (and tampered certificates) on one model, in both modes."""
+        strategies = list(STRATEGIES.values()) if strategies is None else strategies
+        refs = References.of(case.model)
+        self.models[case.family] += 1
+        self.inputs_enumerated += len(refs.tokens)
+        exact_correct = refs.exact == CORRECT
+        self.reference_float64_only_correct += int((refs.float64 & (refs.exact == WRONG)).sum())
+        self.reference_exact_only_correct += int((~refs.float64 & exact_correct).sum())
+        self.reference_undecided += int((refs.exact == UNDECIDED).sum())
+        for strategy in strategies:
+            try:
+                payload = strategy.search(case.model)
+            except UnsupportedModelError:
+                for mode in MODES:
+                    self.tally(mode, "searched").unsupported += 1
+                continue
+            except Exception as exc:  # a search failure is not a soundness issue; record it
+                self._error(case, strategy, "search", "searched", exc)
+                continue
+            certificates = [("searched", payload)]
+            if "min_gaps" in payload:
+                for tamper in TAMPERS:
+                    if self.rng.random() < self.tamper_fraction:
+                        certificates.append((f"tampered: {tamper}", self._tamper(payload, tamper)))
+            for kind, cert in certificates:
+                for mode in MODES:
+                    self._check_pair(case, strategy, cert, kind, mode, refs)
+
+    def _check_pair(
+        self,
+        case: Case,
+        strategy: Strategy,
+        payload: dict[str, Any],
+        kind: str,
+        mode: str,
+        refs: References,
+    ) -> None:
+        t = self.tally(mode, kind)
+        rigorous = mode == "rigorous"
+        try:
+            proven = strategy.proven(case.model, payload, refs.tokens, rigorous=rigorous)
+            proven = proven.cpu().bool()
+            # verify's count must equal the proven set's size (checked on searched certificates)
+            count = (
+                strategy.verify(case.model, payload, rigorous=rigorous).correct_count
+                if kind == "searched"
+                else int(proven.sum())
+            )
+        except NotImplementedError:
+            t.rigorous_unavailable += 1
+            return
+        except UnsupportedModelError:
+            t.unsupported += 1
+            return
+        except CertificateError:
+            t.rejected += 1
+            return
+        except Exception as exc:
+            t.errors += 1
+            self._error(case, strategy, mode, kind, exc)
+            return
+        t.pairs_checked += 1
+        t.inputs_checked += len(refs.tokens)
+        t.inputs_proven += int(proven.sum())
+        if count != int(proven.sum()):
+            t.count_mismatches += 1
+            self._finding(case, strategy, payload, kind, mode, "count mismatch", proven, None)
+        bad_exact = proven & (refs.exact == WRONG)
+        undecided = proven & (refs.exact == UNDECIDED)
+        t.unsound_vs_exact += int(bad_exact.sum())
+        t.proven_exact_undecided += int(undecided.sum())
+        if bad_exact.any():
+            self._finding(case, strategy, payload, kind, mode, "exact: WRONG", proven, bad_exact)
+        if undecided.any():
+            self._finding(
+                case, strategy, payload, kind, mode, "exact: UNDECIDED", proven, undecided
+            )
+        if not rigorous:
+            bad_float = proven & ~refs.float64
+            cleared = bad_float & (refs.exact == CORRECT)  # float64 erred: exact proves correct
+            t.proven_float64_wrong += int(bad_float.sum())
+            t.float64_only += int(cleared.sum())
+            if cleared.any() and len(self.float64_only_examples) < 20:
+                self.float64_only_examples.append(
+                    self._record(case, strategy, kind, mode, "float64 only", proven, cleared)
+                )
+
+    # -- tampering -----------------------------------------------------------------------
+
+    def _tamper(self, payload: dict[str, Any], tamper: str) -> dict[str, Any]:
+        """A copy of a sub-cubic payload with directions or gaps replaced."""
+        out = json.loads(json.dumps(payload))
+        gen = torch.Generator().manual_seed(self.rng.randrange(2**31))
+        if tamper.startswith("directions"):
+            for name, enc in out["directions"].items():
+                shape = decode_tensor(enc).shape
+                if tamper == "directions-zero":
+                    new = torch.zeros(shape, dtype=torch.float64)
+                else:
+                    new = torch.randn(shape, generator=gen, dtype=torch.float64)
+                    if tamper == "directions-huge":
+                        new = new * 10.0 ** float(torch.randint(-30, 31, (), generator=gen))
+                out["directions"][name] = encode_tensor(new)
+        else:
+            gaps = decode_tensor(out["min_gaps"])
+            v = gaps.shape[0]
+            if tamper == "gaps-one":
+                new = torch.ones_like(gaps)
+            elif tamper == "gaps-random":
+                new = torch.randint(1, v + 2, gaps.shape, generator=gen).to(gaps.dtype)
+            else:
+                new = torch.full_like(gaps, torch.iinfo(gaps.dtype).max)
+            out["min_gaps"] = encode_tensor(new)
+        return out
+
+    # -- records -------------------------------------------------------------------------
+
+    def _error(self, case: Case, strategy: Strategy, mode: str, kind: str, exc: Exception) -> None:
+        msg = f"{case.family} {case.params} | {strategy.id} | {mode} | {kind}: {exc!r}"
+        self.errors.append(msg[:500])
+
+    def _record(
+        self,
+        case: Case,
+        strategy: Strategy,
+        kind: str,
+        mode: str,
+        against: str,
+        proven: torch.Tensor,
+        bad: torch.Tensor | None,
+    ) -> dict[str, Any]:
+        record: dict[str, Any] = {
+            "family": case.family,
+            "model_params": case.params,
+            "config": asdict(case.model.cfg),
+            "strategy": strategy.id,
+            "certificate": kind,
+            "mode": mode,
+            "against": against,
+            "proven": int(proven.sum()),
+        }
+        if bad is not None:
+            tokens = all_sequences(case.model.cfg.d_vocab, case.model.cfg.n_ctx)[bad]
+            margin, scale = forward_margin(case.model, tokens)
+            record["inputs"] = int(bad.sum())
+            record["examples"] = [
+                {"tokens": x, "float64_margin": mg, "logit_scale": sc}
+                for x, mg, sc in zip(
+                    tokens[:5].tolist(), margin[:5].tolist(), scale[:5].tolist(), strict=False
+                )
+            ]
+        return record
+
+    def _finding(
+        self,
+        case: Case,
+        strategy: Strategy,
+        payload: dict[str, Any],
+        kind: str,
+        mode: str,
+        against: str,
+        proven: torch.Tensor,
+        bad: torch.Tensor | None,
+    ) -> None:
+        """Record an unsound result (or a count mismatch) and save model and certificate."""
+        record = self._record(case, strategy, kind, mode, against, proven, bad)
+        if self.unsound_dir is not None:
+            key = id(case.model)
+            if key not in self._saved_models:
+                slug = f"{len(self._saved_models):03d}-{case.family}"
+                directory = self.unsound_dir / re.sub(r"[^a-z0-9.+-]+", "-", slug.lower())
+                directory.mkdir(parents=True, exist_ok=True)
+                save_model(case.model, directory / "model.safetensors", {"campaign": case.params})
+                self._saved_models[key] = directory
+            directory = self._saved_models[key]
+            path = directory / f"certificate-{len(self.findings):04d}.json"
+            path.write_text(json.dumps({**record, "payload": payload}, indent=1, default=str))
+            record["saved_to"] = str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)
+        self.findings.append(record)
+
+    # -- reporting -----------------------------------------------------------------------
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "models": sum(self.models.values()),
+            "models_by_family": dict(self.models),
+            "inputs_enumerated": self.inputs_enumerated,
+            "reference_float64_correct_exact_wrong": self.reference_float64_only_correct,
+            "reference_exact_correct_float64_not": self.reference_exact_only_correct,
+            "reference_exact_undecided": self.reference_undecided,
+            "per_mode": {
+                mode: {kind: _tally_dict(t) for kind, t in sorted(kinds.items())}
+                for mode, kinds in self.tallies.items()
+            },
+            "totals_per_mode": {mode: _tally_dict(self._total(mode)) for mode in self.tallies},
+            "unsound_total": self.unsound,
+            "findings": self.findings,
+            "float64_only_examples": self.float64_only_examples,
+            "errors": self.errors[:200],
+            "n_errors": len(self.errors),
+        }
+
+    def _total(self, mode: str) -> Tally:
+        total = Tally()
+        for t in self.tallies.get(mode, {}).values():
+            for name, value in asdict(t).items():
+                setattr(total, name, getattr(total, name) + value)
+        return total
+
+    def table(self) -> str:
+        cols = [
+            ("pairs", "pairs_checked"),
+            ("n/a", "rigorous_unavailable"),
+            ("unsupp.", "unsupported"),
+            ("rejected", "rejected"),
+            ("inputs checked", "inputs_checked"),
+            ("proven", "inputs_proven"),
+            ("exact WRONG", "unsound_vs_exact"),
+            ("exact undec.", "proven_exact_undecided"),
+            ("f64 wrong", "proven_float64_wrong"),
+            ("f64 only", "float64_only"),
+            ("UNSOUND", "unsound"),
+            ("count mism.", "count_mismatches"),
+            ("errors", "errors"),
+        ]
+        head = "| mode | certificate | " + " | ".join(c for c, _ in cols) + " |"
+        lines = [head, "|" + "---|" * (len(cols) + 2)]
+        for mode in MODES:
+            kinds = self.tallies.get(mode, {})
+            rows = [(k, kinds[k]) for k in sorted(kinds)] + [("ALL", self._total(mode))]
+            for kind, t in rows:
+                values = []
+                for _, attr in cols:
+                    val = getattr(t, attr)
+                    if mode == "rigorous" and attr in ("proven_float64_wrong", "float64_only"):
+                        values.append("-")
+                    else:
+                        values.append(f"{val:,}")
+                lines.append(f"| {mode} | {kind} | " + " | ".join(values) + " |")
+        return "\n".join(lines)
+
+
+# -- driver --------------------------------------------------------------------------------
+
+
+def git_state() -> dict[str, Any]:
+    def run(*args: str) -> str:
+        try:
+            return subprocess.run(
+                ["git", *args], cwd=ROOT, capture_output=True, text=True, check=False
+            ).stdout.strip()
+        except OSError:
+            return ""
+
+    return {
+        "commit": run("rev-parse", "HEAD"),
+        "dirty_files": [line[3:] for line in run("status", "--porcelain").splitlines()],
+    }
+
+
+def progress_line(c: Campaign, start: float) -> str:
+    f, r = c._total("float64"), c._total("rigorous")
+    return (
+        f"[{time.perf_counter() - start:7.1f}s] models {sum(c.models.values()):4d} | float64: "
+        f"pairs {f.pairs_checked:,} inputs {f.inputs_checked:,} unsound {f.unsound} "
+        f"(f64-only {f.float64_only}) | rigorous: pairs {r.pairs_checked:,} "
+        f"(n/a {r.rigorous_unavailable:,}) inputs {r.inputs_checked:,} unsound "
+        f"{r.unsound} | findings {len(c.findings)} errors {len(c.errors)}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--minutes", type=float, default=10.0, help="wall-clock budget")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the model stream")
+    parser.add_argument(
+        "--tamper-fraction",
+        type=float,
+        default=0.25,
+        help="probability that each tamper kind is applied to a sub-cubic certificate",
+    )
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=ROOT / "benchmarks" / f"results-soundness-{dt.date.today()}.json",
+        help="machine-readable summary",
+    )
+    parser.add_argument(
+        "--unsound-dir",
+        type=Path,
+        default=ROOT / "benchmarks" / "unsound",
+        help="where unsound models and certificates are saved",
+    )
+    parser.add_argument("--families", default="all", help="comma-separated family names")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    families = list(FAMILIES) if args.families == "all" else args.families.split(",")
+    rng = random.Random(args.seed)
+    campaign = Campaign(args.tamper_fraction, args.unsound_dir, random.Random(args.seed + 1))
+    start = time.perf_counter()
+    deadline = start + 60 * args.minutes
+    started = dt.datetime.now().isoformat(timespec="seconds")
+    print(f"soundness campaign: {args.minutes} min, seed {args.seed}, families {families}")
+    print(f"strategies: {len(STRATEGIES)}; modes: {', '.join(MODES)}; tampers: {TAMPERS}")
+    last = start
+    index = 0
+    while time.perf_counter() < deadline:
+        family = families[index % len(families)]
+        index += 1
+        case = FAMILIES[family](rng)
+        campaign.check_case(case)
+        if time.perf_counter() - last > 20:
+            last = time.perf_counter()
+            print(progress_line(campaign, start), flush=True)
+    print(progress_line(campaign, start))
+    summary = {
+        "started": started,
+        "minutes_budget": args.minutes,
+        "wall_seconds": round(time.perf_counter() - start, 1),
+        "seed": args.seed,
+        "tamper_fraction": args.tamper_fraction,
+        "strategies": len(STRATEGIES),
+        "git": git_state(),
+        "torch": torch.__version__,
+        **campaign.summary(),
+    }
+    print()
+    print(f"models: {summary['models']} ({summary['inputs_enumerated']:,} inputs enumerated)")
+    for fam, n in sorted(campaign.models.items()):
+        print(f"  {fam}: {n}")
+    print(
+        "references: float64 says correct but exact says wrong on "
+        f"{campaign.reference_float64_only_correct:,} inputs; exact says correct but float64 "
+        f"not on {campaign.reference_exact_only_correct:,}; exact undecided on "
+        f"{campaign.reference_undecided:,}"
+    )
+    print()
+    print(campaign.table())
+    print()
+    n_found = len(campaign.findings)
+    print(f"UNSOUND RESULTS: {campaign.unsound} (target 0); findings recorded: {n_found}")
+    for fnd in campaign.findings[:50]:
+        print("  " + json.dumps({k: v for k, v in fnd.items() if k != "model_params"}))
+    if campaign.errors:
+        print(f"errors ({len(campaign.errors)}), first 10:")
+        for e in campaign.errors[:10]:
+            print("  " + e)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(summary, indent=1, default=str) + "\n")
+    print(f"summary written to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
