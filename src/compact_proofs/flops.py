@@ -280,6 +280,7 @@ _register(
     "triu",
     "square",
     "nan_to_num",
+    "nextafter",
     # binary, comparisons, scalar ops
     "add",
     "sub",

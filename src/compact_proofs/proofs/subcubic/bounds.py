@@ -270,8 +270,7 @@ def proven_mask(B: Num, gaps: Tensor, cells: CellIndex, tokens: Tensor) -> Tenso
     nonmax = tokens != m[:, None]
     c = nonmax.sum(dim=-1)
     largest_nonmax = torch.where(nonmax, tokens, -1).amax(dim=-1)
-    gaps = gaps.expand_as(B)
-    g = gaps[q, m, c]
-    in_gap = (c == 0) | (largest_nonmax <= m - g)  # the all-max input needs no gap
     negative = iv.certainly_negative(B)
+    g = gaps.expand_as(negative)[q, m, c]
+    in_gap = (c == 0) | (largest_nonmax <= m - g)  # the all-max input needs no gap
     return cells.valid.expand_as(negative)[q, m, c] & negative[q, m, c] & in_gap
