@@ -694,3 +694,19 @@ def test_verify_rejects_certificate_for_other_weights_even_with_same_config(smal
     good, other = (load_model(small_models[k]) for k in ("good", "other"))
     assert good.cfg == other.cfg
     assert weights_digest(good.model) != weights_digest(other.model)
+
+
+def test_verify_rigorous_in_process(small_models, tmp_path, capsys):
+    """`verify --rigorous` re-checks saved certificates with intervals: never a larger count,
+    and the records say which arithmetic was used."""
+    cert = tmp_path / "cert.json"
+    ids = "cubic,EUPU-mean-query+max-diff--attn-mean-query+diff--attn-err-svd"
+    model = small_models["good"]
+    run_in_process(["prove", model, "--strategy", ids, "--certificate-out", cert], capsys)
+    loose = ok_json(run_in_process(["verify", model, cert, "--json"], capsys))
+    strict = ok_json(run_in_process(["verify", model, cert, "--json", "--rigorous"], capsys))
+    for a, b in zip(loose, strict, strict=True):
+        assert not a["rigorous"] and b["rigorous"]
+        assert b["correct_count"] <= a["correct_count"]
+    table = run_in_process(["verify", model, cert, "--rigorous"], capsys)
+    assert "rigorous" in table.stdout

@@ -5,6 +5,7 @@
     compact-proofs accuracy MODEL [--json]
     compact-proofs prove [MODEL] [--strategy ID|all] [--json] [--certificate-out FILE]
     compact-proofs verify MODEL CERTIFICATE [--json]
+    compact-proofs check MODEL CERTIFICATE [--json]
     compact-proofs strategies [--json]
 
 Bad input gives one line `error: ...` on stderr, exit status 1 (2 for usage errors), no
@@ -29,6 +30,7 @@ from tqdm.auto import tqdm
 from compact_proofs import __version__
 from compact_proofs.accuracy import exact_accuracy
 from compact_proofs.certificates import CertificateFile, load_certificates, save_certificates
+from compact_proofs.checker import check_certificates
 from compact_proofs.errors import CompactProofsError, UnsupportedModelError
 from compact_proofs.estimate import estimate_accuracy
 from compact_proofs.flops import log2
@@ -112,7 +114,9 @@ def _format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def _print_results(results: list[ProofResult], model_name: str) -> None:
-    print(f"model: {model_name}")
+    rigorous = any(r.rigorous for r in results)
+    arithmetic = "rigorous (outward-rounded intervals)" if rigorous else "float64"
+    print(f"model: {model_name}   arithmetic: {arithmetic}")
     headers = [
         "strategy",
         "bound",
@@ -166,6 +170,12 @@ def _seed_list(text: str) -> list[int]:
         return parse_seeds(text)
     except ValueError as exc:
         raise CompactProofsError(str(exc)) from None
+
+
+RIGOROUS_HELP = (
+    "verify with outward-rounded interval arithmetic: the bound then holds for the float32 "
+    "weights in exact real arithmetic (slower; docs/soundness.md)"
+)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -260,7 +270,7 @@ def cmd_prove(args: argparse.Namespace) -> int:
         disable=len(strategies) < 2 or not _progress_enabled(),
     ):
         try:
-            result, cert = prove(mf.model, strategy)
+            result, cert = prove(mf.model, strategy, rigorous=args.rigorous)
         except UnsupportedModelError as exc:
             if len(strategies) == 1:
                 raise
@@ -285,11 +295,26 @@ def cmd_prove(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     mf, name = _load(args.model, _device(args.device))
     cert = load_certificates(args.certificate)
-    results = verify_certificates(mf.model, cert)
+    results = verify_certificates(mf.model, cert, rigorous=args.rigorous)
     if args.json:
         _print_json(_result_records(results, name, cert.model_sha256))
     else:
         _print_results(results, name)
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    results = check_certificates(args.model, args.certificate)
+    if args.json:
+        _print_json([{**r.to_json(), "model": args.model} for r in results])
+    else:
+        print(f"model: {args.model} (independent checker)")
+        headers = ["strategy", "certified", "total", "bound", "seconds"]
+        rows = [
+            [r.strategy, str(r.correct_count), str(r.total), f"{r.bound:.6f}", f"{r.seconds:.3f}"]
+            for r in results
+        ]
+        print(_format_table(headers, rows))
     return 0
 
 
@@ -514,6 +539,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", nargs="?", help="model file (default: the bundled seed-123 model)")
     p.add_argument("--strategy", default="all", help="strategy id, comma list, or 'all'")
     p.add_argument("--certificate-out", help="write the certificates to this JSON file")
+    p.add_argument("--rigorous", action="store_true", help=RIGOROUS_HELP)
     p.add_argument("--json", action="store_true", help="print JSON")
     device_arg(p)
     p.set_defaults(func=cmd_prove)
@@ -521,9 +547,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("verify", help="re-run verification of saved certificates")
     p.add_argument("model", help="model file (.safetensors)")
     p.add_argument("certificate", help="certificate file from `prove --certificate-out`")
+    p.add_argument("--rigorous", action="store_true", help=RIGOROUS_HELP)
     p.add_argument("--json", action="store_true", help="print JSON")
     device_arg(p)
     p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser(
+        "check", help="re-check certificates with the independent checker (numpy only)"
+    )
+    p.add_argument("model", help="model file (.safetensors)")
+    p.add_argument("certificate", help="certificate file from `prove --certificate-out`")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("sweep", help="train and prove many seeds; resumable results store")
     p.add_argument("--seeds", default="paper", help="seed set: 'paper' (default), 1,2,3 or 0-9")
