@@ -47,6 +47,7 @@ MAX_CERTIFICATE_BYTES = 2**30  # all 102 strategies at d_vocab 512 take about 30
 MAX_JSON_ITEMS = 2**20  # JSON values in the file (a real one has about 30 per strategy)
 MAX_TENSOR_NDIM = 8
 MAX_TENSOR_BYTES = 2**30  # one encoded tensor's decoded size
+_BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
 _REGENERATE = "regenerate it with `compact-proofs prove MODEL --certificate-out FILE`"
 _TOP_LEVEL = {"format", "format_version", "library_version", "model_sha256", "model_config",
               "certificates"}  # fmt: skip
@@ -130,8 +131,8 @@ def _tensor_spec(obj: Any) -> tuple[np.dtype, tuple[int, ...], str]:
         or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape)
     ):
         raise _bad_tensor(f"shape must be a list of at most {MAX_TENSOR_NDIM} integers >= 0")
-    if not isinstance(text, str):
-        raise _bad_tensor("base64 must be a string")
+    if not isinstance(text, str) or not _BASE64.fullmatch(text):
+        raise _bad_tensor("base64 must be a string of base64 characters")
     np_dtype = np.dtype(dtype)
     if _numel(shape, limit=MAX_TENSOR_BYTES // np_dtype.itemsize) is None:
         raise _bad_tensor(f"declared shape exceeds the limit of {MAX_TENSOR_BYTES} bytes")
@@ -197,17 +198,20 @@ def _read_json(path: Path) -> Any:
     if not path.is_file():
         what = "is not a regular file" if path.exists() else "not found"
         raise CertificateError(f"certificate file {what}: {path} (check the path)")
+    too_big = CertificateError(
+        f"{path} is larger than the limit of {MAX_CERTIFICATE_BYTES} bytes for a certificate"
+    )
+    if path.stat().st_size > MAX_CERTIFICATE_BYTES:  # before reading: files can be sparse
+        raise too_big
     with open(path, "rb") as f:
-        data = f.read(MAX_CERTIFICATE_BYTES + 1)
+        data = f.read(MAX_CERTIFICATE_BYTES + 1)  # the file may have grown since
     if len(data) > MAX_CERTIFICATE_BYTES:
-        raise CertificateError(
-            f"{path} is larger than the limit of {MAX_CERTIFICATE_BYTES} bytes for a certificate"
-        )
+        raise too_big
     try:
         return parse_json_bounded(data, MAX_JSON_ITEMS)
     except ValueError as exc:
         raise CertificateError(
-            f"{path} is not a certificate (not JSON: {exc}); create one with "
+            f"{path} is not a certificate ({exc}); create one with "
             "`compact-proofs prove MODEL --certificate-out FILE`"
         ) from None
 

@@ -323,7 +323,7 @@ def _parse_entry(path: Path, name: str, info: Any, data_len: int) -> _Entry:
             path, f"entry {short_repr(name)} must have exactly dtype, shape and data_offsets"
         )
     dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
-    if dtype not in DTYPE_SIZES:
+    if not isinstance(dtype, str) or dtype not in DTYPE_SIZES:
         raise _not_safetensors(
             path, f"tensor {short_repr(name)} has unknown dtype {short_repr(dtype)}"
         )
