@@ -5,6 +5,8 @@ the sampling, the true accuracy lies in [lower, upper].
 
 * `uniform`: n inputs drawn uniformly with replacement; the exact binomial (Clopper–Pearson)
   interval for the fraction classified correctly.
+* `stratified-cubic` (compact_proofs.stratified): inputs the cubic proof certifies are counted
+  exactly and only the rest is sampled — a far narrower interval for the same n.
 
 Each sampled input is judged exactly as `accuracy.is_correct` does (float64 forward pass, ties
 count as wrong). The stream of samples is reproducible from `seed`.
@@ -38,6 +40,7 @@ class AccuracyEstimate:
     confidence: float
     method: str
     seed: int
+    certified: int = 0  # inputs counted exactly by a proof, not sampled (stratified method)
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "kind": "estimate (not a proof)"}
