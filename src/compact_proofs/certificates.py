@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import os
 import re
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -198,15 +199,16 @@ def _read_json(path: Path) -> Any:
     if not path.is_file():
         what = "is not a regular file" if path.exists() else "not found"
         raise CertificateError(f"certificate file {what}: {path} (check the path)")
-    too_big = CertificateError(
-        f"{path} is larger than the limit of {MAX_CERTIFICATE_BYTES} bytes for a certificate"
-    )
-    if path.stat().st_size > MAX_CERTIFICATE_BYTES:  # before reading: files can be sparse
-        raise too_big
     with open(path, "rb") as f:
-        data = f.read(MAX_CERTIFICATE_BYTES + 1)  # the file may have grown since
-    if len(data) > MAX_CERTIFICATE_BYTES:
-        raise too_big
+        size = os.fstat(f.fileno()).st_size
+        if size > MAX_CERTIFICATE_BYTES:  # checked before reading: files can be sparse
+            raise CertificateError(
+                f"{path} is larger than the limit of {MAX_CERTIFICATE_BYTES} bytes for a "
+                "certificate"
+            )
+        data = f.read(size + 1)  # (read(n) allocates n bytes up front)
+    if len(data) != size:
+        raise CertificateError(f"{path} changed while being read; try again")
     try:
         return parse_json_bounded(data, MAX_JSON_ITEMS)
     except ValueError as exc:
