@@ -15,7 +15,8 @@ from compact_proofs.proofs.subcubic.bounds import SOUND, Variant, subcubic_bound
 from compact_proofs.proofs.subcubic.config import SubcubicConfig
 from compact_proofs.proofs.subcubic.decompose import Directions, Weights64, decompose_eqke
 
-SEARCH_STEP = 8  # gaps evaluated together in the min-gap search
+SEARCH_STEP = 8  # gaps evaluated together in the min-gap search (at most)
+SEARCH_CELLS = 2**24  # and at most this many (gap, q, m, c) cells at once: bounded memory
 
 
 def _top_left_singular(M: Tensor) -> Tensor:
@@ -55,12 +56,17 @@ def find_directions(w: Weights64) -> Directions:
 def find_min_gaps(
     w: Weights64, dirs: Directions, config: SubcubicConfig, variant: Variant = SOUND
 ) -> Tensor:
-    """gaps[q, m, c] = the smallest g in 1..v-1 whose scalar-gap bound is negative, else 1."""
+    """gaps[q, m, c] = the smallest g in 1..v-1 whose scalar-gap bound is negative, else 1.
+
+    Gaps are evaluated a few at a time (each independently, so the result does not depend on
+    how many); memory stays O(SEARCH_CELLS) whatever v and k are.
+    """
     v, k = w.W_E.shape[0], w.W_pos.shape[0]
     qk = decompose_eqke(w, dirs, config.error, config.route)
     best = torch.full((v, v, k), v, dtype=torch.int64, device=w.W_E.device)
-    for start in range(1, v, SEARCH_STEP):
-        grid = torch.arange(start, min(start + SEARCH_STEP, v), device=w.W_E.device)
+    step = max(1, min(SEARCH_STEP, SEARCH_CELLS // (v * v * k)))
+    for start in range(1, v, step):
+        grid = torch.arange(start, min(start + step, v), device=w.W_E.device)
         # a gap g >= start leaves no room below max tokens m < start: skip those cells
         B, _ = subcubic_bounds(
             w,
