@@ -265,7 +265,7 @@ class FastPathBound:
         self.k = paths.n_ctx
         self.v_mid = max_abs(paths.EUPU) + max_abs(paths.EVOU) + max_abs(paths.PVOU)
         self.r_h = max_rad(paths_iv.EUPU) + max_rad(paths_iv.EVOU) + max_rad(paths_iv.PVOU)
-        self.v_hat = (self.v_mid + self.r_h) * (1 + 4 * U)  # >= every exact |logit|
+        self.v_hat = (self.v_mid + self.r_h) * (1 + 8 * U)  # >= every exact |logit|
         EQKE, EQKP = paths_iv.EQKE, paths_iv.EQKP
         # [q, p, t]: encloses the exact score (EQKE[q, t] + EQKP[q, p]) / sqrt(d_head)
         self.scores = (EQKE[:, None, :] + EQKP[:, :, None]) / paths_iv.attn_scale

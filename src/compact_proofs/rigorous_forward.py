@@ -37,7 +37,7 @@ evaluated in midpoint-radius form (m: midpoint, r: radius, both from `Interval.m
 |a G - am Gm| <= |am| Gr + ar (|Gm| + Gr) bounds the uncertainty, gamma_{N+1} (|Cm| +
 sum |am Gm|) the rounding of the (N+1)-term float dot product, N 2^-1074 its underflow. R is
 computed from tables precomputed with upward rounding; its own float evaluation (2N + 1
-non-negative terms) is covered by a factor 1 + 2 gamma_{2N+3} and 2N 2^-1074 more. So
+non-negative terms) is covered by a factor 1 + 4 gamma_{2N+3} and 2N 2^-1074 more. So
 l_j lies in [l~_j - R_j, l~_j + R_j] (outward rounded), at the cost of three multiply-adds per
 (input, head, position, logit): the same order as the plain float forward's value path.
 
@@ -93,14 +93,17 @@ def softmax_enclosure(scores: Interval) -> Interval:
     weights = []
     for p in range(k):
         denominator: Interval | float = 1.0  # the exact p' = p term
-        for q in range(k):
-            if q != p:
-                diff = s[q] - s[p]
+        for other in range(k):
+            if other != p:
+                diff = s[other] - s[p]
                 # Lowering a lower end keeps an enclosure; capping it at EXP_CAP keeps the
                 # sum of the lower ends finite (overflowing to inf would only lose tightness).
                 diff = Interval(diff.lo.clamp(max=EXP_CAP), diff.hi)
                 denominator = diff.exp() + denominator
-        weights.append(1.0 / denominator if isinstance(denominator, Interval) else s[p] * 0.0 + 1.0)
+        if isinstance(denominator, Interval):
+            weights.append(1.0 / denominator)
+        else:  # a single position: weight exactly 1
+            weights.append(Interval.point(torch.ones_like(s[p].lo)))
     return Interval(
         torch.stack([w.lo for w in weights], -1), torch.stack([w.hi for w in weights], -1)
     )
@@ -152,7 +155,7 @@ class IntervalForward:
         sums = (weights[..., None] * self.table[:, pos, tokens]).sum(2).sum(0)  # [n, 3, v]
         center = sums[:, 0] + self.direct_mid[query_tok]
         n = self.n_terms
-        rad = (sums[:, 1] + sums[:, 2] + self.direct_rad[query_tok]) * (1 + 2 * _gamma(2 * n + 3))
+        rad = (sums[:, 1] + sums[:, 2] + self.direct_rad[query_tok]) * (1 + 4 * _gamma(2 * n + 3))
         rad = _up(rad + 3 * n * SUBNORMAL)
         return Interval(_down(center - rad), _up(center + rad))  # [n, v]
 
