@@ -42,6 +42,8 @@ SAFETY = 2.0**-40  # relative margin demanded of every proven bound (about 9e-13
 TIE = 1e-9 * (1 + 1e-6)  # brute force: margins within TIE x (logit scale) are ties (wrong)
 CHUNK = 2**21  # float64 numbers per vectorised brute-force block (16 MiB)
 MAX_INPUTS = 2**36  # brute force refuses to enumerate more inputs than this
+MAX_VOCAB = 2**13  # larger vocabularies would need v x v tables of over 512 MiB
+MAX_CERTIFICATE_BYTES = 2**30
 SIGMA_SQUARINGS = 8  # sigma_1 <= trace(S^p)^(1/2p), p = 2^8
 
 # -- the file formats (duplicated on purpose from modelfile.py / certificates.py) ------------
@@ -142,6 +144,8 @@ def load_model_file(path: str | Path) -> Model:
         raise ModelFileError(f"{path}: a weight tensor is empty")
     if w["W_U"].shape[1] != v:
         raise UnsupportedModelError(f"{path}: Max-of-K needs d_vocab_out == d_vocab")
+    if v > MAX_VOCAB:
+        raise UnsupportedModelError(f"{path}: d_vocab {v} is above the checker's {MAX_VOCAB}")
     shapes = {"W_E": (v, d), "W_pos": (k, d), "W_Q": (h, d, e), "W_K": (h, d, e),
               "W_V": (h, d, e), "W_O": (h, e, d), "W_U": (d, v), "b_Q": (h, e), "b_K": (h, e),
               "b_V": (h, e), "b_O": (d,), "b_U": (v,)}  # fmt: skip
@@ -190,6 +194,8 @@ def load_certificate_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CertificateError(f"certificate file not found: {path} (check the path)")
+    if path.stat().st_size > MAX_CERTIFICATE_BYTES:
+        raise CertificateError(f"{path} is larger than {MAX_CERTIFICATE_BYTES} bytes")
     try:
         doc = json.loads(path.read_bytes())
     except (ValueError, RecursionError):
@@ -352,10 +358,9 @@ def _softmax(x: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def _single_head(m: Model, what: str) -> Paths:
+def _single_head(m: Model, what: str) -> None:
     if m.heads != 1:
         raise UnsupportedModelError(f"{what} needs a single attention head; n_heads={m.heads}")
-    return path_matrices(m)
 
 
 def cubic_count(m: Model) -> int:
@@ -374,7 +379,8 @@ def cubic_count(m: Model) -> int:
     one input; B0 = max_{j != m}(EUPU[q,j]-EUPU[q,m] + PVOU_pess[j] + A_max (EVOU[m,j]-EVOU[m,m])
     + A_qry (EVOU[q,j]-EVOU[q,m])).
     """
-    p = _single_head(m, "the cubic proof")
+    _single_head(m, "the cubic proof")
+    p = path_matrices(m)
     v, k, sc = m.v, m.k, p.scale
     EUPU, EVOU, PVOU, EQKE, EQKP = p.EUPU, p.EVOU[0], p.PVOU[0], p.EQKE[0], p.EQKP[0]
     tol = SAFETY * 2 * (np.abs(EUPU).max() + np.abs(EVOU).max() + np.abs(PVOU).max())

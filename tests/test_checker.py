@@ -1,0 +1,349 @@
+"""The independent checker (compact_proofs.checker) against the main verifier.
+
+Agreement means exact equality of certified counts between `checker` and the main verifier
+(`strategy.verify(model, payload)`, non-rigorous) for all 102 strategies, on searched
+certificates and on arbitrary ones (random directions and gaps). Also: the checker's counts
+never exceed the exact accuracy, digest mismatches and malformed certificates are refused with
+one-line errors, the `check` CLI, and that checker.py imports none of the project's search or
+verification code.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from compact_proofs import checker
+from compact_proofs.certificates import (
+    Certificate,
+    CertificateFile,
+    encode_tensor,
+    save_certificates,
+)
+from compact_proofs.cli import main
+from compact_proofs.errors import (
+    CertificateError,
+    ModelFileError,
+    UnknownStrategyError,
+    UnsupportedModelError,
+)
+from compact_proofs.model import AttnOnlyTransformer, ModelConfig
+from compact_proofs.modelfile import load_model, save_model, weights_digest
+from compact_proofs.proofs import STRATEGIES
+
+from conftest import FIXTURES
+from models import adversarial_models, ideal_model, random_model, trained_model
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+CHECKER_SOURCE = SRC / "compact_proofs" / "checker.py"
+# the fixtures' exact accuracies as the paper's own implementation reported them
+FIXTURE_EXACT = {50: 16771350, 104: 16767679, 123: 16763235}
+ZOO = (
+    "near-uniform attention",
+    "position-dominated attention",
+    "huge weights",
+    "tiny weights",
+    "duplicated tokens",
+    "non-zero biases",
+    "ideal with noise",
+    "ideal, sharp attention",
+)
+
+
+SMALL_MODELS = {
+    "random v7 k3": lambda: random_model(ModelConfig(d_vocab=7, n_ctx=3, d_model=6, d_head=5), 11),
+    "random v5 k2": lambda: random_model(ModelConfig(d_vocab=5, n_ctx=2, d_model=6, d_head=5), 12),
+    "random v5 k1": lambda: random_model(ModelConfig(d_vocab=5, n_ctx=1, d_model=6, d_head=5), 13),
+    "random v2 k4": lambda: random_model(ModelConfig(d_vocab=2, n_ctx=4, d_model=3, d_head=3), 14),
+    "ideal v6 k4": lambda: ideal_model(6, 4),
+    "trained v8 k3": lambda: trained_model(8, 3, 16, 300, 0),
+    "trained v6 k4": lambda: trained_model(6, 4, 8, 200, 1),
+    **{f"zoo: {name}": (lambda name=name: adversarial_models()[name]) for name in ZOO},
+}
+
+
+def main_counts(model: AttnOnlyTransformer) -> tuple[list[Certificate], dict[str, int]]:
+    """Search + non-rigorous verification of every strategy the model supports."""
+    certs, counts = [], {}
+    for strategy in STRATEGIES.values():
+        try:
+            payload = strategy.search(model)
+            counts[strategy.id] = strategy.verify(model, payload).correct_count
+        except UnsupportedModelError:
+            continue
+        certs.append(Certificate(strategy.id, payload))
+    return certs, counts
+
+
+def write_files(tmp: Path, model: AttnOnlyTransformer, certs: list[Certificate]) -> tuple:
+    model_file, cert_file = tmp / "model.safetensors", tmp / "certificates.json"
+    save_model(model, model_file)
+    save_certificates(cert_file, CertificateFile(weights_digest(model), model.cfg, certs))
+    return model_file, cert_file
+
+
+def assert_agree(tmp: Path, model: AttnOnlyTransformer) -> dict[str, int]:
+    certs, expected = main_counts(model)
+    model_file, cert_file = write_files(tmp, model, certs)
+    got = {r.strategy: r.correct_count for r in checker.check_certificates(model_file, cert_file)}
+    assert got == expected
+    return got
+
+
+# -- agreement -------------------------------------------------------------------------------
+
+
+def test_zoo_names_are_current():
+    assert set(ZOO) == set(adversarial_models())
+
+
+@pytest.mark.parametrize("name", list(SMALL_MODELS))
+def test_agrees_with_main_verifier_on_small_models(tmp_path, name):
+    model = SMALL_MODELS[name]()
+    got = assert_agree(tmp_path, model)
+    expected_strategies = 2 if model.nonzero_biases() else len(STRATEGIES)
+    assert len(got) == expected_strategies
+    for strategy, count in got.items():  # never above the exact accuracy
+        assert count <= got["brute-force"], strategy
+
+
+def test_agrees_on_arbitrary_certificates(tmp_path):
+    """Any directions and gaps >= 1 are legal certificates: random ones must agree too."""
+    model = trained_model(8, 3, 16, 300, 0)
+    v, k, d = 8, 3, 16
+    rng = np.random.default_rng(0)
+    certs, expected = [], {}
+    for i, strategy in enumerate(s for s in STRATEGIES.values() if hasattr(s, "config")):
+        payload = strategy.search(model)
+        for name in payload["directions"]:
+            size = d if name in ("u_Q", "u_K", "W_EP_direction") else v
+            vec = torch.from_numpy(rng.normal(size=size))
+            payload["directions"][name] = encode_tensor(
+                vec.to(torch.float32 if i % 2 else torch.float64)
+            )
+        gaps = rng.integers(1, v + 2, size=(v, v, k)).astype(np.uint8)
+        payload["min_gaps"] = encode_tensor(torch.from_numpy(gaps))
+        expected[strategy.id] = strategy.verify(model, payload).correct_count
+        certs.append(Certificate(strategy.id, payload))
+    model_file, cert_file = write_files(tmp_path, model, certs)
+    got = {r.strategy: r.correct_count for r in checker.check_certificates(model_file, cert_file)}
+    assert got == expected
+    assert any(expected.values())  # the random gaps still prove something somewhere
+
+
+def test_multi_head_brute_force_agrees_and_cubic_refuses(tmp_path):
+    cfg = ModelConfig(d_vocab=5, n_ctx=3, d_model=6, d_head=3, n_heads=2)
+    model = random_model(cfg, 21)
+    got = assert_agree(tmp_path, model)
+    assert list(got) == ["brute-force"]
+    m = checker.load_model_file(tmp_path / "model.safetensors")
+    with pytest.raises(UnsupportedModelError):
+        checker.cubic_count(m)
+
+
+def test_subcubic_refuses_biases(tmp_path):
+    model = random_model(ModelConfig(d_vocab=5, n_ctx=3, d_model=6, d_head=5), 6, biases=True)
+    plain = random_model(ModelConfig(d_vocab=5, n_ctx=3, d_model=6, d_head=5), 6)
+    strategy = STRATEGIES["EUPU-max-diff--attn-mean-query+diff--attn-err-svd"]
+    payload = strategy.search(plain)
+    save_model(model, tmp_path / "m.safetensors")
+    m = checker.load_model_file(tmp_path / "m.safetensors")
+    with pytest.raises(UnsupportedModelError, match="zero biases"):
+        checker.check_strategy(m, strategy.id, payload)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", sorted(FIXTURE_EXACT))
+def test_agrees_on_reference_fixtures(tmp_path, seed):
+    path = FIXTURES / f"reference-maxof4-seed{seed}.safetensors"
+    model = load_model(path).model
+    certs, expected = main_counts(model)
+    cert_file = tmp_path / "certificates.json"
+    save_certificates(cert_file, CertificateFile(weights_digest(model), model.cfg, certs))
+    results = checker.check_certificates(path, cert_file)  # the fixture file as given
+    got = {r.strategy: r.correct_count for r in results}
+    assert got == expected
+    assert got["brute-force"] == FIXTURE_EXACT[seed]
+    brute = next(r for r in results if r.strategy == "brute-force")
+    assert brute.seconds < 60
+
+
+# -- refusals ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("checker-files")
+    model = trained_model(8, 3, 16, 300, 0)
+    ids = [
+        "brute-force",
+        "cubic",
+        "EUPU-mean-query+max-diff--attn-mean-query+diff--attn-err-max-diff",
+    ]
+    certs = [Certificate(i, STRATEGIES[i].search(model)) for i in ids]
+    model_file, cert_file = write_files(tmp, model, certs)
+    return tmp, model, model_file, cert_file
+
+
+def test_digest_mismatch_is_refused(files, tmp_path):
+    _, model, model_file, cert_file = files
+    other = AttnOnlyTransformer(model.cfg)
+    other.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        other.W_U[0, 0] += 1e-6  # one weight changed
+    save_model(other, tmp_path / "other.safetensors")
+    with pytest.raises(CertificateError, match="different model"):
+        checker.check_certificates(tmp_path / "other.safetensors", cert_file)
+    assert checker.weights_digest(checker.load_model_file(model_file)) == weights_digest(model)
+
+
+def tampered(cert_file: Path, tmp_path: Path, edit) -> Path:
+    doc = json.loads(cert_file.read_text())
+    edit(doc)
+    out = tmp_path / "tampered.json"
+    out.write_text(json.dumps(doc))
+    return out
+
+
+def _set_gap_zero(doc):
+    doc["certificates"][2]["payload"]["min_gaps"] = encode_tensor(
+        torch.zeros(8, 8, 3, dtype=torch.uint8)
+    )
+
+
+def _float_gaps(doc):
+    doc["certificates"][2]["payload"]["min_gaps"] = encode_tensor(torch.ones(8, 8, 3))
+
+
+def _nan_direction(doc):
+    doc["certificates"][2]["payload"]["directions"]["key_dir"] = encode_tensor(
+        torch.full((8,), float("nan"))
+    )
+
+
+@pytest.mark.parametrize(
+    ("edit", "error"),
+    [
+        (lambda d: d.update(format="nope"), CertificateError),
+        (lambda d: d.update(format_version=2), CertificateError),
+        (lambda d: d.pop("certificates"), CertificateError),
+        (lambda d: d["model_config"].update(d_vocab=9), CertificateError),
+        (lambda d: d["certificates"][0].update(strategy="quintic"), UnknownStrategyError),
+        (lambda d: d["certificates"][2]["payload"].update(config="cubic"), CertificateError),
+        (lambda d: d["certificates"][2]["payload"].pop("min_gaps"), CertificateError),
+        (
+            lambda d: d["certificates"][2]["payload"]["min_gaps"]["__tensor__"].update(
+                base64="AAAA"
+            ),
+            CertificateError,
+        ),
+        (_set_gap_zero, CertificateError),
+        (_float_gaps, CertificateError),
+        (_nan_direction, CertificateError),
+    ],
+)
+def test_malformed_certificates_are_refused(files, tmp_path, edit, error):
+    _, _, model_file, cert_file = files
+    with pytest.raises(error) as info:
+        checker.check_certificates(model_file, tampered(cert_file, tmp_path, edit))
+    assert "\n" not in str(info.value)
+
+
+def test_bad_model_files_are_refused(files, tmp_path):
+    _, _, _, cert_file = files
+    (tmp_path / "garbage.safetensors").write_bytes(b"\x00" * 100)
+    cases = [tmp_path / "missing.safetensors", tmp_path, tmp_path / "garbage.safetensors"]
+    for path in cases:
+        with pytest.raises(ModelFileError):
+            checker.check_certificates(path, cert_file)
+
+
+# -- CLI -------------------------------------------------------------------------------------
+
+
+def test_cli_check(files, capsys):
+    _, _, model_file, cert_file = files
+    assert main(["check", str(model_file), str(cert_file)]) == 0
+    out = capsys.readouterr().out
+    assert "brute-force" in out and "cubic" in out and " 512 " in out  # total 8^3
+    assert main(["check", str(model_file), str(cert_file), "--json"]) == 0
+    records = json.loads(capsys.readouterr().out)
+    assert [r["strategy"] for r in records][:2] == ["brute-force", "cubic"]
+    assert all(r["total"] == 512 and r["bound"] == r["correct_count"] / 512 for r in records)
+
+
+def test_cli_check_errors_are_one_line(files, tmp_path, capsys):
+    _, model, model_file, cert_file = files
+    other = random_model(model.cfg, 99)
+    save_model(other, tmp_path / "other.safetensors")
+    for args in (
+        [tmp_path / "other.safetensors", cert_file],  # digest mismatch
+        [model_file, tmp_path / "missing.json"],
+        [cert_file, cert_file],  # not a model file
+    ):
+        assert main(["check", *map(str, args)]) == 1
+        captured = capsys.readouterr()
+        assert captured.out == ""
+        lines = captured.err.splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error:"), captured.err
+
+
+@pytest.mark.slow
+def test_cli_check_error_in_a_fresh_process(files, tmp_path):
+    """The installed entry point: exit status 1, one `error:` line, no traceback."""
+    _, model, _, cert_file = files
+    save_model(random_model(model.cfg, 99), tmp_path / "other.safetensors")
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "compact_proofs.cli",
+            "check",
+            str(tmp_path / "other.safetensors"),
+            str(cert_file),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 1 and run.stdout == ""
+    assert run.stderr.startswith("error: certificate was made for a different model")
+    assert len(run.stderr.splitlines()) == 1 and "Traceback" not in run.stderr
+
+
+# -- independence ------------------------------------------------------------------------------
+
+FORBIDDEN = ("proofs", "circuits", "accuracy", "model", "training", "flops", "modelfile",
+             "certificates")  # fmt: skip
+
+
+def test_checker_imports_only_stdlib_numpy_safetensors_and_errors():
+    tree = ast.parse(CHECKER_SOURCE.read_text())
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            imported.add(node.module or "")
+    for name in imported:
+        top = name.split(".")[0]
+        allowed = top in sys.stdlib_module_names or top in ("numpy", "safetensors")
+        assert allowed or name == "compact_proofs.errors", name
+
+
+def test_importing_the_checker_loads_no_project_code():
+    code = (
+        "import sys, compact_proofs.checker; "
+        "print(sorted(m for m in sys.modules if m.startswith('compact_proofs') or m == 'torch'))"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded = set(eval(run.stdout))
+    assert loaded <= {"compact_proofs", "compact_proofs.checker", "compact_proofs.errors"}
+    assert not any(f"compact_proofs.{name}" in loaded for name in FORBIDDEN)
