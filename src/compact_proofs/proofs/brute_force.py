@@ -6,6 +6,12 @@ TransformerLens model computes it), the ground-truth max, the loss and the accur
 batches of 4096 sequences, measured by instrumenting one batch and multiplying by the number
 of batches (SPEC §7.1). The *result* is computed by `compact_proofs.accuracy.exact_accuracy`,
 which reaches the same verdict for every input far faster by exploiting the path decomposition.
+
+With `rigorous=True`, `verify` counts and `proven` certifies only inputs whose correctness is
+proven for the exact real logits of the float32 weights (`exact_accuracy` / `is_correct` with
+`rigorous=True`; docs/soundness.md, "Brute force (exact accuracy)"). The proof length stays
+the black-box FLOP count in both modes: it measures the computation the proof stands for,
+not the faster evaluator that reaches its verdicts.
 """
 
 from __future__ import annotations
