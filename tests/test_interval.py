@@ -159,3 +159,8 @@ def test_certainly_negative_is_false_on_nan_and_straddling():
     assert bool(iv.certainly_negative(box(-2.0, -1e-300)))
     nan = torch.tensor(float("nan"), dtype=torch.float64)
     assert not bool(iv.certainly_negative(Interval(nan, nan)))
+
+
+def test_sum_of_overflowing_terms_is_unbounded_not_nan():
+    big = Interval.point(torch.tensor([1e308, 1e308, -1.0], dtype=torch.float64)).sum(0)
+    assert float(big.hi) == math.inf and not math.isnan(float(big.lo))

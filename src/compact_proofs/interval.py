@@ -190,6 +190,9 @@ class Interval:
         slack = 2 * (self.shape[dim] + 2) * U
         lo = self.lo.sum(dim=dim) - slack * _finite_abs(self.lo).sum(dim=dim)
         hi = self.hi.sum(dim=dim) + slack * _finite_abs(self.hi).sum(dim=dim)
+        # overflowing terms give inf - inf = NaN: the sum is then unbounded on that side
+        lo = torch.where(torch.isnan(lo), -INF, lo)
+        hi = torch.where(torch.isnan(hi), INF, hi)
         return Interval(_down(lo), _up(hi))
 
     def mean(self, dim: int) -> Interval:
