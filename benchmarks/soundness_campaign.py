@@ -66,7 +66,7 @@ from compact_proofs.modelfile import save_model  # noqa: E402
 from compact_proofs.proofs import STRATEGIES, Strategy  # noqa: E402
 from compact_proofs.training import TrainingRecipe, train  # noqa: E402
 
-from models import ideal_model, random_model  # noqa: E402
+from models import float64_cancellation, ideal_model, random_model  # noqa: E402
 
 MODES = ("float64", "rigorous")
 TAMPERS = (
@@ -78,6 +78,7 @@ TAMPERS = (
     "gaps-largest",
 )
 MAX_INPUTS = 1296  # 6^4: the exact reference stays well under a second per model
+MAX_FINDINGS_JSON = 500  # findings listed one by one in the JSON summary (all are counted)
 
 # -- model families ------------------------------------------------------------------------
 
@@ -90,6 +91,9 @@ class Case:
     name: str
     model: AttnOnlyTransformer
     params: dict[str, Any] = field(default_factory=dict)
+    index: int = -1  # position in the campaign (set by the campaign)
+    saved_dir: Path | None = None  # where its unsound results went (set by the campaign)
+    saved_keys: set[tuple[str, str, str]] = field(default_factory=set)
 
 
 def _seed(rng: random.Random) -> int:
@@ -276,38 +280,16 @@ def fam_other_init(rng: random.Random) -> Case:
 
 
 def fam_cancellation(rng: random.Random) -> Case:
-    """Float64-cancellation: two extra residual dims equal to 1 for every token carry
-    +H and -H into every logit (or +H and a bias -H), and one extra head dim adds a constant
-    S to every attention score. In real arithmetic nothing changes; in float64 the low bits of
-    the logits (about H 2^-53) and of the scores are lost."""
+    """Float64 cancellation (`models.float64_cancellation`): +-H (2^20..2^50) in every logit
+    and a constant S added to every score cancel exactly in real arithmetic, not in float64;
+    optionally a near tie of size eps at the scale where float64 goes blind."""
     base, p = _base(rng)
-    cfg0 = base.cfg
-    H = 2.0 ** rng.choice([20, 30, 40])
+    H = 2.0 ** rng.choice([20, 30, 40, 50])
     S = 2.0 ** rng.choice([0, 20, 40]) if rng.random() < 0.5 else 0.0
     use_bias = rng.random() < 0.3
-    d, e = cfg0.d_model, cfg0.d_head
-    cfg = ModelConfig(cfg0.d_vocab, cfg0.n_ctx, d + 2, e + 1, 1)
-    model = AttnOnlyTransformer(cfg)
-    with torch.no_grad():
-        w = base.weights()
-        model.W_E[:, :d] = w["W_E"]
-        model.W_E[:, d:] = 1.0
-        model.W_pos[:, :d] = w["W_pos"]
-        for n in ("W_Q", "W_K", "W_V"):
-            getattr(model, n)[:, :d, :e] = w[n]
-        model.W_O[:, :e, :d] = w["W_O"]
-        model.W_Q[0, d, e] = 1.0  # every query has 1 in head dim e ...
-        model.W_K[0, d, e] = S  # ... and every key S: every score grows by S / sqrt(d_head)
-        model.W_U[:d] = w["W_U"]
-        model.W_U[d] = H
-        if use_bias:
-            model.b_U[:] = -H
-        else:
-            model.W_U[d + 1] = -H
-        eps = rng.choice([0.0, 1e-9, 1e-7, 1e-5])
-        if eps:  # near ties at the scale where float64 goes blind
-            a, b = rng.sample(range(cfg.d_vocab), 2)
-            model.W_U[:d, a] = model.W_U[:d, b] + eps
+    eps = rng.choice([0.0, 1e-9, 1e-7, 1e-5, 1e-3, 1e-2])
+    near_tie = (*rng.sample(range(base.cfg.d_vocab), 2), eps) if eps else None
+    model = float64_cancellation(base, H, S, use_bias, near_tie)
     p = {**p, "H": H, "S": S, "bias": use_bias, "eps": eps}
     return Case("float64 cancellation", "", model, p)
 
@@ -358,6 +340,7 @@ class Tally:
     float64_only: int = 0  # ... of which the exact reference proves correct (float64 erred)
     count_checks: int = 0  # pairs where verify() was also run
     count_mismatches: int = 0  # verify().correct_count != proven().sum()
+    count_above_exact: int = 0  # verify().correct_count > exact number of correct inputs
     rigorous_unavailable: int = 0  # rigorous mode raised NotImplementedError
     unsupported: int = 0  # the strategy rejects the model (biases, several heads)
     rejected: int = 0  # the certificate was rejected (CertificateError)
@@ -365,14 +348,20 @@ class Tally:
 
     @property
     def unsound(self) -> int:
-        """Certified inputs that are not correct in exact arithmetic (or not decided), plus
-        certified inputs the float64 reference rejects that exact arithmetic does not clear."""
+        """Unsound results: certified inputs that are not correct in exact arithmetic (or not
+        decided), certified inputs the float64 reference rejects that exact arithmetic does
+        not clear, and verify counts above the exact number of correct inputs."""
         return (
             self.unsound_vs_exact
             + self.proven_exact_undecided
             + self.proven_float64_wrong
             - self.float64_only
+            + self.count_above_exact
         )
+
+
+def _rel(path: Path) -> str:
+    return str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)
 
 
 def _tally_dict(t: Tally) -> dict[str, int]:
@@ -397,7 +386,8 @@ class Campaign:
     findings: list[dict[str, Any]] = field(default_factory=list)
     float64_only_examples: list[dict[str, Any]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
-    _saved_models: dict[int, Path] = field(default_factory=dict)
+    run_tag: str = "run"  # prefix of the directories under unsound_dir
+    saved_models: int = 0
 
     def tally(self, mode: str, kind: str) -> Tally:
         return self.tallies.setdefault(mode, {}).setdefault(kind, Tally())
@@ -412,6 +402,7 @@ class Campaign:
         """Check every strategy (and tampered certificates) on one model, in both modes."""
         strategies = list(STRATEGIES.values()) if strategies is None else strategies
         refs = References.of(case.model)
+        case.index = sum(self.models.values())
         self.models[case.family] += 1
         self.inputs_enumerated += len(refs.tokens)
         exact_correct = refs.exact == CORRECT
@@ -473,9 +464,19 @@ class Campaign:
         t.inputs_proven += int(proven.sum())
         if count is not None:
             t.count_checks += 1
+        counts = {
+            "verify_count": count,
+            "exact_correct": int((refs.exact == CORRECT).sum()),
+            "float64_correct": int(refs.float64.sum()),
+        }
         if count is not None and count != int(proven.sum()):
             t.count_mismatches += 1
-            self._finding(case, strategy, payload, kind, mode, "count mismatch", proven, None)
+            self._finding(case, strategy, payload, kind, mode, "count mismatch", proven, counts)
+        if count is not None and count > counts["exact_correct"]:
+            t.count_above_exact += 1  # the bound itself exceeds the exact accuracy: unsound
+            self._finding(
+                case, strategy, payload, kind, mode, "verify count above exact", proven, counts
+            )
         bad_exact = proven & (refs.exact == WRONG)
         undecided = proven & (refs.exact == UNDECIDED)
         t.unsound_vs_exact += int(bad_exact.sum())
@@ -538,19 +539,25 @@ class Campaign:
         mode: str,
         against: str,
         proven: torch.Tensor,
-        bad: torch.Tensor | None,
+        bad: torch.Tensor | dict[str, Any],
     ) -> dict[str, Any]:
+        """JSON record of a finding; `bad` is the offending inputs' mask, or for a count
+        finding the counts involved."""
         record: dict[str, Any] = {
+            "model_index": case.index,
             "family": case.family,
             "model_params": case.params,
             "config": asdict(case.model.cfg),
             "strategy": strategy.id,
+            "strategy_group": strategy.group,
             "certificate": kind,
             "mode": mode,
             "against": against,
             "proven": int(proven.sum()),
         }
-        if bad is not None:
+        if isinstance(bad, dict):
+            record.update(bad)
+        else:
             tokens = all_sequences(case.model.cfg.d_vocab, case.model.cfg.n_ctx)[bad]
             margin, scale = forward_margin(case.model, tokens)
             record["inputs"] = int(bad.sum())
@@ -571,22 +578,29 @@ class Campaign:
         mode: str,
         against: str,
         proven: torch.Tensor,
-        bad: torch.Tensor | None,
+        bad: torch.Tensor | dict[str, Any],
     ) -> None:
-        """Record an unsound result (or a count mismatch) and save model and certificate."""
+        """Record an unsound result (or a count mismatch); save the model once, every record
+        of it in findings.jsonl, and the certificate of the first finding per (mode, kind of
+        finding, strategy group)."""
         record = self._record(case, strategy, kind, mode, against, proven, bad)
         if self.unsound_dir is not None:
-            key = id(case.model)
-            if key not in self._saved_models:
-                slug = f"{len(self._saved_models):03d}-{case.family}"
-                directory = self.unsound_dir / re.sub(r"[^a-z0-9.+-]+", "-", slug.lower())
-                directory.mkdir(parents=True, exist_ok=True)
-                save_model(case.model, directory / "model.safetensors", {"campaign": case.params})
-                self._saved_models[key] = directory
-            directory = self._saved_models[key]
-            path = directory / f"certificate-{len(self.findings):04d}.json"
-            path.write_text(json.dumps({**record, "payload": payload}, indent=1, default=str))
-            record["saved_to"] = str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)
+            if case.saved_dir is None:
+                slug = f"{self.run_tag}-{self.saved_models:03d}-{case.family}"
+                case.saved_dir = self.unsound_dir / re.sub(r"[^a-z0-9.+-]+", "-", slug.lower())
+                case.saved_dir.mkdir(parents=True, exist_ok=True)
+                save_model(
+                    case.model, case.saved_dir / "model.safetensors", {"campaign": case.params}
+                )
+                self.saved_models += 1
+            key = (mode, against, strategy.group)
+            if key not in case.saved_keys:
+                case.saved_keys.add(key)
+                path = case.saved_dir / f"certificate-{len(case.saved_keys):03d}.json"
+                path.write_text(json.dumps({**record, "payload": payload}, indent=1, default=str))
+                record["saved_to"] = _rel(path)
+            with open(case.saved_dir / "findings.jsonl", "a") as fh:
+                fh.write(json.dumps(record, default=str) + "\n")
         self.findings.append(record)
 
     # -- reporting -----------------------------------------------------------------------
@@ -605,11 +619,40 @@ class Campaign:
             },
             "totals_per_mode": {mode: _tally_dict(self._total(mode)) for mode in self.tallies},
             "unsound_total": self.unsound,
-            "findings": self.findings,
+            "findings_total": len(self.findings),
+            "findings_grouped": self.grouped_findings(),
+            "findings": self.findings[:MAX_FINDINGS_JSON],
             "float64_only_examples": self.float64_only_examples,
             "errors": self.errors[:200],
             "n_errors": len(self.errors),
         }
+
+    def grouped_findings(self) -> list[dict[str, Any]]:
+        """Findings grouped by (mode, kind of finding, family, certificate kind)."""
+        groups: dict[tuple[str, str, str, str], dict[str, Any]] = {}
+        for f in self.findings:
+            key = (f["mode"], f["against"], f["family"], f["certificate"])
+            g = groups.setdefault(
+                key, {"findings": 0, "models": set(), "strategies": set(), "inputs": 0}
+            )
+            g["findings"] += 1
+            g["models"].add(f["model_index"])
+            g["strategies"].add((f["strategy"], f["strategy_group"]))
+            g["inputs"] += f.get("inputs", 0)
+        return [
+            {
+                "mode": k[0],
+                "finding": k[1],
+                "family": k[2],
+                "certificate": k[3],
+                "findings": g["findings"],
+                "models": sorted(g["models"]),
+                "strategies": len(g["strategies"]),
+                "strategy_groups": sorted({group for _, group in g["strategies"]}),
+                "inputs": g["inputs"],
+            }
+            for k, g in sorted(groups.items())
+        ]
 
     def _total(self, mode: str) -> Tally:
         total = Tally()
@@ -633,6 +676,7 @@ class Campaign:
             ("UNSOUND", "unsound"),
             ("count checks", "count_checks"),
             ("count mism.", "count_mismatches"),
+            ("count > exact", "count_above_exact"),
             ("errors", "errors"),
         ]
         head = "| mode | certificate | " + " | ".join(c for c, _ in cols) + " |"
@@ -719,6 +763,7 @@ def main(argv: list[str] | None = None) -> int:
         args.unsound_dir,
         args.count_check_fraction,
         rng=random.Random(args.seed + 1),
+        run_tag=f"seed{args.seed}",
     )
     start = time.perf_counter()
     deadline = start + 60 * args.minutes
@@ -762,9 +807,31 @@ def main(argv: list[str] | None = None) -> int:
     print(campaign.table())
     print()
     n_found = len(campaign.findings)
-    print(f"UNSOUND RESULTS: {campaign.unsound} (target 0); findings recorded: {n_found}")
-    for fnd in campaign.findings[:50]:
-        print("  " + json.dumps({k: v for k, v in fnd.items() if k != "model_params"}))
+    print(
+        f"UNSOUND RESULTS: {campaign.unsound} (target 0: certified inputs not correct in exact "
+        f"arithmetic + verify counts above the exact accuracy); findings recorded: {n_found}"
+    )
+    for mode in MODES:
+        print(f"  {mode}: {campaign._total(mode).unsound}")
+    if campaign.findings:
+        print()
+        print("| mode | finding | family | certificate | pairs | models | strategies | inputs |")
+        print("|---|---|---|---|---|---|---|---|")
+        for g in campaign.grouped_findings():
+            print(
+                f"| {g['mode']} | {g['finding']} | {g['family']} | {g['certificate']} | "
+                f"{g['findings']} | {len(g['models'])} | {g['strategies']} "
+                f"({', '.join(g['strategy_groups'])}) | {g['inputs']:,} |"
+            )
+        print()
+        print("first findings (one per model and kind):")
+        seen = set()
+        for fnd in campaign.findings:
+            key = (fnd["model_index"], fnd["mode"], fnd["against"])
+            if key in seen or len(seen) >= 25:
+                continue
+            seen.add(key)
+            print("  " + json.dumps(fnd, default=str)[:600])
     if campaign.errors:
         print(f"errors ({len(campaign.errors)}), first 10:")
         for e in campaign.errors[:10]:

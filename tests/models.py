@@ -82,3 +82,41 @@ def adversarial_models() -> dict[str, AttnOnlyTransformer]:
     out["ideal with noise"] = ideal_model(5, 4, noise=0.3, seed=7)
     out["ideal, sharp attention"] = ideal_model(6, 3, beta=30.0, seed=8)
     return out
+
+
+def float64_cancellation(
+    base: AttnOnlyTransformer,
+    H: float = 2.0**50,
+    score_shift: float = 0.0,
+    bias: bool = False,
+    near_tie: tuple[int, int, float] | None = None,
+) -> AttnOnlyTransformer:
+    """`base` (single head) plus components that cancel exactly in real arithmetic but not in
+    float64: two extra residual dims equal to 1 for every token carry +H and -H (or +H and a
+    bias -H) into every logit, and one extra head dim adds `score_shift` to every attention
+    score. Real-arithmetic logits differ from base's only by `near_tie` = (a, b, eps), which
+    sets W_U column a to column b + eps. float64 loses the logits' bits below about H 2^-53."""
+    cfg0 = base.cfg
+    d, e = cfg0.d_model, cfg0.d_head
+    cfg = ModelConfig(cfg0.d_vocab, cfg0.n_ctx, d + 2, e + 1, 1)
+    model = AttnOnlyTransformer(cfg)
+    w = base.weights()
+    with torch.no_grad():
+        model.W_E[:, :d] = w["W_E"]
+        model.W_E[:, d:] = 1.0
+        model.W_pos[:, :d] = w["W_pos"]
+        for n in ("W_Q", "W_K", "W_V"):
+            getattr(model, n)[:, :d, :e] = w[n]
+        model.W_O[:, :e, :d] = w["W_O"]
+        model.W_Q[0, d, e] = 1.0  # every query has 1 in head dim e ...
+        model.W_K[0, d, e] = score_shift  # ... and every key score_shift
+        model.W_U[:d] = w["W_U"]
+        model.W_U[d] = H
+        if bias:
+            model.b_U[:] = -H
+        else:
+            model.W_U[d + 1] = -H
+        if near_tie is not None:
+            a, b, eps = near_tie
+            model.W_U[:d, a] = model.W_U[:d, b] + eps
+    return model

@@ -4,6 +4,7 @@ the float64 forward pass away from ties, and exact tie detection."""
 from __future__ import annotations
 
 import math
+from decimal import Decimal, localcontext
 from fractions import Fraction
 
 import pytest
@@ -23,7 +24,7 @@ from compact_proofs.exact import (
 )
 from compact_proofs.model import AttnOnlyTransformer, ModelConfig
 
-from models import adversarial_models, ideal_model, random_model
+from models import adversarial_models, float64_cancellation, ideal_model, random_model
 
 # e to 60 significant digits (the mathematical constant)
 E_DIGITS = Fraction("2.71828182845904523536028747135266249775724709369995957496697")
@@ -255,6 +256,71 @@ def test_near_tie_below_float64_resolution_is_decided_exactly():
     assert ExactReference(cancellation_model(-1)).decide_one([1]) == WRONG
     lo, hi = ExactReference(cancellation_model(-1)).logit_difference_bounds([1])[0]
     assert lo == hi == -Fraction(1, 2**40) + Fraction(1, 2**50)
+
+
+def decimal_logits(model: AttnOnlyTransformer, x: list[int], digits: int = 250) -> list[Decimal]:
+    """An independent reference: the forward pass written out term by term in `decimal` with
+    `digits` significant digits (exp and sqrt correctly rounded by the decimal module)."""
+
+    def dec(t: torch.Tensor):
+        return [dec(u) for u in t] if t.dim() else Decimal(float(t))
+
+    with localcontext() as ctx:
+        ctx.prec = digits
+        w = {n: dec(t.detach().double()) for n, t in model.weights().items()}
+        cfg = model.cfg
+        k, d, e, v = cfg.n_ctx, cfg.d_model, cfg.d_head, cfg.d_vocab
+        resid = [[w["W_E"][x[p]][i] + w["W_pos"][p][i] for i in range(d)] for p in range(k)]
+        final = [resid[-1][i] + w["b_O"][i] for i in range(d)]
+        root = Decimal(e).sqrt()
+        for h in range(cfg.n_heads):
+
+            def proj(r, name, h=h):
+                return [
+                    sum(r[i] * w[f"W_{name}"][h][i][j] for i in range(d)) + w[f"b_{name}"][h][j]
+                    for j in range(e)
+                ]
+
+            q = proj(resid[-1], "Q")
+            keys = [proj(resid[p], "K") for p in range(k)]
+            values = [proj(resid[p], "V") for p in range(k)]
+            scores = [sum(q[j] * keys[p][j] for j in range(e)) / root for p in range(k)]
+            top = max(scores)
+            weights = [(s - top).exp() for s in scores]
+            total = sum(weights)
+            z = [sum(weights[p] / total * values[p][j] for p in range(k)) for j in range(e)]
+            for i in range(d):
+                final[i] += sum(z[j] * w["W_O"][h][j][i] for j in range(e))
+        return [sum(final[i] * w["W_U"][i][j] for i in range(d)) + w["b_U"][j] for j in range(v)]
+
+
+@pytest.mark.parametrize(
+    ("model", "fools_float64"),
+    [
+        (float64_cancellation(ideal_model(4, 3, noise=0.3, seed=1), near_tie=(2, 3, 1e-5)), True),
+        (
+            float64_cancellation(
+                random_model(ModelConfig(4, 3, 3, 2), 1), 2.0**50, 2.0**40, True, (1, 2, 1e-3)
+            ),
+            True,
+        ),
+        (random_model(ModelConfig(3, 3, 4, 3, n_heads=2), 5, scale=3.0, biases=True), False),
+    ],
+    ids=["cancellation", "cancellation-scores-bias", "two-heads-biases"],
+)
+def test_exact_agrees_with_a_250_digit_decimal_forward_pass(model, fools_float64):
+    """Where float64 is blind (logits below H 2^-53 with H = 2^50) the exact verdicts still
+    match an independent high-precision evaluation on every input."""
+    tokens = all_sequences(model.cfg.d_vocab, model.cfg.n_ctx)
+    verdicts = ExactReference(model).decide(tokens)
+    if fools_float64:  # the float64 forward pass gets some of these inputs wrong
+        assert bool(((verdicts == CORRECT) != is_correct(model, tokens)).any())
+    for x, verdict in zip(tokens.tolist(), verdicts.tolist(), strict=True):
+        logits = decimal_logits(model, x)
+        m = max(x)
+        margin = min(logits[m] - logits[j] for j in range(len(logits)) if j != m)
+        assert abs(margin) > Decimal(10) ** -100  # no input here is within 1e-100 of a tie
+        assert verdict == (CORRECT if margin > 0 else WRONG), (x, margin)
 
 
 def test_input_validation():

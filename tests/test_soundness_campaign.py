@@ -2,10 +2,17 @@
 
 For hypothesis-drawn models from every adversarial family, strategies certify inputs
 (`proven`) in float64 and rigorous mode, from searched and tampered certificates; every
-certified input must be correct in exact arithmetic (compact_proofs.exact), and in float64 mode
-the float64 forward verdict may reject a certified input only where exact arithmetic proves it
-correct (the forward pass's own rounding, e.g. on the cancellation family). Rigorous modes that
-raise NotImplementedError are skipped (and checked once they exist).
+certified input must be correct in exact arithmetic (compact_proofs.exact), `verify`'s count
+must equal the certified set's size and not exceed the exact number of correct inputs, and in
+float64 mode the float64 forward verdict may reject a certified input only where exact
+arithmetic proves it correct. Rigorous modes that raise NotImplementedError are skipped (and
+checked automatically once they exist).
+
+One exemption: float64 mode on the "float64 cancellation" family. Those models carry +-2^50
+components that cancel exactly in real arithmetic, so their logits are below float64's
+resolution by construction; float64 mode promises plain float64 arithmetic only, and the
+campaign measured that it does certify exact-WRONG inputs there (docs/soundness.md). Rigorous
+mode is held to exact soundness on that family like on every other.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -43,11 +51,15 @@ sc = _load_campaign()
 ALL = list(STRATEGIES.values())
 
 
-def assert_sound(c: Any) -> None:
-    """No unsound input, no count mismatch, no exception, no rejected tampered certificate."""
+def assert_sound(c: Any, modes: tuple[str, ...] = ("float64", "rigorous")) -> None:
+    """In `modes`: no unsound input, no count mismatch or count above the exact accuracy, no
+    rejected tampered certificate. In every mode: no exception."""
     assert not c.errors, c.errors[:3]
-    assert not c.findings, json.dumps(c.findings[:3], default=str)[:2000]
+    findings = [f for f in c.findings if f["mode"] in modes]
+    assert not findings, json.dumps(findings[:3], default=str)[:2000]
     for mode, kinds in c.tallies.items():
+        if mode not in modes:
+            continue
         for kind, t in kinds.items():
             assert t.unsound == 0, (mode, kind, t)
             assert t.unsound_vs_exact == t.proven_exact_undecided == 0, (mode, kind, t)
@@ -70,7 +82,7 @@ def test_drawn_adversarial_models_are_certified_soundly(family, seed, picks):
     strategies = [ALL[0], ALL[1], *(ALL[i] for i in picks)]  # brute force, cubic, sub-cubic
     c = sc.Campaign(tamper_fraction=0.5, unsound_dir=None, rng=random.Random(seed))
     c.check_case(case, strategies)
-    assert_sound(c)
+    assert_sound(c, ("rigorous",) if family == "float64 cancellation" else sc.MODES)
     float64 = c._total("float64")
     assert float64.pairs_checked + float64.unsupported >= len(strategies)
 
@@ -130,7 +142,7 @@ class _ClaimsEverything(Strategy):
 
 
 def test_the_campaign_catches_an_unsound_strategy_and_saves_it(tmp_path):
-    model = sc.fam_cancellation(random.Random(5)).model
+    model = sc.fam_cancellation(random.Random(263)).model  # 20 of 125 inputs correct
     case = sc.Case("hand-built", "cancellation", model, {"note": "test"})
     c = sc.Campaign(tamper_fraction=0.0, unsound_dir=tmp_path, rng=random.Random(0))
     c.check_case(case, [_ClaimsEverything(), _ClaimsEverything(miscount=True)])
@@ -138,14 +150,33 @@ def test_the_campaign_catches_an_unsound_strategy_and_saves_it(tmp_path):
     for mode in sc.MODES:
         t = c.tallies[mode]["searched"]
         assert t.unsound > 0 and t.unsound_vs_exact > 0
-        assert t.count_mismatches == 1
+        assert t.count_mismatches == 1 and t.count_above_exact == 2
     assert c.tallies["float64"]["searched"].proven_float64_wrong > 0
     assert c.unsound > 0 and c.findings
-    saved = [f["saved_to"] for f in c.findings]
-    certificate = json.loads(Path(saved[0]).read_text())
+    saved = [f["saved_to"] for f in c.findings if "saved_to" in f]
+    assert len(saved) == 6  # (2 modes) x (exact WRONG, count mismatch, count above exact)
+    certificate = json.loads((Path(sc.ROOT) / saved[0]).read_text())
     assert certificate["strategy"] == "claims-everything" and "payload" in certificate
-    reloaded = load_model(Path(saved[0]).parent / "model.safetensors").model
+    directory = (Path(sc.ROOT) / saved[0]).parent
+    assert len((directory / "findings.jsonl").read_text().splitlines()) == len(c.findings)
+    reloaded = load_model(directory / "model.safetensors").model
     assert torch.equal(reloaded.W_U, model.W_U)
+    grouped = c.grouped_findings()
+    assert {g["finding"] for g in grouped} >= {"exact: WRONG", "verify count above exact"}
+
+
+@pytest.mark.parametrize("seed", [263, 282])
+def test_rigorous_modes_are_sound_on_models_beyond_float64_resolution(seed):
+    """Cancellation models (seeds found by the campaign) whose float64 forward verdicts differ
+    from the exact ones: rigorous brute force, cubic and a spread of sub-cubic configurations
+    certify only inputs that are correct in exact arithmetic."""
+    case = sc.fam_cancellation(random.Random(seed))
+    refs = sc.References.of(case.model)
+    assert bool(((refs.exact == sc.CORRECT) != refs.float64).any())  # float64 is fooled here
+    c = sc.Campaign(tamper_fraction=0.2, unsound_dir=None, rng=random.Random(seed))
+    c.check_case(case, [ALL[0], ALL[1], *ALL[2::9]])
+    assert_sound(c, ("rigorous",))
+    assert c._total("rigorous").pairs_checked > 0
 
 
 def test_tampered_sub_cubic_certificates_differ_from_the_searched_one():
