@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import platform
 import random
 import resource
 import sys
@@ -36,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from compact_proofs.accuracy import exact_accuracy
@@ -65,7 +67,7 @@ class Tally:
     rejected: int = 0
     crashes: int = 0
     max_seconds: float = 0.0
-    max_traced: int = 0  # bytes
+    max_traced: int = 0  # bytes allocated by one case beyond what was live before it
     errors: Counter = field(default_factory=Counter)  # error class names of rejections
 
 
@@ -350,13 +352,14 @@ def fuzz(seconds: float, seed: int, slow: float) -> tuple[dict, list[str], dict]
             path = d / f"case{suffix}"
             path.write_bytes(mutate(rng, raw))
             tracemalloc.reset_peak()
+            live = tracemalloc.get_traced_memory()[0]
             start = time.perf_counter()
             try:
                 outcome = run(path, base)
             except Exception as exc:  # anything escaping the loaders is a crash
                 outcome = f"crash:{type(exc).__name__}: {str(exc)[:200]}"
             elapsed = time.perf_counter() - start
-            tally.max_traced = max(tally.max_traced, tracemalloc.get_traced_memory()[1])
+            tally.max_traced = max(tally.max_traced, tracemalloc.get_traced_memory()[1] - live)
             tally.tried += 1
             tally.max_seconds = max(tally.max_seconds, elapsed)
             if elapsed > slow and not outcome.startswith("crash"):
@@ -383,6 +386,8 @@ def report(tallies: dict, crashes: list[str], memory: dict, seconds: float, seed
     lines = [
         f"fuzz_loaders: {seconds:.0f} s, seed {seed}, model v={CFG.d_vocab} k={CFG.n_ctx} "
         f"d={CFG.d_model}; certificate: cubic + {SubcubicConfig().id[:40]}...",
+        f"python {platform.python_version()}, torch {torch.__version__}, numpy "
+        f"{np.__version__}, {platform.machine()}",
         "",
         "| target | mutation | tried | accepted | (verified) | rejected (clear error) | crashes "
         "| max ms | max traced KiB | rejections by error class |",

@@ -318,6 +318,18 @@ def test_special_paths_are_refused(tmp_path):
         assert "regular file" in refused(fifo, ModelFileError)  # and does not block on open
 
 
+def test_unreadable_paths_raise_project_errors(tmp_path):
+    """OS-level failures (here: a name longer than the file system allows) are project errors
+    at library level too, not bare OSError."""
+    long = tmp_path / ("m" * 5000)
+    with pytest.raises(ModelFileError, match="too long") as info:
+        load_model(long)
+    assert "\n" not in str(info.value)  # (long: it names the 5000-character path)
+    with pytest.raises(CertificateError, match="too long") as info:
+        load_certificates(long)
+    assert "\n" not in str(info.value)
+
+
 def test_huge_header_length_within_a_big_file_is_refused(tmp_path, base):
     """A header longer than MAX_HEADER_BYTES is refused even when the file is that long."""
     n = modelfile.MAX_HEADER_BYTES + 1

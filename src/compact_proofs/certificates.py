@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import os
 import re
 from dataclasses import asdict, dataclass, fields
@@ -35,6 +36,7 @@ from compact_proofs.errors import CertificateError, UnknownStrategyError
 from compact_proofs.model import ModelConfig
 from compact_proofs.modelfile import (
     atomic_write,
+    bounded_numel,
     config_size_problem,
     parse_json_bounded,
     short_repr,
@@ -98,7 +100,7 @@ def decode_tensor(obj: Any) -> torch.Tensor:
         raw = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
         raise _bad_tensor("its base64 text is not valid base64") from None
-    nbytes = dtype.itemsize * (_numel(shape) or 0)
+    nbytes = dtype.itemsize * math.prod(shape)  # bounded: _tensor_spec checked it
     if len(raw) != nbytes:
         raise _bad_tensor(f"its base64 text decodes to {len(raw)} bytes, not {nbytes}")
     array = np.frombuffer(raw, dtype=dtype.newbyteorder("<")).astype(dtype).reshape(shape)
@@ -107,7 +109,7 @@ def decode_tensor(obj: Any) -> torch.Tensor:
     return torch.from_numpy(array)
 
 
-def is_encoded_tensor(obj: Any) -> bool:
+def _is_encoded_tensor(obj: Any) -> bool:
     """Whether `obj` claims to be an encoded tensor (a dict with the key `__tensor__`)."""
     return isinstance(obj, dict) and "__tensor__" in obj
 
@@ -135,27 +137,16 @@ def _tensor_spec(obj: Any) -> tuple[np.dtype, tuple[int, ...], str]:
     if not isinstance(text, str) or not _BASE64.fullmatch(text):
         raise _bad_tensor("base64 must be a string of base64 characters")
     np_dtype = np.dtype(dtype)
-    if _numel(shape, limit=MAX_TENSOR_BYTES // np_dtype.itemsize) is None:
+    numel = bounded_numel(shape, MAX_TENSOR_BYTES // np_dtype.itemsize)
+    if numel is None:
         raise _bad_tensor(f"declared shape exceeds the limit of {MAX_TENSOR_BYTES} bytes")
-    nbytes = _numel(shape) * np_dtype.itemsize
+    nbytes = numel * np_dtype.itemsize
     if len(text) != 4 * ((nbytes + 2) // 3):
         raise _bad_tensor(
             f"shape {shape} of {dtype} needs {nbytes} bytes but the base64 text has "
             f"{len(text)} characters"
         )
     return np_dtype, tuple(shape), text
-
-
-def _numel(shape: list[int] | tuple[int, ...], limit: int | None = None) -> int | None:
-    """Product of `shape`; None as soon as it exceeds `limit` (no huge-int arithmetic)."""
-    if 0 in shape:
-        return 0
-    n = 1
-    for s in shape:
-        n *= s
-        if limit is not None and n > limit:
-            return None
-    return n
 
 
 # -- files -------------------------------------------------------------------------------------
@@ -196,17 +187,20 @@ def load_certificates(path: str | Path) -> CertificateFile:
 
 def _read_json(path: Path) -> Any:
     """The file's JSON, read only if it is a regular file of at most MAX_CERTIFICATE_BYTES."""
-    if not path.is_file():
-        what = "is not a regular file" if path.exists() else "not found"
-        raise CertificateError(f"certificate file {what}: {path} (check the path)")
-    with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        if size > MAX_CERTIFICATE_BYTES:  # checked before reading: files can be sparse
-            raise CertificateError(
-                f"{path} is larger than the limit of {MAX_CERTIFICATE_BYTES} bytes for a "
-                "certificate"
-            )
-        data = f.read(size + 1)  # (read(n) allocates n bytes up front)
+    try:
+        if not path.is_file():
+            what = "is not a regular file" if path.exists() else "not found"
+            raise CertificateError(f"certificate file {what}: {path} (check the path)")
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > MAX_CERTIFICATE_BYTES:  # checked before reading: files can be sparse
+                raise CertificateError(
+                    f"{path} is larger than the limit of {MAX_CERTIFICATE_BYTES} bytes for a "
+                    "certificate"
+                )
+            data = f.read(size + 1)  # (read(n) allocates n bytes up front)
+    except OSError as exc:  # permission denied, name too long, I/O error, ...
+        raise CertificateError(f"cannot read {path}: {exc.strerror or exc}") from None
     if len(data) != size:
         raise CertificateError(f"{path} changed while being read; try again")
     try:
@@ -305,7 +299,7 @@ def _check_tensors(path: Path, index: int, payload: dict[str, Any]) -> None:
     stack: list[Any] = [payload]
     while stack:
         node = stack.pop()
-        if is_encoded_tensor(node):
+        if _is_encoded_tensor(node):
             try:
                 _tensor_spec(node)
             except CertificateError as exc:

@@ -11,6 +11,13 @@ Contract (stable; other tools and later versions rely on it):
   with the configuration inferred from the tensor shapes.
 
 Every problem raises `ModelFileError`/`UnsupportedModelError` with a one-line message.
+
+Hostile files: `load_model` parses the safetensors container itself (strict, bounded JSON
+header; every declared shape and byte range checked against the file's size and the limits
+below before anything is read; byte ranges must tile the data section exactly, as safetensors
+requires). dtype policy: weights must be float32; float16/bfloat16/float64/integer/bool
+weights are refused with a message naming the dtype, never converted. Weights that are NaN or
+infinite are refused: no proof may be stated about such a model.
 """
 
 from __future__ import annotations
@@ -158,26 +165,38 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> ModelFil
     is refused (no proof may be stated about it).
     """
     path = Path(path)
-    _check_regular_file(path)
-    with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        header, data_start = _read_header(path, f, size)
-        entries, metadata = _parse_header(path, header, size - data_start)
-        _check_tensor_names(path, entries)
-        used = {SHORT_NAMES[e.name]: e for e in entries if e.name in SHORT_NAMES}
-        _check_weight_dtypes(path, used)
-        _check_total_size(path, used)
-        cfg = _infer_config(path, {short: e.shape for short, e in used.items()})
-        _check_sizes(path, cfg)
-        provenance: dict[str, Any] = {}
-        if METADATA_KEY in metadata:
-            provenance = _check_metadata(path, metadata[METADATA_KEY], cfg)
-        tensors = {short: _read_tensor(path, f, data_start, e) for short, e in used.items()}
+    try:
+        _check_regular_file(path)
+        with open(path, "rb") as f:
+            cfg, tensors, provenance = _read_model(path, f)
+    except OSError as exc:  # permission denied, name too long, I/O error, ...
+        raise ModelFileError(f"cannot read {path}: {exc.strerror or exc}") from None
     model = AttnOnlyTransformer(cfg)
     with torch.no_grad():
         for short, t in tensors.items():
             getattr(model, short).copy_(t)
     return ModelFile(model=model.to(device), provenance=provenance, path=path)
+
+
+def _read_model(
+    path: Path, f: BinaryIO
+) -> tuple[ModelConfig, dict[str, torch.Tensor], dict[str, Any]]:
+    """Validate the open file `f` in order of cost (header, names, dtypes, sizes, shapes,
+    metadata) and only then read the weights: (config, tensors by short name, provenance)."""
+    size = os.fstat(f.fileno()).st_size
+    header, data_start = _read_header(path, f, size)
+    entries, metadata = _parse_header(path, header, size - data_start)
+    _check_tensor_names(path, entries)
+    used = {SHORT_NAMES[e.name]: e for e in entries if e.name in SHORT_NAMES}
+    _check_weight_dtypes(path, used)
+    _check_total_size(path, used)
+    cfg = _infer_config(path, {short: e.shape for short, e in used.items()})
+    _check_sizes(path, cfg)
+    provenance: dict[str, Any] = {}
+    if METADATA_KEY in metadata:
+        provenance = _check_metadata(path, metadata[METADATA_KEY], cfg)
+    tensors = {short: _read_tensor(path, f, data_start, e) for short, e in used.items()}
+    return cfg, tensors, provenance
 
 
 # -- strict, bounded JSON (also used by certificates.py) ------------------------------------
@@ -337,7 +356,7 @@ def _parse_entry(path: Path, name: str, info: Any, data_len: int) -> _Entry:
             f"tensor {short_repr(name)} has shape {short_repr(shape)}; expected at most "
             f"{MAX_NDIM} non-negative integers",
         )
-    numel = _bounded_numel(shape, MAX_PARAMETERS)
+    numel = bounded_numel(shape, MAX_PARAMETERS)
     if numel is None:
         raise ModelFileError(
             f"{path}: tensor {short_repr(name)} declares an absurd shape {shape} "
@@ -368,7 +387,7 @@ def _is_int(x: object) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
-def _bounded_numel(shape: list[int], limit: int) -> int | None:
+def bounded_numel(shape: list[int], limit: int) -> int | None:
     """Product of `shape`, or None as soon as it exceeds `limit` (no huge-int arithmetic)."""
     if 0 in shape:
         return 0
