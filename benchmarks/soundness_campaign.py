@@ -349,15 +349,10 @@ class Tally:
     @property
     def unsound(self) -> int:
         """Unsound results: certified inputs that are not correct in exact arithmetic (or not
-        decided), certified inputs the float64 reference rejects that exact arithmetic does
-        not clear, and verify counts above the exact number of correct inputs."""
-        return (
-            self.unsound_vs_exact
-            + self.proven_exact_undecided
-            + self.proven_float64_wrong
-            - self.float64_only
-            + self.count_above_exact
-        )
+        decided), plus verify counts above the exact number of correct inputs. (A certified
+        input the float64 verdict rejects is either cleared by the exact verdict, `float64_only`,
+        or already counted here as exact WRONG/UNDECIDED.)"""
+        return self.unsound_vs_exact + self.proven_exact_undecided + self.count_above_exact
 
 
 def _rel(path: Path) -> str:
@@ -387,6 +382,7 @@ class Campaign:
     float64_only_examples: list[dict[str, Any]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     run_tag: str = "run"  # prefix of the directories under unsound_dir
+    max_saved_models: int = 10  # models saved under unsound_dir (all findings are recorded)
     saved_models: int = 0
 
     def tally(self, mode: str, kind: str) -> Tally:
@@ -584,7 +580,8 @@ class Campaign:
         of it in findings.jsonl, and the certificate of the first finding per (mode, kind of
         finding, strategy group)."""
         record = self._record(case, strategy, kind, mode, against, proven, bad)
-        if self.unsound_dir is not None:
+        can_save = case.saved_dir is not None or self.saved_models < self.max_saved_models
+        if self.unsound_dir is not None and can_save:
             if case.saved_dir is None:
                 slug = f"{self.run_tag}-{self.saved_models:03d}-{case.family}"
                 case.saved_dir = self.unsound_dir / re.sub(r"[^a-z0-9.+-]+", "-", slug.lower())
@@ -753,6 +750,12 @@ def main(argv: list[str] | None = None) -> int:
         default=0.5,
         help="share of searched pairs on which verify's count is compared with proven's",
     )
+    parser.add_argument(
+        "--max-saved-models",
+        type=int,
+        default=10,
+        help="models with findings saved under --unsound-dir (all findings go to the JSON)",
+    )
     parser.add_argument("--families", default="all", help="comma-separated family names")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -764,6 +767,7 @@ def main(argv: list[str] | None = None) -> int:
         args.count_check_fraction,
         rng=random.Random(args.seed + 1),
         run_tag=f"seed{args.seed}",
+        max_saved_models=args.max_saved_models,
     )
     start = time.perf_counter()
     deadline = start + 60 * args.minutes
