@@ -8,7 +8,8 @@ Certificate payload (JSON):
 
 Verification trusts nothing in it beyond its type: any direction vectors give a sound bound
 (decompose.py), and any gaps >= 1 give a sound count (bounds.py); a malformed payload is
-rejected with CertificateError.
+rejected with CertificateError. Directions of absurd size are rescaled first (`_tame_scales`),
+which keeps float64 mode clear of catastrophic cancellation.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from compact_proofs import interval as iv
 from compact_proofs.certificates import decode_tensor, encode_tensor
 from compact_proofs.errors import CertificateError
 from compact_proofs.model import AttnOnlyTransformer, ModelConfig
@@ -154,7 +156,29 @@ class SubcubicStrategy(Strategy):
                 f"[{v}, {v}, {k}] for this model"
             )
         device = w.W_E.device
+        dirs = _tame_scales(dirs, w)
         return (
             Directions(**{n: t.to(device) for n, t in dirs.items()}),
             gaps.to(device=device, dtype=torch.int64),
         )
+
+
+def _tame_scales(dirs: dict[str, Tensor], w: Weights64) -> dict[str, Tensor]:
+    """Rescale certificate directions whose size is far from anything search produces.
+
+    Any real vectors give a sound bound in exact arithmetic, so rescaling never affects
+    soundness; it keeps float64 verification away from catastrophic cancellation when a
+    certificate carries absurd magnitudes (directions of ~1e30 made float64 mode certify
+    misclassified inputs: docs/soundness.md). Search's output is left bit-for-bit unchanged:
+    its unit directions have norm 1 up to rounding, and its EU centre u^T W_EP (u a unit
+    vector) has norm <= sigma_1(W_EP) <= ||W_EP||_F.
+    """
+    out = {}
+    for name, t in dirs.items():
+        norm = float(torch.linalg.vector_norm(t))
+        if name == "W_EP_direction":
+            limit = float(iv.upper(iv.frobenius(w.E_bar)))
+            out[name] = t * (limit / norm) if norm > limit else t
+        else:
+            out[name] = t / norm if norm > 0 and not 0.5 <= norm <= 2.0 else t
+    return out
