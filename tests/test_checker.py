@@ -115,7 +115,8 @@ def test_agrees_with_main_verifier_on_small_models(tmp_path, name):
 
 
 def test_agrees_on_arbitrary_certificates(tmp_path):
-    """Any directions and gaps >= 1 are legal certificates: random ones must agree too."""
+    """Any directions and gaps >= 1 are legal certificates: random ones (of absurd sizes too,
+    which both verifiers rescale) must agree as well."""
     model = trained_model(8, 3, 16, 300, 0)
     v, k, d = 8, 3, 16
     rng = np.random.default_rng(0)
@@ -124,7 +125,7 @@ def test_agrees_on_arbitrary_certificates(tmp_path):
         payload = strategy.search(model)
         for name in payload["directions"]:
             size = d if name in ("u_Q", "u_K", "W_EP_direction") else v
-            vec = torch.from_numpy(rng.normal(size=size))
+            vec = torch.from_numpy(rng.normal(size=size) * 10.0 ** rng.integers(-30, 31))
             payload["directions"][name] = encode_tensor(
                 vec.to(torch.float32 if i % 2 else torch.float64)
             )

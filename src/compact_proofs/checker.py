@@ -14,6 +14,12 @@ Arithmetic is float64 on the float32 weights. Where the main verifier compares a
 the checker demands a margin: a cell counts only if B < -SAFETY * scale (scale = the size of
 the logit-difference terms), so that a different summation order can make the checker lower,
 never higher. Brute force counts x correct iff l_m - max_{j != m} l_j > TIE * max_j |l_j|.
+Certificate directions of absurd size are rescaled as the main verifier rescales them.
+
+Like the main verifier's default mode, this is float64 arithmetic, not a rigorous proof: on
+models built for catastrophic cancellation (benchmarks/unsound) it reproduces the main
+verifier's float64 counts, which can exceed the exact ones; `--rigorous` verification in the
+main code is the answer there. What the checker guards against is an error in the main code.
 """
 
 from __future__ import annotations
@@ -563,6 +569,17 @@ def _subcubic_payload(m: Model, payload: dict[str, Any], strategy_id: str):
             raise CertificateError(f"certificate direction {name} must be {size} finite numbers")
     if gaps.shape != (m.v, m.v, m.k) or gaps.dtype.kind not in "iu" or (gaps < 1).any():
         raise CertificateError(f"certificate min_gaps must be integers >= 1, [{m.v}, {m.v}, {m.k}]")
+    # Any vectors are sound in exact arithmetic; absurd magnitudes invite float64 cancellation,
+    # so (as the main verifier does) unit-like directions with norm outside [0.5, 2] are
+    # normalised and the EU centre is capped at ||W_E + mean_p P_p||_F. Search output (unit
+    # vectors, a centre u^T E with |u| = 1) is unchanged.
+    for name, t in dirs.items():
+        norm = np.linalg.norm(t)
+        if name == "W_EP_direction":
+            limit = np.linalg.norm(m.f64("W_E") + m.f64("W_pos").mean(axis=0))
+            dirs[name] = t * (limit / norm) if norm > limit else t
+        elif norm > 0 and not 0.5 <= norm <= 2.0:
+            dirs[name] = t / norm
     return dirs, gaps.astype(np.int64)
 
 
