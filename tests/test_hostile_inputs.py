@@ -887,3 +887,42 @@ def test_cli_subprocess_refuses_hostile_files_in_one_line(
             assert_cli_error(run.returncode, run.stdout, run.stderr, contains)
             assert absent is None or not absent.exists(), name
     assert not out.exists() or list(out.iterdir()) == []
+
+
+# The independent checker reads files with its own loader; it must refuse what could make it
+# read different weights or a different model than the main loader. Fields it does not use
+# (extra keys, provenance, versions of other tools) it may ignore.
+CHECKER_MAY_IGNORE = {
+    "entry-extra-key",  # an unused key in a header entry
+    "metadata-version",  # the metadata's format version (the tensors decide)
+    "metadata-provenance-list",  # provenance is not read
+    "too-many-inputs",  # loads; brute force refuses to enumerate, cubic and sub-cubic work
+}
+
+
+def test_checker_refuses_hostile_models(hostile_models):
+    from compact_proofs.checker import load_model_file
+
+    accepted = []
+    for name, (path, _, _) in hostile_models.items():
+        try:
+            load_model_file(path)
+        except CompactProofsError as exc:
+            assert_one_line(exc)
+        else:
+            accepted.append(name)
+    assert set(accepted) <= CHECKER_MAY_IGNORE, accepted
+
+
+def test_checker_refuses_hostile_certificates(hostile_certificates):
+    from compact_proofs.checker import load_certificate_file
+
+    accepted = []
+    for name, (path, _) in hostile_certificates.items():
+        try:
+            load_certificate_file(path)
+        except CompactProofsError as exc:
+            assert_one_line(exc)
+        else:
+            accepted.append(name)
+    assert "duplicate-key" not in accepted and "format-version-true" not in accepted, accepted

@@ -54,6 +54,32 @@ SIGMA_SQUARINGS = 8  # sigma_1 <= trace(S^p)^(1/2p), p = 2^8
 
 # -- the file formats (duplicated on purpose from modelfile.py / certificates.py) ------------
 
+
+def strict_json(raw: bytes | str) -> Any:
+    """json.loads refusing duplicate keys and NaN/Infinity (ValueError): a file must not mean
+    one thing to this checker and another to the main loader."""
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        if len({k for k, _ in items}) != len(items):
+            raise ValueError("duplicate key")
+        return dict(items)
+
+    def constant(name: str) -> Any:
+        raise ValueError(f"{name} is not JSON")
+
+    return json.loads(raw, object_pairs_hook=pairs, parse_constant=constant)
+
+
+def _header(path: Path) -> None:
+    """Parse the safetensors header strictly (the library tolerates duplicate tensor names)."""
+    with path.open("rb") as f:
+        prefix = f.read(8)
+        size = int.from_bytes(prefix, "little") if len(prefix) == 8 else -1
+        if not 0 < size <= min(path.stat().st_size - 8, 2**20):
+            raise ValueError("bad header length")
+        strict_json(f.read(size))
+
+
 METADATA_KEY = "compact_proofs"
 TL_NAMES = {
     "W_E": "embed.W_E", "W_pos": "pos_embed.W_pos", "W_Q": "blocks.0.attn.W_Q",
@@ -119,6 +145,7 @@ def load_model_file(path: str | Path) -> Model:
     if not path.is_file():
         raise ModelFileError(f"model file not found or not a file: {path} (check the path)")
     try:
+        _header(path)
         with safe_open(str(path), framework="np") as f:
             meta, keys = f.metadata() or {}, list(f.keys())
             if any(re.match(r"blocks\.[1-9]", n) or ".mlp." in n or ".ln" in n for n in keys):
@@ -164,12 +191,23 @@ def load_model_file(path: str | Path) -> Model:
     model = Model(w, v, k, d, e, h)
     if METADATA_KEY in meta:
         try:
-            declared = json.loads(meta[METADATA_KEY])["config"]
+            declared = strict_json(meta[METADATA_KEY])["config"]
         except Exception:
             raise ModelFileError(f"{path}: metadata {METADATA_KEY!r} is not valid JSON") from None
-        if declared != model.config:
+        if not _same_ints(declared, model.config):
             raise ModelFileError(f"{path}: metadata config {declared} contradicts the tensors")
     return model
+
+
+def _same_ints(a: Any, b: Any) -> bool:
+    """Equal, with integers required to be int (JSON true is not 1)."""
+    if isinstance(b, dict):
+        return (
+            isinstance(a, dict)
+            and a.keys() == b.keys()
+            and all(_same_ints(a[key], b[key]) for key in b)
+        )
+    return type(a) is type(b) and a == b
 
 
 def weights_digest(model: Model) -> str:
@@ -203,12 +241,12 @@ def load_certificate_file(path: str | Path) -> dict[str, Any]:
     if path.stat().st_size > MAX_CERTIFICATE_BYTES:
         raise CertificateError(f"{path} is larger than {MAX_CERTIFICATE_BYTES} bytes")
     try:
-        doc = json.loads(path.read_bytes())
+        doc = strict_json(path.read_bytes())
     except (ValueError, RecursionError):
         raise CertificateError(f"{path} is not a certificate (not JSON)") from None
     if not isinstance(doc, dict) or doc.get("format") != CERT_FORMAT:
         raise CertificateError(f"{path} is not a compact-proofs certificate file")
-    if doc.get("format_version") != 1:
+    if not _same_ints(doc.get("format_version"), 1):
         raise CertificateError(f"{path}: unsupported format version {doc.get('format_version')!r}")
     certs = doc.get("certificates")
     if (
@@ -730,7 +768,7 @@ def check_certificates(model_path: str | Path, certificate_path: str | Path) -> 
             f"certificate was made for a different model (weights digest "
             f"{doc['model_sha256'][:12]}..., this model is {digest[:12]}...)"
         )
-    if doc["model_config"] != model.config:
+    if not _same_ints(doc["model_config"], model.config):
         raise CertificateError("certificate's model_config does not match the model")
     results = []
     for cert in doc["certificates"]:
