@@ -13,29 +13,23 @@ HIGHER (must be 0), and timings.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
 import tempfile
 import time
 from collections import defaultdict
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from joblib import Parallel, delayed, parallel_config
 
 from compact_proofs.certificates import CertificateFile, save_certificates
 from compact_proofs.checker import check_certificates
-from compact_proofs.model import ModelConfig
 from compact_proofs.modelfile import atomic_write, load_model, weights_digest
 from compact_proofs.proofs import STRATEGIES
 from compact_proofs.proofs.runner import prove
 from compact_proofs.results import model_path
-from compact_proofs.seeds import parse_seeds
-from compact_proofs.sweep import train_seeds
-from compact_proofs.training import TrainingRecipe
+from paper_models import arguments, run_per_seed
 
 
 def _kind(strategy: str) -> str:
@@ -76,28 +70,9 @@ def check_seed(cache: str, seed: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", default="paper")
-    parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--cache", type=Path, default=Path(".crosscheck"))
-    args = parser.parse_args()
-    seeds = parse_seeds(args.seeds)
-    cache = args.cache.resolve()
-    start = time.perf_counter()
-
-    untrained = [s for s in seeds if not model_path(cache, s).exists()]
-    groups = [untrained[i :: args.jobs] for i in range(args.jobs) if untrained[i :: args.jobs]]
-    cfg, recipe = asdict(ModelConfig()), asdict(TrainingRecipe())
-    with parallel_config(backend="loky", n_jobs=args.jobs, inner_max_num_threads=1):
-        training = Parallel()(delayed(train_seeds)(str(cache), g, cfg, recipe) for g in groups)
-        train_wall = time.perf_counter() - start
-        records = []
-        tasks = (delayed(check_seed)(str(cache), s) for s in seeds)
-        for i, rec in enumerate(Parallel(return_as="generator_unordered")(tasks)):
-            records.append(rec)
-            print(f"[{i + 1}/{len(seeds)}] seed {rec['seed']} done", flush=True)
-    wall = time.perf_counter() - start
-    report(records, wall, train_wall, sum(training), len(untrained), args.jobs)
+    args = arguments(__doc__.splitlines()[0])
+    records, t = run_per_seed(check_seed, args)
+    report(records, t["wall"], t["train_wall"], t["train_cpu"], int(t["trained"]), args.jobs)
 
 
 def report(

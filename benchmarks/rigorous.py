@@ -12,25 +12,19 @@ and verification seconds in each mode.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
 import time
 from collections import defaultdict
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from joblib import Parallel, delayed, parallel_config
 
-from compact_proofs.model import ModelConfig
 from compact_proofs.modelfile import atomic_write, load_model
 from compact_proofs.proofs import STRATEGIES
 from compact_proofs.results import model_path
-from compact_proofs.seeds import parse_seeds
-from compact_proofs.sweep import train_seeds
-from compact_proofs.training import TrainingRecipe
+from paper_models import arguments, run_per_seed
 
 
 def compare_seed(cache: str, seed: int) -> dict:
@@ -90,25 +84,9 @@ def report(records: list[dict], wall: float, jobs: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", default="paper")
-    parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--cache", type=Path, default=Path(".crosscheck"))
-    args = parser.parse_args()
-    seeds = parse_seeds(args.seeds)
-    cache = args.cache.resolve()
-    start = time.perf_counter()
-    untrained = [s for s in seeds if not model_path(cache, s).exists()]
-    groups = [untrained[i :: args.jobs] for i in range(args.jobs) if untrained[i :: args.jobs]]
-    cfg, recipe = asdict(ModelConfig()), asdict(TrainingRecipe())
-    with parallel_config(backend="loky", n_jobs=args.jobs, inner_max_num_threads=1):
-        Parallel()(delayed(train_seeds)(str(cache), g, cfg, recipe) for g in groups)
-        records = []
-        tasks = (delayed(compare_seed)(str(cache), s) for s in seeds)
-        for i, rec in enumerate(Parallel(return_as="generator_unordered")(tasks)):
-            records.append(rec)
-            print(f"[{i + 1}/{len(seeds)}] seed {rec['seed']} done", flush=True)
-    report(records, time.perf_counter() - start, args.jobs)
+    args = arguments(__doc__.splitlines()[0])
+    records, timings = run_per_seed(compare_seed, args)
+    report(records, timings["wall"], args.jobs)
 
 
 if __name__ == "__main__":
