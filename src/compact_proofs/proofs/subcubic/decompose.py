@@ -154,28 +154,41 @@ def position_error(w: Weights64) -> Num:
     return w.E_q @ (w.W_Q @ keys.T)  # [v, k]
 
 
-def route_a(w: Weights64, dirs: Directions, error: str) -> tuple[Num, Num]:
-    """Rank-1 EQKE_hat from (query_dir, key_dir) and the configured bound on the residual."""
+def route_a_parts(w: Weights64, dirs: Directions) -> tuple[Num, Num, Num, Num]:
+    """(EQKE_hat, A_r, B_r, cross): the rank-1 part, the residual factors (A B - A0 B0 =
+    A_r B_r + cross terms) and the cross terms' row-range bound."""
     u, wv = dirs.query_dir, dirs.key_dir
     A = (w.E_q @ w.W_Q) @ w.W_K.T  # [v, d]
     B = w.E_bar.T  # [d, v]
     uA, Bw = u @ A, B @ wv  # [d], [d]
     EQKE_hat = (uA @ Bw) * iv.outer(u, wv)  # (u^T A B w) u w^T
-    if error == "max_diff_exact":  # form the whole error as computed: O(v^2 d)
-        return EQKE_hat, rowrange(A @ B - EQKE_hat)
     A_r = A - iv.outer(u, uA)
     B_r = B - iv.outer(Bw, wv)
     cross = u.abs() * rowrange((uA @ B_r)[None]) + (A_r @ Bw).abs() * rowrange(wv[None])
+    return EQKE_hat, A_r, B_r, cross
+
+
+def residual_bound(A_r: Num, B_r: Num, error: str) -> Num:
+    """Row-range bound of A_r B_r by a route-A method (svd, max_diff, mean+max_diff)."""
     if error == "svd":  # |Err[r,a] - Err[r,b]| = |e_r^T Err (e_a - e_b)| <= sqrt(2) sigma_1
-        ones = torch.ones(cross.shape, dtype=torch.float64, device=cross.device)
-        bound = SQRT2_UP * sigma1_upper_bound(A_r, B_r) * ones
-    elif error == "max_diff":
-        bound = product_rowrange_bound(A_r, B_r)
-    elif error == "mean+max_diff":
-        bound = fused_mean_rowrange_bound(A_r, B_r)
-    else:
-        raise ValueError(f"{error!r} is not a route-A error handling")
-    return EQKE_hat, bound + cross
+        ones = torch.ones(A_r.shape[0], dtype=torch.float64, device=A_r.device)
+        return SQRT2_UP * sigma1_upper_bound(A_r, B_r) * ones
+    if error == "max_diff":
+        return product_rowrange_bound(A_r, B_r)
+    if error == "mean+max_diff":
+        return fused_mean_rowrange_bound(A_r, B_r)
+    raise ValueError(f"{error!r} is not a route-A error handling")
+
+
+def route_a(w: Weights64, dirs: Directions, error: str) -> tuple[Num, Num]:
+    """Rank-1 EQKE_hat from (query_dir, key_dir) and the configured bound on the residual."""
+    if error == "max_diff_exact":  # form the whole error as computed: O(v^2 d)
+        u, wv = dirs.query_dir, dirs.key_dir
+        A, B = (w.E_q @ w.W_Q) @ w.W_K.T, w.E_bar.T
+        EQKE_hat = ((u @ A) @ (B @ wv)) * iv.outer(u, wv)
+        return EQKE_hat, rowrange(A @ B - EQKE_hat)
+    EQKE_hat, A_r, B_r, cross = route_a_parts(w, dirs)
+    return EQKE_hat, residual_bound(A_r, B_r, error) + cross
 
 
 def route_b(w: Weights64, dirs: Directions, error: str) -> tuple[Num, Num]:

@@ -13,7 +13,12 @@ from torch import Tensor
 
 from compact_proofs.proofs.subcubic.bounds import SOUND, Variant, subcubic_bounds
 from compact_proofs.proofs.subcubic.config import SubcubicConfig
-from compact_proofs.proofs.subcubic.decompose import Directions, Weights64, decompose_eqke
+from compact_proofs.proofs.subcubic.decompose import (
+    Directions,
+    QKDecomposition,
+    Weights64,
+    decompose_eqke,
+)
 
 SEARCH_STEP = 8  # gaps evaluated together in the min-gap search (at most)
 SEARCH_CELLS = 2**24  # and at most this many (gap, q, m, c) cells at once: bounded memory
@@ -54,15 +59,20 @@ def find_directions(w: Weights64) -> Directions:
 
 
 def find_min_gaps(
-    w: Weights64, dirs: Directions, config: SubcubicConfig, variant: Variant = SOUND
+    w: Weights64,
+    dirs: Directions,
+    config: SubcubicConfig,
+    variant: Variant = SOUND,
+    qk: QKDecomposition | None = None,
 ) -> Tensor:
     """gaps[q, m, c] = the smallest g in 1..v-1 whose scalar-gap bound is negative, else 1.
 
     Gaps are evaluated a few at a time (each independently, so the result does not depend on
-    how many); memory stays O(SEARCH_CELLS) whatever v and k are.
+    how many); memory stays O(SEARCH_CELLS) whatever v and k are. `qk` overrides the
+    configuration's EQKE decomposition (the structureless-noise experiment uses this).
     """
     v, k = w.W_E.shape[0], w.W_pos.shape[0]
-    qk = decompose_eqke(w, dirs, config.error, config.route)
+    qk = decompose_eqke(w, dirs, config.error, config.route) if qk is None else qk
     best = torch.full((v, v, k), v, dtype=torch.int64, device=w.W_E.device)
     step = max(1, min(SEARCH_STEP, SEARCH_CELLS // (v * v * k)))
     for start in range(1, v, step):
