@@ -70,9 +70,11 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from compact_proofs import interval as iv
 from compact_proofs.circuits import PathMatrices, path_matrices
 from compact_proofs.errors import UnsupportedModelError
-from compact_proofs.interval import Interval, U
+from compact_proofs.interval import SUBNORMAL_ULP as SUBNORMAL
+from compact_proofs.interval import Interval, U, gamma
 from compact_proofs.model import AttnOnlyTransformer
 from compact_proofs.rigorous_forward import IntervalForward
 
@@ -81,7 +83,6 @@ MIN_WEIGHT = 1e-250  # attention weights summing below this are rechecked by the
 CHUNK_PAIRS = 2**18  # (prefix, last-token) pairs per vectorised chunk
 MAX_INPUTS = 2**36  # refuse to enumerate more inputs than this (hours of work)
 INPUTS_PER_SECOND = 3e7  # rough throughput of the fast evaluator on 2 CPU cores (benchmarks)
-SUBNORMAL = 2.0**-1074  # absolute error of one product that underflows
 TINY_WEIGHT = 2.0**-900  # weights below this enter the rigorous bound absolutely (tau)
 NORMAL_FLOOR = 2.0**-1000  # tolerances must stay above this (relative rounding applies)
 OVERFLOW_CEIL = 2.0**1000  # tables must stay below this (no overflow to inf)
@@ -229,22 +230,14 @@ def exact_accuracy(
 def _midpoints(paths: PathMatrices, attn_scale: float) -> PathMatrices:
     """Plain float64 path matrices at the midpoints of interval ones (|mid - exact| <= rad)."""
 
-    def mid(x: Interval | Tensor) -> Tensor:
-        return x.mid_rad()[0] if isinstance(x, Interval) else x
-
     return PathMatrices(
-        EUPU=mid(paths.EUPU),
-        EVOU=mid(paths.EVOU),
-        PVOU=mid(paths.PVOU),
-        EQKE=mid(paths.EQKE),
-        EQKP=mid(paths.EQKP),
+        EUPU=iv.mid(paths.EUPU),
+        EVOU=iv.mid(paths.EVOU),
+        PVOU=iv.mid(paths.PVOU),
+        EQKE=iv.mid(paths.EQKE),
+        EQKP=iv.mid(paths.EQKP),
         attn_scale=attn_scale,
     )
-
-
-def _gamma(n: int) -> float:
-    """gamma_n = n U / (1 - n U): relative error bound of an n-operation float sum."""
-    return n * U / (1 - n * U)
 
 
 class FastPathBound:
@@ -286,7 +279,7 @@ class FastPathBound:
         tau = float(err[~big].max()) if bool((~big).any()) else 0.0
         w_max = float(w_used.max())
 
-        g2, g3, gk = _gamma(2), _gamma(3), _gamma(max(k - 1, 0))
+        g2, g3, gk = gamma(2), gamma(3), gamma(max(k - 1, 0))
         v_mid, v_hat = self.v_mid, self.v_hat
         h_abs = v_mid * (1 + g2) * (1 + U)  # |Y~| <= w~ h_abs + 2^-1074
         delta_h = self.r_h + g2 * v_mid  # |H~ - H^|

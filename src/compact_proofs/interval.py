@@ -44,14 +44,20 @@ SUBNORMAL_ULP = 2.0**-1074
 INF = float("inf")
 
 
-def _down(x: Tensor) -> Tensor:
+def round_down(x: Tensor) -> Tensor:
     """The next float below x (encloses the exact result of one rounded operation)."""
     return torch.nextafter(x, x.new_tensor(-INF))
 
 
-def _up(x: Tensor) -> Tensor:
+def round_up(x: Tensor) -> Tensor:
     """The next float above x."""
     return torch.nextafter(x, x.new_tensor(INF))
+
+
+def gamma(n: int) -> float:
+    """gamma_n = n U / (1 - n U): relative error bound of an n-term float sum or dot product
+    (any order, FMA allowed; Higham)."""
+    return n * U / (1 - n * U)
 
 
 def _finite_abs(x: Tensor) -> Tensor:
@@ -109,6 +115,9 @@ class Interval:
     def diagonal(self) -> Interval:
         return self._map(lambda t: t.diagonal())
 
+    def reshape(self, *shape: int) -> Interval:
+        return self._map(lambda t: t.reshape(shape))
+
     def flip(self, dim: int) -> Interval:
         return self._map(lambda t: t.flip(dim))
 
@@ -140,13 +149,13 @@ class Interval:
 
     def __add__(self, other: Num | float) -> Interval:
         o = lift(other)
-        return Interval(_down(self.lo + o.lo), _up(self.hi + o.hi))
+        return Interval(round_down(self.lo + o.lo), round_up(self.hi + o.hi))
 
     __radd__ = __add__
 
     def __sub__(self, other: Num | float) -> Interval:
         o = lift(other)
-        return Interval(_down(self.lo - o.hi), _up(self.hi - o.lo))
+        return Interval(round_down(self.lo - o.hi), round_up(self.hi - o.lo))
 
     def __rsub__(self, other: Num | float) -> Interval:
         return lift(other) - self
@@ -161,8 +170,8 @@ class Interval:
             p1, p2, p3, p4 = self.lo * o.lo, self.lo * o.hi, self.hi * o.lo, self.hi * o.hi
             lo = torch.minimum(torch.minimum(p1, p2), torch.minimum(p3, p4))
             hi = torch.maximum(torch.maximum(p1, p2), torch.maximum(p3, p4))
-            return Interval(_down(lo), _up(hi))
-        return Interval(_down(torch.minimum(a, b)), _up(torch.maximum(a, b)))
+            return Interval(round_down(lo), round_up(hi))
+        return Interval(round_down(torch.minimum(a, b)), round_up(torch.maximum(a, b)))
 
     __rmul__ = __mul__
 
@@ -172,8 +181,8 @@ class Interval:
             torch.broadcast_tensors(self.lo / o.lo, self.lo / o.hi, self.hi / o.lo, self.hi / o.hi)
         )
         safe = (o.lo > 0) | (o.hi < 0)
-        lo = torch.where(safe, _down(ends.amin(dim=0)), -INF)
-        hi = torch.where(safe, _up(ends.amax(dim=0)), INF)
+        lo = torch.where(safe, round_down(ends.amin(dim=0)), -INF)
+        hi = torch.where(safe, round_up(ends.amax(dim=0)), INF)
         return Interval(lo, hi)
 
     def __rtruediv__(self, other: Num | float) -> Interval:
@@ -193,7 +202,7 @@ class Interval:
         # overflowing terms give inf - inf = NaN: the sum is then unbounded on that side
         lo = torch.where(torch.isnan(lo), -INF, lo)
         hi = torch.where(torch.isnan(hi), INF, hi)
-        return Interval(_down(lo), _up(hi))
+        return Interval(round_down(lo), round_up(hi))
 
     def mean(self, dim: int) -> Interval:
         return self.sum(dim) / float(self.shape[dim])
@@ -203,18 +212,18 @@ class Interval:
         if self.is_point:
             return self.lo, torch.zeros_like(self.lo)
         m = 0.5 * self.lo + 0.5 * self.hi
-        return m, _up(torch.maximum(_up(self.hi - m), _up(m - self.lo)))
+        return m, round_up(torch.maximum(round_up(self.hi - m), round_up(m - self.lo)))
 
     def exp(self) -> Interval:
-        lo = _down(self.lo.exp() * (1 - LIBM_REL) - TINY).clamp(min=0.0)
-        hi = _up(self.hi.exp() * (1 + LIBM_REL) + TINY)
+        lo = round_down(self.lo.exp() * (1 - LIBM_REL) - TINY).clamp(min=0.0)
+        hi = round_up(self.hi.exp() * (1 + LIBM_REL) + TINY)
         return Interval(lo, hi)
 
     def log(self) -> Interval:
         """Enclosure of log on [max(lo, 0), hi] (log 0 = -inf)."""
         a, b = self.lo.clamp(min=0.0).log(), self.hi.log()
-        lo = _down(a - LIBM_REL * _finite_abs(a) - TINY)
-        hi = _up(b + LIBM_REL * _finite_abs(b) + TINY)
+        lo = round_down(a - LIBM_REL * _finite_abs(a) - TINY)
+        hi = round_up(b + LIBM_REL * _finite_abs(b) + TINY)
         return Interval(lo, hi)
 
     def logsumexp(self, dim: int) -> Interval:
@@ -231,8 +240,8 @@ class Interval:
 
     def sqrt(self) -> Interval:
         """Enclosure of sqrt on [max(lo, 0), hi] (IEEE sqrt is correctly rounded)."""
-        lo = _down(self.lo.clamp(min=0.0).sqrt()).clamp(min=0.0)
-        return Interval(lo, _up(self.hi.sqrt()))
+        lo = round_down(self.lo.clamp(min=0.0).sqrt()).clamp(min=0.0)
+        return Interval(lo, round_up(self.hi.sqrt()))
 
     def clamp(self, min: float) -> Interval:
         """max(x, min) elementwise (monotone, exact)."""
@@ -258,20 +267,20 @@ def matmul(a: Num, b: Num) -> Interval:
     am, ar = A.mid_rad()
     bm, br = B.mid_rad()
     n = am.shape[-1]
-    gamma = 1.01 * n * U / (1 - n * U)
+    g = 1.01 * gamma(n)
     center = am @ bm
     bm_abs = bm.abs()
-    rad = am.abs() @ (gamma * bm_abs + br)
+    rad = am.abs() @ (g * bm_abs + br)
     if not A.is_point:
         rad = rad + ar @ (bm_abs + br)
-    rad = _up(rad * (1 + 4 * (n + 2) * U) + n * SUBNORMAL_ULP)
-    return Interval(_down(center - rad), _up(center + rad))
+    rad = round_up(rad * (1 + 4 * (n + 2) * U) + n * SUBNORMAL_ULP)
+    return Interval(round_down(center - rad), round_up(center + rad))
 
 
 def enclose_sqrt(n: int) -> Interval:
     """An interval around sqrt(n): math.sqrt is correctly rounded, so one step each way."""
     s = torch.tensor(math.sqrt(n), dtype=torch.float64)
-    return Interval(_down(s), _up(s))
+    return Interval(round_down(s), round_up(s))
 
 
 # -- functions for plain tensors and intervals alike ----------------------------------------

@@ -52,32 +52,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from compact_proofs.interval import Interval, U, enclose_sqrt, matmul
+from compact_proofs import interval as iv
+from compact_proofs.interval import SUBNORMAL_ULP as SUBNORMAL
+from compact_proofs.interval import Interval, enclose_sqrt, gamma, matmul, round_down, round_up
 from compact_proofs.model import AttnOnlyTransformer
 
 INF = float("inf")
 EXP_CAP = 700.0  # exp(700) ~ 1e304: k such terms still sum to a finite float
 CHUNK = 2**13  # inputs per vectorised chunk: memory ~ 2 CHUNK h k 3 v doubles (~50 MB at v=64)
-SUBNORMAL = 2.0**-1074  # absolute error of one product that underflows
-
-
-def _up(x: Tensor) -> Tensor:
-    return torch.nextafter(x, x.new_tensor(INF))
-
-
-def _down(x: Tensor) -> Tensor:
-    return torch.nextafter(x, x.new_tensor(-INF))
-
-
-def _gamma(n: int) -> float:
-    """gamma_n = n U / (1 - n U) (Higham): relative error bound of n-term float sums."""
-    return n * U / (1 - n * U)
-
-
-def _reshape(x: Interval, *shape: int) -> Interval:
-    """Reshape both ends (exact), keeping point-ness."""
-    lo = x.lo.reshape(shape)
-    return Interval(lo, lo if x.is_point else x.hi.reshape(shape))
 
 
 def softmax_enclosure(scores: Interval) -> Interval:
@@ -104,9 +86,7 @@ def softmax_enclosure(scores: Interval) -> Interval:
             weights.append(1.0 / denominator)
         else:  # a single position: weight exactly 1
             weights.append(Interval.point(torch.ones_like(s[p].lo)))
-    return Interval(
-        torch.stack([w.lo for w in weights], -1), torch.stack([w.hi for w in weights], -1)
-    )
+    return iv.stack(weights, -1)
 
 
 class IntervalForward:
@@ -123,27 +103,27 @@ class IntervalForward:
         self.cfg = cfg
         self.device = model.W_E.device
         w = {n: Interval.point(t.detach().to(torch.float64)) for n, t in model.weights().items()}
-        resid = _reshape(w["W_E"][None] + w["W_pos"][:, None], k * v, d)  # row p v + t
+        resid = (w["W_E"][None] + w["W_pos"][:, None]).reshape(k * v, d)  # row p v + t
         query_resid = resid[(k - 1) * v :]  # [v, d]: the query position
         queries = matmul(query_resid, w["W_Q"]) + w["b_Q"][:, None, :]  # [h, v, e]
         keys = matmul(resid, w["W_K"]) + w["b_K"][:, None, :]  # [h, k v, e]
         raw = matmul(queries, keys.permute(0, 2, 1))  # [h, q, k v]: q_h . key_{h,p}
-        self.scores = _reshape(raw / enclose_sqrt(e), h, v, k, v)  # [h, q, p, t]
+        self.scores = (raw / enclose_sqrt(e)).reshape(h, v, k, v)  # [h, q, p, t]
         values = matmul(resid, w["W_V"]) + w["b_V"][:, None, :]  # [h, k v, e]
         value_logits = matmul(matmul(values, w["W_O"]), w["W_U"])  # [h, k v, v]
         direct = matmul(query_resid, w["W_U"]) + (matmul(w["b_O"][None], w["W_U"]) + w["b_U"])
 
         # midpoint-radius tables (module docstring), every entry rounded up
         self.n_terms = n = h * k
-        gamma = _gamma(n + 1)
-        g_mid, g_rad = _reshape(value_logits, h, k, v, v).mid_rad()
+        g = gamma(n + 1)
+        g_mid, g_rad = value_logits.reshape(h, k, v, v).mid_rad()
         g_abs = g_mid.abs()
-        rel = _up(g_rad + _up(gamma * g_abs))  # multiplies |am|
-        unc = _up(g_abs + g_rad)  # multiplies ar
+        rel = round_up(g_rad + round_up(g * g_abs))  # multiplies |am|
+        unc = round_up(g_abs + g_rad)  # multiplies ar
         self.table = torch.stack([g_mid, rel, unc], dim=3)  # [h, p, t, 3, v]
         c_mid, c_rad = direct.mid_rad()
         self.direct_mid = c_mid  # [q, v]
-        self.direct_rad = _up(c_rad + _up(gamma * c_mid.abs()))
+        self.direct_rad = round_up(c_rad + round_up(g * c_mid.abs()))
 
     def _logits_chunk(self, tokens: Tensor) -> Interval:
         k = tokens.shape[1]
@@ -155,9 +135,9 @@ class IntervalForward:
         sums = (weights[..., None] * self.table[:, pos, tokens]).sum(2).sum(0)  # [n, 3, v]
         center = sums[:, 0] + self.direct_mid[query_tok]
         n = self.n_terms
-        rad = (sums[:, 1] + sums[:, 2] + self.direct_rad[query_tok]) * (1 + 4 * _gamma(2 * n + 3))
-        rad = _up(rad + 3 * n * SUBNORMAL)
-        return Interval(_down(center - rad), _up(center + rad))  # [n, v]
+        rad = (sums[:, 1] + sums[:, 2] + self.direct_rad[query_tok]) * (1 + 4 * gamma(2 * n + 3))
+        rad = round_up(rad + 3 * n * SUBNORMAL)
+        return Interval(round_down(center - rad), round_up(center + rad))  # [n, v]
 
     def logits(self, tokens: Tensor) -> Interval:
         """Interval [n, d_vocab] enclosing the exact logits of every input row (int [n, k])."""
