@@ -14,11 +14,13 @@ count as wrong). The stream of samples is reproducible from `seed`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 from scipy.stats import beta
+from torch import Tensor
 from tqdm.auto import tqdm
 
 from compact_proofs.accuracy import is_correct
@@ -54,6 +56,30 @@ def clopper_pearson(correct: int, n: int, confidence: float) -> tuple[float, flo
     return lower, upper
 
 
+def check_sampling(samples: int, confidence: float) -> None:
+    if samples < 1 or not 0 < confidence < 1:
+        raise ValueError("need samples >= 1 and 0 < confidence < 1")
+
+
+def count_correct_samples(
+    model: AttnOnlyTransformer,
+    draw: Callable[[int], Tensor],
+    samples: int,
+    progress: bool,
+    batch: int = BATCH,
+) -> int:
+    """How many of `samples` inputs drawn in batches by `draw(n) -> int [n, k]` the model
+    classifies correctly (`accuracy.is_correct`)."""
+    device = model.W_E.device
+    correct = 0
+    for start in tqdm(
+        range(0, samples, batch), desc="sampling", unit="batch", disable=not progress, leave=False
+    ):
+        tokens = draw(min(batch, samples - start)).to(device)
+        correct += int(is_correct(model, tokens).sum())
+    return correct
+
+
 @torch.no_grad()
 def estimate_accuracy(
     model: AttnOnlyTransformer,
@@ -66,18 +92,14 @@ def estimate_accuracy(
 
     Pre: samples >= 1, 0 < confidence < 1. Post: lower <= estimate <= upper.
     """
-    if samples < 1 or not 0 < confidence < 1:
-        raise ValueError("need samples >= 1 and 0 < confidence < 1")
+    check_sampling(samples, confidence)
     cfg = model.cfg
     gen = torch.Generator().manual_seed(seed)
-    device = model.W_E.device
-    correct = 0
-    for start in tqdm(
-        range(0, samples, BATCH), desc="sampling", unit="batch", disable=not progress, leave=False
-    ):
-        n = min(BATCH, samples - start)
-        tokens = torch.randint(0, cfg.d_vocab, (n, cfg.n_ctx), generator=gen).to(device)
-        correct += int(is_correct(model, tokens).sum())
+
+    def draw(n: int) -> Tensor:
+        return torch.randint(0, cfg.d_vocab, (n, cfg.n_ctx), generator=gen)
+
+    correct = count_correct_samples(model, draw, samples, progress)
     lower, upper = clopper_pearson(correct, samples, confidence)
     return AccuracyEstimate(
         correct=correct,

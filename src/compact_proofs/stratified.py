@@ -33,9 +33,13 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from compact_proofs.accuracy import is_correct
 from compact_proofs.circuits import path_matrices
-from compact_proofs.estimate import AccuracyEstimate, clopper_pearson
+from compact_proofs.estimate import (
+    AccuracyEstimate,
+    check_sampling,
+    clopper_pearson,
+    count_correct_samples,
+)
 from compact_proofs.model import AttnOnlyTransformer
 from compact_proofs.proofs.cubic import CHUNK_ELEMENTS, count_correct, cubic_tables
 
@@ -156,8 +160,7 @@ def stratified_estimate(
     Pre: single-head model, samples >= 1, 0 < confidence < 1.
     Post: lower <= estimate <= upper; lower >= certified / N.
     """
-    if samples < 1 or not 0 < confidence < 1:
-        raise ValueError("need samples >= 1 and 0 < confidence < 1")
+    check_sampling(samples, confidence)
     cfg = model.cfg
     v, k, N = cfg.d_vocab, cfg.n_ctx, cfg.n_inputs
     cells = certify_cells(model, progress)
@@ -181,14 +184,12 @@ def stratified_estimate(
         return result(0, 0, 0.0, 0.0)
     weights = _cell_weights(cells, v, k)
     gen = torch.Generator().manual_seed(seed)
-    device = model.W_E.device
-    correct = 0
-    for start in tqdm(
-        range(0, samples, BATCH), desc="sampling", unit="batch", disable=not progress, leave=False
-    ):
-        n = min(BATCH, samples - start)
-        flat = torch.multinomial(weights, n, replacement=True, generator=gen)
-        tokens = _draw(cells, flat, v, k, gen)
-        correct += int(is_correct(model, tokens.to(device)).sum())
+
+    def draw(n: int) -> Tensor:
+        return _draw(
+            cells, torch.multinomial(weights, n, replacement=True, generator=gen), v, k, gen
+        )
+
+    correct = count_correct_samples(model, draw, samples, progress)
     lo, hi = clopper_pearson(correct, samples, confidence)
     return result(correct, samples, lo, hi)
