@@ -180,7 +180,11 @@ def cubic_tables(paths: PathMatrices, m_range: range | None = None) -> CubicTabl
         B_list.append(B)
         good_list.append(valid & iv.certainly_negative(B))
     empty = (r, len(ms), r, 0)  # k = 1: there are no c >= 1 cells
-    B = iv.stack(B_list, dim=-1) if B_list else torch.empty(empty, dtype=torch.float64)
+    B = (
+        iv.stack(B_list, dim=-1)
+        if B_list
+        else torch.empty(empty, dtype=torch.float64, device=device)
+    )
     good = torch.stack(good_list, dim=-1) if good_list else good0.new_empty(empty)
     return CubicTables(B0=B0, B=B, good0=good0, good=good)
 

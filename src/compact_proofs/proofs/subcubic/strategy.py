@@ -23,6 +23,7 @@ from torch import Tensor
 from compact_proofs import interval as iv
 from compact_proofs.certificates import decode_tensor, encode_tensor
 from compact_proofs.errors import CertificateError
+from compact_proofs.interval import Num
 from compact_proofs.model import AttnOnlyTransformer, ModelConfig
 from compact_proofs.proofs.base import Strategy, Verdict
 from compact_proofs.proofs.subcubic.bounds import (
@@ -111,8 +112,9 @@ class SubcubicStrategy(Strategy):
 
     def _bounds(
         self, model: AttnOnlyTransformer, payload: dict[str, Any], rigorous: bool
-    ) -> tuple[Tensor, Tensor, CellIndex]:
-        """B [q, m, c] (upper bounds on the wrong-logit margins), the gaps and the cells."""
+    ) -> tuple[Num, Tensor, CellIndex]:
+        """B [q, m, c] (upper bounds on the wrong-logit margins; intervals if rigorous), the
+        gaps and the cells."""
         w = weights64(model, rigorous)
         dirs, gaps = self._parse(payload, w)
         cfg = self.config
