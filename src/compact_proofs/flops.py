@@ -17,6 +17,7 @@ the cost rules of SPEC §7.1 (n = number of output elements unless stated):
 | logsumexp   | logsumexp                                             | 4 in - out           |
 | norm        | linalg_vector_norm                                    | 2 in                 |
 | sort        | sort                                                  | (len - 1) per row    |
+| search      | searchsorted                                          | ceil(log2(len+1)) per query |
 | svd         | linalg_svd                                            | check of U diag(S) Vh |
 
 Sorting and SVD are charged as the cost of *checking* a supplied certificate, as in the
@@ -164,6 +165,13 @@ def _sort(args, kwargs, out) -> int:
         return 0
     length = x.shape[dim]
     return (length - 1) * _rows(x, dim)
+
+
+def _searchsorted(args, kwargs, out) -> int:
+    """Binary search: ceil(log2(len + 1)) comparisons per query."""
+    sorted_seq = args[0]
+    length = sorted_seq.shape[-1] if sorted_seq.dim() else 1
+    return _out_numel(out) * math.ceil(math.log2(length + 1))
 
 
 def _svd(args, kwargs, out) -> int:
@@ -347,6 +355,7 @@ _register(_softmax, "_softmax")
 _register(_log_softmax, "_log_softmax")
 _register(_vector_norm, "linalg_vector_norm")
 _register(_sort, "sort")
+_register(_searchsorted, "searchsorted")
 _register(_svd, "linalg_svd", "_linalg_svd")
 
 

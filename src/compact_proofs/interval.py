@@ -376,6 +376,21 @@ def sort_values(x: Num, dim: int = -1) -> Num:
     return x.sort(dim=dim).values
 
 
+def _max_others(x: Tensor) -> Tensor:
+    top, arg = x.max(dim=-1)
+    second = x.scatter(-1, arg[..., None], float("-inf")).amax(dim=-1)
+    others = top[..., None].expand_as(x)
+    return others.scatter(-1, arg[..., None], second[..., None])
+
+
+def max_others(x: Num) -> Num:
+    """y[..., m] = max_{j != m} x[..., j] in O(v) per row (the largest entry, except at its
+    own index, where it is the second largest). Monotone in x, so for intervals both ends."""
+    if isinstance(x, Interval):
+        return Interval(_max_others(x.lo), _max_others(x.hi))
+    return _max_others(x)
+
+
 def running_max(x: Num, dim: int) -> Num:
     """max over the prefix 0..i along `dim` (monotone, exact)."""
     if isinstance(x, Interval):

@@ -1,6 +1,7 @@
 """Proof strategies: one module per family, each a `Strategy` with `search` and `verify`.
 
-`STRATEGIES` maps each stable strategy id to its strategy, in the paper's order.
+`STRATEGIES` maps each stable strategy id to its strategy: the paper's 102 (`PAPER_STRATEGIES`,
+in the paper's order), then the strategies new here (group "separable", not in the paper).
 """
 
 from __future__ import annotations
@@ -9,13 +10,16 @@ from compact_proofs.errors import UnknownStrategyError
 from compact_proofs.proofs.base import Strategy, Verdict
 from compact_proofs.proofs.brute_force import BruteForce
 from compact_proofs.proofs.cubic import Cubic
+from compact_proofs.proofs.separable import Separable, SeparableLite
 from compact_proofs.proofs.subcubic.config import ALL_CONFIGS
 from compact_proofs.proofs.subcubic.strategy import SubcubicStrategy
 
 # the paper's 102 strategies: brute force, cubic, and the 100 sub-cubic configurations
-STRATEGIES: dict[str, Strategy] = {
+PAPER_STRATEGIES: dict[str, Strategy] = {
     s.id: s for s in (BruteForce(), Cubic(), *(SubcubicStrategy(c) for c in ALL_CONFIGS))
 }
+NEW_STRATEGIES: dict[str, Strategy] = {s.id: s for s in (SeparableLite(), Separable())}
+STRATEGIES: dict[str, Strategy] = {**PAPER_STRATEGIES, **NEW_STRATEGIES}
 # the sub-cubic LaTeX/CSV keys (e.g. EUPUMeanQueryMaxDiffAttnMeanQueryDiffAttnErrMaxDiff)
 ALIASES: dict[str, str] = {c.tricks: c.id for c in ALL_CONFIGS}
 
@@ -32,7 +36,8 @@ def get_strategy(strategy_id: str) -> Strategy:
 
 
 def resolve_strategies(spec: str) -> list[Strategy]:
-    """'all', 'subcubic', 'group:NAME', one id, or a comma-separated list of these ->
+    """'all', 'paper' (the paper's 102), 'subcubic', 'group:NAME', one id, or a comma-separated
+    list of these ->
     strategies, in registry order within a group, without duplicates."""
     chosen: list[Strategy] = []
     for part in (p.strip() for p in spec.split(",")):
@@ -40,6 +45,8 @@ def resolve_strategies(spec: str) -> list[Strategy]:
             continue
         if part == "all":
             chosen.extend(STRATEGIES.values())
+        elif part == "paper":
+            chosen.extend(PAPER_STRATEGIES.values())
         elif part == "subcubic":
             chosen.extend(s for s in STRATEGIES.values() if isinstance(s, SubcubicStrategy))
         elif part.startswith("group:"):
@@ -55,4 +62,4 @@ def resolve_strategies(spec: str) -> list[Strategy]:
     return list({s.id: s for s in chosen}.values())
 
 
-__all__ = ["STRATEGIES", "Strategy", "Verdict", "get_strategy", "resolve_strategies"]
+__all__ = ["NEW_STRATEGIES", "PAPER_STRATEGIES", "STRATEGIES", "Strategy", "Verdict", "get_strategy", "resolve_strategies"]

@@ -1,0 +1,474 @@
+"""Separable cell counting (new here, not in the paper): exact attention per position set.
+
+Cells. An input x with query q = x[k-1] and max m has a set S of non-query positions holding
+tokens < m (c = |S|; a bit mask over positions 0..k-2) and the complement M holding m (M is
+non-empty when q < m). Every input lies in exactly one cell (q, m, S); the cell holds the m^c
+token assignments of S. A "row" is a pair (q, m) with q <= m.
+
+Numerator form. With unnormalised attention weights w_p = e_tok[q, x_p] e_pos[q, p] > 0
+(e_tok = exp(EQKE / sqrt(d_head) - row max), e_pos likewise from EQKP; their product is the
+softmax numerator up to a per-q factor) and Z = sum_p w_p, for every wrong output j != m
+
+    Z (l_j - l_m) = sum_p w_p (EUPU_c[q,m,j] + EVOU_c[x_p,m,j] + PVOU_c[p,m,j])
+                 <= F[q,m,S] + sum_{p in S} u_p(x_p),      u_p(x) = w_p(x) (E[q,m] + g_p[x,m])
+
+with EVOU_c[x,m,j] = EVOU[x,j] - EVOU[x,m] (likewise EUPU_c, PVOU_c), E[q,m] =
+max_{j!=m} EUPU_c[q,m,j], g_p[x,m] = max_{j!=m}(EVOU_c[x,m,j] + PVOU_c[p,m,j]), and F bounding
+the fixed positions (M and the query, whose tokens the cell fixes). So an input is proven
+correct when sum_{p in S} u_p(x_p) < T[q,m,S] := -F[q,m,S]: the bound is *separable* over
+positions, the attention is exact (no ordering relaxation), and sequences mixing different
+non-max tokens are judged one by one instead of by their worst pure sequence.
+
+`separable` (joint, exact counting):
+    F = max_{j!=m} sum_{p in M + query} w_p (EUPU_c[q,m,j] + EVOU_c[x_p,m,j] + PVOU_c[p,m,j]),
+    the direct path, max tokens and query taken together per output j. Assignments counted
+    exactly by sorting: c = 1 count u_p < T; c = 2 binary-search T - u_p1(x1) in the sorted
+    u_p2 for every x1; c = 3 on the q = m rows enumerate x1 too (v rows: still cubic). Other
+    cells (c >= 3 with q < m, c >= 4; only for n_ctx >= 5) use the pure rule below.
+`separable-lite` (separate, pure rule): every position pessimised on its own with the cubic
+    proof's g[x,m] = max_{j!=m}(EVOU_c[x,m,j] + max_p PVOU_c[p,m,j]) and h = e_tok (E + g):
+    F = e_tok[q,m] W_M (E + g[m,m]) + w_query (E + g[q,m]) with W_M = sum_{p in M} e_pos[q,p].
+    Pure rule: u_p(x) = e_pos[q,p] h(x) and sum_{p in S} e_pos[q,p] h(x_p) <= W_S max h, so
+    every assignment from G = {x < m : h(x) < T / W_S} is proven: |G|^c inputs (exact for
+    c <= 1). One sort per row and one binary search per cell.
+
+Arithmetic: float64 with strict `<`, or with `rigorous` the same formulas on intervals: T is
+taken at its lower end, terms at their upper ends, and differences/quotients of thresholds
+are rounded down, so every accepted comparison holds for the exact real values.
+
+Cost: joint O(2^(k-1) v^3 + k v^3 log v); lite O(v^3 + 2^(k-1) v^2 log v). Cubic in v but
+exponential in k (each position set is a cell), so the family is limited to n_ctx <= 10.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from compact_proofs import interval as iv
+from compact_proofs.circuits import PathMatrices, path_matrices
+from compact_proofs.errors import UnsupportedModelError
+from compact_proofs.flops import charge
+from compact_proofs.interval import Interval, Num, round_down
+from compact_proofs.model import AttnOnlyTransformer, ModelConfig
+from compact_proofs.proofs.base import Strategy, Verdict
+
+NEG_INF, INF = float("-inf"), float("inf")
+MAX_N_CTX = 10
+ROW_CHUNK_ELEMENTS = 2**22  # rows x sets x tokens per chunk (float64: ~32 MB per table)
+
+
+def _masks(n: int) -> list[list[int]]:
+    """The positions in each bit mask 0 .. 2^n - 1 (increasing)."""
+    return [[p for p in range(n) if s >> p & 1] for s in range(2**n)]
+
+
+def _rows(v: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """All rows (q, m) with q <= m, ordered by m then q."""
+    tok = torch.arange(v, device=device)
+    m, q = tok[:, None].expand(v, v), tok[None, :].expand(v, v)
+    keep = q <= m
+    return q[keep], m[keep]
+
+
+def _sum_cols(x: Num, cols: list[int]) -> Num | None:
+    """sum_{p in cols} x[:, p] (None for no columns)."""
+    total = None
+    for p in cols:
+        total = x[:, p] if total is None else total + x[:, p]
+    return total
+
+
+def _sub_down(a: Tensor, b: Tensor, rigorous: bool) -> Tensor:
+    """A float <= a - b in exact reals when rigorous; plain a - b otherwise."""
+    return round_down(a - b) if rigorous else a - b
+
+
+def _finite_or(x: Tensor, safe: float) -> Tensor:
+    """x with NaN replaced by `safe` (a threshold by -inf, a term by +inf): NaN proves nothing,
+    and binary searches need ordered values."""
+    return torch.where(x.isnan(), safe, x)
+
+
+def _attention(paths: PathMatrices) -> tuple[Num, Num]:
+    """e_tok [q, x] and e_pos [q, p] (all k positions): exp of the scaled scores minus their
+    row maxima (a point shift), so every weight is <= 1 and their products are the softmax
+    numerators up to a positive factor per query."""
+    s_tok = paths.EQKE / paths.attn_scale
+    s_pos = paths.EQKP / paths.attn_scale
+    e_tok = iv.exp(s_tok - iv.upper(s_tok).amax(dim=-1, keepdim=True))
+    e_pos = iv.exp(s_pos - iv.upper(s_pos).amax(dim=-1, keepdim=True))
+    return e_tok, e_pos
+
+
+def _pvou_c(paths: PathMatrices) -> Num:
+    """PVOU_c [p, m, j] = PVOU[p, j] - PVOU[p, m], with -inf at j = m (excluded from maxima)."""
+    v = paths.d_vocab
+    diag = torch.eye(v, dtype=torch.bool, device=paths.EUPU.device)
+    return (paths.PVOU[:, None, :] - paths.PVOU[:, :, None]).masked_fill(diag[None], NEG_INF)
+
+
+def _direct(paths: PathMatrices) -> Num:
+    """E [q, m] = max_{j != m} EUPU[q, j] - EUPU[q, m] (O(v^2))."""
+    return iv.max_others(paths.EUPU) - paths.EUPU
+
+
+def _check_size(cfg: ModelConfig) -> None:
+    if cfg.n_ctx > MAX_N_CTX:
+        raise UnsupportedModelError(
+            f"the separable strategies enumerate 2^(n_ctx-1) position sets; n_ctx={cfg.n_ctx} "
+            f"exceeds {MAX_N_CTX}: use the cubic proof"
+        )
+
+
+def _count_powers(n: Tensor, c: int, v: int) -> int:
+    """sum over entries of n ** c as an exact Python int (via a histogram of n)."""
+    hist = torch.bincount(n.flatten(), minlength=v + 1).tolist()
+    charge(2 * len(hist), "python-int counting")
+    return sum(cnt * k**c for k, cnt in enumerate(hist) if cnt)
+
+
+# ---------------------------------------------------------------- separable (joint, exact)
+
+
+@dataclass(frozen=True)
+class _JointModel:
+    """Per-model quantities shared by every chunk of rows (joint strategy)."""
+
+    e_tok: Num
+    e_pos: Num
+    E: Num  # [q, m]
+    g: Num  # [p, x, m] for the non-query positions p
+    g_bar: Num  # [x, m] = max_p g[p, x, m] (pure rule)
+
+
+@dataclass(frozen=True)
+class JointTerms:
+    """For rows (q[r], m[r]): thresholds T [r, set] (lower ends; -inf where the cell is
+    empty), terms U [p, r, x] (upper ends; +inf for x >= m), and for the pure rule
+    H [r, x] = e_tok (E + g_bar) with the positional weights W [r, p]."""
+
+    q: Tensor
+    m: Tensor
+    T: Tensor
+    U: Tensor
+    H: Num
+    W: Num
+    rigorous: bool
+
+
+def _joint_model(paths: PathMatrices) -> _JointModel:
+    """Attention weights, E, and g_p[x, m] = max_{j!=m}(EVOU_c[x,m,j] + PVOU_c[p,m,j])."""
+    k, EVOU = paths.n_ctx, paths.EVOU
+    e_tok, e_pos = _attention(paths)
+    P = _pvou_c(paths)[: k - 1]
+    g = (EVOU[None, :, None, :] + P[:, None, :, :]).amax(dim=-1) - EVOU[None]
+    return _JointModel(e_tok=e_tok, e_pos=e_pos, E=_direct(paths), g=g, g_bar=g.amax(dim=0))
+
+
+def _joint_fixed(paths: PathMatrices, jm: _JointModel, q: Tensor, m: Tensor) -> Num:
+    """F[r, set] = max_{j != m} of the exact fixed part (direct path, max tokens, query)."""
+    k, v = paths.n_ctx, paths.d_vocab
+    EUPU, EVOU, PVOU = paths.EUPU, paths.EVOU, paths.PVOU
+    e_pos = jm.e_pos[q]  # [r, k]
+    e_max = jm.e_tok[q, m]  # [r]
+    w_query = jm.e_tok[q, q] * e_pos[:, k - 1]
+    direct = EUPU[q] - EUPU[q, m][:, None]  # [r, j]
+    ev_m = EVOU[m] - EVOU[m, m][:, None]  # [r, j] = EVOU_c[m, m, j]
+    pv = PVOU[:, None, :] - PVOU[:, m][..., None]  # [p, r, j] = PVOU_c[p, m, j]
+    query = w_query[:, None] * ((EVOU[q] - EVOU[q, m][:, None]) + pv[k - 1])
+    on_max = [ev_m + pv[p] for p in range(k - 1)]
+    is_m = m[:, None] == torch.arange(v, device=m.device)[None, :]
+    # sums over the max positions M, built in increasing order of the bit mask M
+    # (M without its lowest bit comes first)
+    n_sets = 2 ** (k - 1)
+    PV: dict[int, Num] = {}
+    W: dict[int, Num] = {}
+    fixed: list[Num] = []
+    for M in range(n_sets):
+        if M:
+            low, rest = (M & -M).bit_length() - 1, M & (M - 1)
+            term = e_pos[:, low, None] * on_max[low]
+            PV[M] = term if rest == 0 else PV[rest] + term
+            W[M] = e_pos[:, low] if rest == 0 else W[rest] + e_pos[:, low]
+            weight = e_max * W[M] + w_query
+            total = weight[:, None] * direct + e_max[:, None] * PV[M] + query
+        else:
+            total = w_query[:, None] * direct + query
+        fixed.append(total.masked_fill(is_m, NEG_INF).amax(dim=-1))
+    return iv.stack([fixed[(n_sets - 1) ^ s] for s in range(n_sets)], dim=-1)
+
+
+def joint_terms(
+    paths: PathMatrices, jm: _JointModel, q: Tensor, m: Tensor, rigorous: bool
+) -> JointTerms:
+    """Thresholds and per-position terms of the rows (q, m) (module docstring)."""
+    k, v = paths.n_ctx, paths.d_vocab
+    T = _finite_or(-iv.upper(_joint_fixed(paths, jm, q, m)), NEG_INF)
+    full = 2 ** (k - 1) - 1
+    T[:, full] = torch.where(q == m, T[:, full], NEG_INF)  # q < m needs a max position
+    absent = torch.arange(v, device=q.device)[None, :] >= m[:, None]  # [r, x]
+    E = jm.E[q, m]
+    base = jm.e_tok[q][None] * (E[None, :, None] + jm.g[:, :, m].permute(0, 2, 1))
+    W = jm.e_pos[q][:, : k - 1]  # [r, p]
+    U = _finite_or(iv.upper(W.T[:, :, None] * base), INF).masked_fill(absent[None], INF)
+    H = jm.e_tok[q] * (E[:, None] + jm.g_bar[:, m].T)
+    return JointTerms(q=q, m=m, T=T, U=U, H=H, W=W, rigorous=rigorous)
+
+
+def _exact_c(c: int, q_eq_m: bool) -> bool:
+    """Cells counted assignment by assignment: c <= 2, or c = 3 on the q = m rows (v^2 log v
+    work per row keeps the whole proof cubic); larger cells use the pure rule."""
+    return c <= 2 or (c == 3 and q_eq_m)
+
+
+def _pure_members(t: JointTerms, S: list[int], s: int) -> Tensor:
+    """bool [r, x]: the pure rule's set G of the cells (row, S): (sum_S W) H < T, x < m."""
+    bound = iv.upper(_sum_cols(t.W, S)[:, None] * t.H)
+    absent = torch.arange(t.U.shape[-1], device=t.q.device)[None, :] >= t.m[:, None]
+    return (bound < t.T[:, s, None]) & ~absent
+
+
+def _exact_count(t: JointTerms, sorted_U: Tensor, rows: Tensor, S: list[int], s: int) -> Tensor:
+    """Per row: #{assignments of S (tokens < m) with sum_p u_p(x_p) < T}, |S| <= 3."""
+    T = t.T[rows, s][:, None]  # [r, 1]
+    U = t.U[:, rows]
+    if len(S) == 1:
+        return (U[S[0]] < T).sum(dim=-1)
+    thr = _sub_down(T, U[S[0]], t.rigorous)  # [r, x1]
+    if len(S) == 3:
+        thr = _sub_down(thr[:, :, None], U[S[1]][:, None, :], t.rigorous).flatten(1)
+    return torch.searchsorted(sorted_U[S[-1]][rows], thr).sum(dim=-1)
+
+
+def joint_count(t: JointTerms) -> int:
+    """Number of inputs of the rows' cells proven correct (exact Python int)."""
+    q_eq_m = t.q == t.m
+    sorted_U = t.U.sort(dim=-1).values
+    total = 0
+    for s, S in enumerate(_masks(t.U.shape[0])):
+        if not S:
+            total += int((t.T[:, s] > 0).sum())
+            continue
+        for rows, eq in ((q_eq_m, True), (~q_eq_m, False)):
+            if not bool(rows.any()):
+                continue
+            if _exact_c(len(S), eq):
+                total += int(_exact_count(t, sorted_U, rows, S, s).sum())
+            else:
+                N = _pure_members(t, S, s)[rows].sum(dim=-1)
+                total += _count_powers(N, len(S), t.U.shape[-1])
+    return total
+
+
+def joint_proven(t: JointTerms, tokens: Tensor, row: Tensor) -> Tensor:
+    """bool [n]: which inputs (tokens [n, k] in rows `row` [n] of `t`) are proven: the same
+    comparisons as `joint_count`, one assignment at a time."""
+    def judge(r: Tensor, x: Tensor, S: list[int], s: int) -> Tensor:
+        T = t.T[r, s]
+        if not S:
+            return T > 0
+        u = [t.U[p, r, x[:, p]] for p in S]
+        thr = T
+        for val in u[:-1]:
+            thr = _sub_down(thr, val, t.rigorous)
+        exact_ok = u[-1] < thr
+        G = _pure_members(t, S, s)[r]
+        pure_ok = torch.stack([G.gather(1, x[:, p : p + 1])[:, 0] for p in S]).all(dim=0)
+        exact = torch.tensor(
+            [_exact_c(len(S), bool(e)) for e in t.q[r] == t.m[r]], device=r.device
+        )
+        return torch.where(exact, exact_ok, pure_ok)
+
+    return _by_cell(tokens, t.m[row], row, judge)
+
+
+def _by_cell(tokens: Tensor, m: Tensor, row: Tensor, judge) -> Tensor:
+    """Apply judge(rows, tokens, S, s) to the inputs of each position set s."""
+    k = tokens.shape[1]
+    bits = ((tokens[:, :-1] < m[:, None]).long() << torch.arange(k - 1, device=tokens.device))
+    bits = bits.sum(dim=-1)
+    out = torch.zeros(len(tokens), dtype=torch.bool, device=tokens.device)
+    for s, S in enumerate(_masks(k - 1)):
+        sel = bits == s
+        if bool(sel.any()):
+            out[sel] = judge(row[sel], tokens[sel], S, s)
+    return out
+
+
+# ---------------------------------------------------------------- separable-lite (pure rule)
+
+
+@dataclass(frozen=True)
+class LiteTables:
+    """For rows (q[r], m[r]): h [r, x] (upper ends, +inf for x >= m), sorted along x, and
+    thresholds theta [r, set]: token x is in the set G of cell (r, set) iff h[r, x] < theta;
+    theta[r, 0] is T itself (c = 0: proven iff T > 0)."""
+
+    q: Tensor
+    m: Tensor
+    h: Tensor
+    sorted_h: Tensor
+    theta: Tensor
+
+
+def lite_tables(paths: PathMatrices, rigorous: bool) -> LiteTables:
+    """All rows at once (tables are O(v^3); work O(v^3 + 2^(k-1) v^2 log v))."""
+    k, v, EVOU = paths.n_ctx, paths.d_vocab, paths.EVOU
+    device = paths.EUPU.device
+    e_tok, e_pos = _attention(paths)
+    q, m = _rows(v, device)
+    # g[x, m] = max_{j != m}(EVOU[x, j] + PVOU_pess[m, j]) - EVOU[x, m], only for x <= m
+    pv_pess = _pvou_c(paths).amax(dim=0)  # [m, j]
+    g_rows = (EVOU[q] + pv_pess[m]).amax(dim=-1) - EVOU[q, m]  # [r]: g[x = q, m]
+    g = iv.point_like(g_rows, torch.full((v, v), INF, dtype=torch.float64, device=device))
+    g = _scatter_rows(g, q, m, g_rows)  # [x, m]; +inf where x > m
+    E = _direct(paths)[q, m]  # [r]
+    absent = torch.arange(v, device=device)[None, :] >= m[:, None]
+    h = _finite_or(iv.upper(e_tok[q] * (E[:, None] + g[:, m].T)), INF).masked_fill(absent, INF)
+    # fixed part and thresholds
+    W = e_pos[q]  # [r, k]
+    on_max = e_tok[q, m] * (E + g[m, m])
+    query = e_tok[q, q] * W[:, k - 1] * (E + g[q, m])
+    theta = []
+    for s, S in enumerate(_masks(k - 1)):
+        M = [p for p in range(k - 1) if p not in S]
+        W_M = _sum_cols(W, M)
+        T = _finite_or(-iv.upper(query if W_M is None else W_M * on_max + query), NEG_INF)
+        if not M:
+            T = torch.where(q == m, T, NEG_INF)  # q < m needs a max position
+        if S:
+            T = _finite_or(_lower_quotient(T, _sum_cols(W, S), rigorous), NEG_INF)
+        theta.append(T)
+    sorted_h = h.sort(dim=-1).values
+    return LiteTables(q=q, m=m, h=h, sorted_h=sorted_h, theta=torch.stack(theta, dim=-1))
+
+
+def _scatter_rows(g: Num, q: Tensor, m: Tensor, values: Num) -> Num:
+    if isinstance(g, Interval):
+        assert isinstance(values, Interval)
+        g.lo[q, m], g.hi[q, m] = values.lo, values.hi
+        return g
+    g[q, m] = values
+    return g
+
+
+def _lower_quotient(T: Tensor, W: Num, rigorous: bool) -> Tensor:
+    """A float theta with theta <= T / w for every positive w in W (T exact)."""
+    if not rigorous:
+        return T / W
+    assert isinstance(W, Interval)
+    return (Interval.point(T) / W).lo
+
+
+def lite_count(t: LiteTables, k: int) -> int:
+    """sum over cells of |G|^c (c = 0: [T > 0]); exact Python int."""
+    n = torch.searchsorted(t.sorted_h, t.theta.contiguous())  # [r, set]: |G|
+    total = 0
+    for s, S in enumerate(_masks(k - 1)):
+        if S:
+            total += _count_powers(n[:, s], len(S), t.h.shape[-1])
+        else:
+            total += int((t.theta[:, 0] > 0).sum())
+    return total
+
+
+def lite_proven(t: LiteTables, tokens: Tensor, row: Tensor) -> Tensor:
+    """bool [n]: every non-max token x of the input has h[row, x] < theta[row, set]."""
+    def judge(r: Tensor, x: Tensor, S: list[int], s: int) -> Tensor:
+        if not S:
+            return t.theta[r, 0] > 0
+        h = torch.stack([t.h[r, x[:, p]] for p in S])
+        return (h < t.theta[r, s]).all(dim=0)
+
+    return _by_cell(tokens, t.m[row], row, judge)
+
+
+# ---------------------------------------------------------------- strategies
+
+
+def _row_index(v: int, q: Tensor, m: Tensor, tokens: Tensor) -> Tensor:
+    index = torch.full((v, v), -1, dtype=torch.long, device=q.device)
+    index[q, m] = torch.arange(len(q), device=q.device)
+    return index[tokens[:, -1], tokens.max(dim=-1).values]
+
+
+class _SeparableBase(Strategy):
+    group = "separable"
+    leading_complexity = "cubic"
+
+    def unexplained_dims(self, cfg: ModelConfig) -> int:
+        """As the cubic proof: EUPU, EVOU, EQKE (v^2 each), PVOU and EQKP (k v each)."""
+        v, k = cfg.d_vocab, cfg.n_ctx
+        return 3 * v * v + 2 * k * v
+
+    def _paths(self, model: AttnOnlyTransformer, rigorous: bool) -> PathMatrices:
+        _check_size(model.cfg)
+        return path_matrices(model, torch.float64, rigorous=rigorous)
+
+
+class Separable(_SeparableBase):
+    id = "separable"
+    complexity = "O(2^k v^3 + k v^3 log v)"
+    description = (
+        "Exact attention per position set; joint max over outputs for the direct path, max "
+        "tokens and query; mixed sequences counted exactly by sorting."
+    )
+
+    def verify(
+        self, model: AttnOnlyTransformer, payload: dict[str, Any], *, rigorous: bool = False
+    ) -> Verdict:
+        paths = self._paths(model, rigorous)
+        jm = _joint_model(paths)
+        v, k = model.cfg.d_vocab, model.cfg.n_ctx
+        q, m = _rows(v, paths.EUPU.device)
+        step = max(1, ROW_CHUNK_ELEMENTS // (v * 2 ** (k - 1)))
+        correct = 0
+        for start in range(0, len(q), step):
+            chunk = slice(start, start + step)
+            correct += joint_count(joint_terms(paths, jm, q[chunk], m[chunk], rigorous))
+        return Verdict(correct, model.cfg.n_inputs)
+
+    def proven(
+        self,
+        model: AttnOnlyTransformer,
+        payload: dict[str, Any],
+        tokens: Tensor,
+        *,
+        rigorous: bool = False,
+    ) -> Tensor:
+        paths = self._paths(model, rigorous)
+        q, m = _rows(model.cfg.d_vocab, paths.EUPU.device)
+        t = joint_terms(paths, _joint_model(paths), q, m, rigorous)
+        tokens = tokens.to(q.device)
+        return joint_proven(t, tokens, _row_index(model.cfg.d_vocab, q, m, tokens))
+
+
+class SeparableLite(_SeparableBase):
+    id = "separable-lite"
+    complexity = "O(v^3 + 2^k v^2 log v)"
+    description = (
+        "Exact attention per position set; every position pessimised separately, pure-sequence "
+        "rule per cell (one sort per (query, max) row)."
+    )
+
+    def verify(
+        self, model: AttnOnlyTransformer, payload: dict[str, Any], *, rigorous: bool = False
+    ) -> Verdict:
+        t = lite_tables(self._paths(model, rigorous), rigorous)
+        return Verdict(lite_count(t, model.cfg.n_ctx), model.cfg.n_inputs)
+
+    def proven(
+        self,
+        model: AttnOnlyTransformer,
+        payload: dict[str, Any],
+        tokens: Tensor,
+        *,
+        rigorous: bool = False,
+    ) -> Tensor:
+        t = lite_tables(self._paths(model, rigorous), rigorous)
+        tokens = tokens.to(t.q.device)
+        return lite_proven(t, tokens, _row_index(model.cfg.d_vocab, t.q, t.m, tokens))
