@@ -17,7 +17,7 @@ from compact_proofs.certificates import decode_tensor, encode_tensor
 from compact_proofs.errors import CertificateError, UnsupportedModelError
 from compact_proofs.model import ModelConfig
 from compact_proofs.modelfile import load_model
-from compact_proofs.proofs import STRATEGIES, get_strategy, resolve_strategies
+from compact_proofs.proofs import PAPER_STRATEGIES, STRATEGIES, get_strategy, resolve_strategies
 from compact_proofs.proofs.runner import prove, verify_payload
 from compact_proofs.proofs.subcubic.bounds import (
     ORIGINAL,
@@ -54,8 +54,9 @@ def test_appendix_a_reproduced():
         assert got == (tricks, group, leading, int(dims)), f"row {index}"
 
 
-def test_registry_has_the_102_strategies():
-    assert len(STRATEGIES) == 102 == len({s.id for s in STRATEGIES.values()})
+def test_registry_has_the_paper_s_102_strategies_then_the_new_ones():
+    assert len(PAPER_STRATEGIES) == 102 == len({s.id for s in PAPER_STRATEGIES.values()})
+    assert len(STRATEGIES) == 104 == len({s.id for s in STRATEGIES.values()})
     assert [s.config for s in SUBCUBIC] == list(ALL_CONFIGS)
     default = get_strategy("EUPU-mean-query+max-diff--attn-mean-query+diff--attn-err-max-diff")
     assert default.config == SubcubicConfig()

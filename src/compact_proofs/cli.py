@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -28,7 +27,7 @@ from typing import Any, NoReturn
 import torch
 from tqdm.auto import tqdm
 
-from compact_proofs import __version__
+from compact_proofs import __version__, noise
 from compact_proofs.accuracy import exact_accuracy
 from compact_proofs.certificates import CertificateFile, load_certificates, save_certificates
 from compact_proofs.checker import check_certificates
@@ -38,10 +37,8 @@ from compact_proofs.estimate import estimate_accuracy
 from compact_proofs.flops import log2
 from compact_proofs.model import ModelConfig
 from compact_proofs.modelfile import ModelFile, load_model, save_model, weights_digest
-from compact_proofs.noise import ROUTE_A_ERRORS, noise_experiment
 from compact_proofs.proofs import STRATEGIES, resolve_strategies
 from compact_proofs.proofs.runner import ProofResult, prove, verify_certificates
-from compact_proofs.proofs.subcubic.config import SubcubicConfig
 from compact_proofs.seeds import SELECTED_SEED, parse_seeds
 from compact_proofs.stratified import stratified_estimate
 from compact_proofs.sweep import SweepSpec, SweepSummary, run_sweep
@@ -442,28 +439,12 @@ def cmd_noise(args: argparse.Namespace) -> int:
     mf, name = _load(args.model, "cpu")
     if args.draws < 2:
         raise CompactProofsError(f"--draws must be at least 2, got {args.draws}")
-    results = [
-        noise_experiment(mf.model, SubcubicConfig(error=error), args.draws, args.sample_seed)
-        for error in ROUTE_A_ERRORS
-    ]
+    results = noise.run_all(mf.model, args.draws, args.sample_seed)
     if args.json:
         _print_json([{**r.to_json(), "model": name} for r in results])
         return 0
     print(f"model: {name}; {args.draws} random residuals with the real entry mean and std")
-    headers = ["strategy", "error bound real", "random mean ± sd", "z", "bound real",
-               "random mean ± sd", "z"]  # fmt: skip
-    rows = [
-        [
-            r.strategy,
-            f"{r.real_error:.4g}",
-            f"{statistics.fmean(r.random_errors):.4g} ± {statistics.stdev(r.random_errors):.2g}",
-            f"{r.error_z:+.1f}",
-            f"{r.real_bound:.4f}",
-            f"{statistics.fmean(r.random_bounds):.4f} ± {statistics.stdev(r.random_bounds):.2g}",
-            f"{r.bound_z:+.1f}",
-        ]
-        for r in results
-    ]
+    headers, rows = list(noise.TABLE_HEADERS), [noise.table_cells(r) for r in results]
     print(_format_table(headers, rows))
     print("z > 0 for the error bound: the real residual is worse than structureless noise.")
     return 0

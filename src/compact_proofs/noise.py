@@ -68,6 +68,38 @@ class NoiseResult:
         return {**asdict(self), "error_z": self.error_z, "bound_z": self.bound_z}
 
 
+TABLE_HEADERS = (
+    "strategy",
+    "error bound real",
+    "random mean ± sd",
+    "z",
+    "bound real",
+    "random mean ± sd",
+    "z",
+)
+
+
+def table_cells(r: NoiseResult) -> list[str]:
+    """One display row of the experiment's table (columns: TABLE_HEADERS)."""
+    return [
+        r.strategy,
+        f"{r.real_error:.4g}",
+        f"{statistics.fmean(r.random_errors):.4g} ± {statistics.stdev(r.random_errors):.2g}",
+        f"{r.error_z:+.1f}",
+        f"{r.real_bound:.4f}",
+        f"{statistics.fmean(r.random_bounds):.4f} ± {statistics.stdev(r.random_bounds):.2g}",
+        f"{r.bound_z:+.1f}",
+    ]
+
+
+def run_all(model: AttnOnlyTransformer, draws: int = 10, seed: int = 0) -> list[NoiseResult]:
+    """The experiment for every route-A error handling (default configuration otherwise)."""
+    return [
+        noise_experiment(model, SubcubicConfig(error=error), draws, seed)
+        for error in ROUTE_A_ERRORS
+    ]
+
+
 def _like(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Gaussian matrix with x's shape, entry mean and entry standard deviation."""
     noise = torch.randn(x.shape, generator=gen, dtype=torch.float64)

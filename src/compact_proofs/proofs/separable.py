@@ -83,8 +83,9 @@ def _sum_cols(x: Num, cols: list[int]) -> Num | None:
 
 
 def _sub_down(a: Tensor, b: Tensor, rigorous: bool) -> Tensor:
-    """A float <= a - b in exact reals when rigorous; plain a - b otherwise."""
-    return round_down(a - b) if rigorous else a - b
+    """A float <= a - b in exact reals when rigorous; plain a - b otherwise. inf - inf (an
+    unbounded threshold minus an absent token's +inf term) is -inf: nothing to count."""
+    return _finite_or(round_down(a - b) if rigorous else a - b, NEG_INF)
 
 
 def _finite_or(x: Tensor, safe: float) -> Tensor:
@@ -166,7 +167,8 @@ def _joint_model(paths: PathMatrices) -> _JointModel:
     e_tok, e_pos = _attention(paths)
     P = _pvou_c(paths)[: k - 1]
     g = (EVOU[None, :, None, :] + P[:, None, :, :]).amax(dim=-1) - EVOU[None]
-    return _JointModel(e_tok=e_tok, e_pos=e_pos, E=_direct(paths), g=g, g_bar=g.amax(dim=0))
+    g_bar = g.amax(dim=0) if k > 1 else EVOU  # (k = 1: no non-max positions, unused)
+    return _JointModel(e_tok=e_tok, e_pos=e_pos, E=_direct(paths), g=g, g_bar=g_bar)
 
 
 def _joint_fixed(paths: PathMatrices, jm: _JointModel, q: Tensor, m: Tensor) -> Num:
@@ -267,6 +269,7 @@ def joint_count(t: JointTerms) -> int:
 def joint_proven(t: JointTerms, tokens: Tensor, row: Tensor) -> Tensor:
     """bool [n]: which inputs (tokens [n, k] in rows `row` [n] of `t`) are proven: the same
     comparisons as `joint_count`, one assignment at a time."""
+
     def judge(r: Tensor, x: Tensor, S: list[int], s: int) -> Tensor:
         T = t.T[r, s]
         if not S:
@@ -278,9 +281,7 @@ def joint_proven(t: JointTerms, tokens: Tensor, row: Tensor) -> Tensor:
         exact_ok = u[-1] < thr
         G = _pure_members(t, S, s)[r]
         pure_ok = torch.stack([G.gather(1, x[:, p : p + 1])[:, 0] for p in S]).all(dim=0)
-        exact = torch.tensor(
-            [_exact_c(len(S), bool(e)) for e in t.q[r] == t.m[r]], device=r.device
-        )
+        exact = torch.tensor([_exact_c(len(S), bool(e)) for e in t.q[r] == t.m[r]], device=r.device)
         return torch.where(exact, exact_ok, pure_ok)
 
     return _by_cell(tokens, t.m[row], row, judge)
@@ -289,7 +290,7 @@ def joint_proven(t: JointTerms, tokens: Tensor, row: Tensor) -> Tensor:
 def _by_cell(tokens: Tensor, m: Tensor, row: Tensor, judge) -> Tensor:
     """Apply judge(rows, tokens, S, s) to the inputs of each position set s."""
     k = tokens.shape[1]
-    bits = ((tokens[:, :-1] < m[:, None]).long() << torch.arange(k - 1, device=tokens.device))
+    bits = (tokens[:, :-1] < m[:, None]).long() << torch.arange(k - 1, device=tokens.device)
     bits = bits.sum(dim=-1)
     out = torch.zeros(len(tokens), dtype=torch.bool, device=tokens.device)
     for s, S in enumerate(_masks(k - 1)):
@@ -334,7 +335,7 @@ def lite_tables(paths: PathMatrices, rigorous: bool) -> LiteTables:
     on_max = e_tok[q, m] * (E + g[m, m])
     query = e_tok[q, q] * W[:, k - 1] * (E + g[q, m])
     theta = []
-    for s, S in enumerate(_masks(k - 1)):
+    for S in _masks(k - 1):
         M = [p for p in range(k - 1) if p not in S]
         W_M = _sum_cols(W, M)
         T = _finite_or(-iv.upper(query if W_M is None else W_M * on_max + query), NEG_INF)
@@ -378,6 +379,7 @@ def lite_count(t: LiteTables, k: int) -> int:
 
 def lite_proven(t: LiteTables, tokens: Tensor, row: Tensor) -> Tensor:
     """bool [n]: every non-max token x of the input has h[row, x] < theta[row, set]."""
+
     def judge(r: Tensor, x: Tensor, S: list[int], s: int) -> Tensor:
         if not S:
             return t.theta[r, 0] > 0
