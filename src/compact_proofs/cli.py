@@ -72,7 +72,8 @@ def _int_at_least(minimum: int, what: str) -> Callable[[str], int]:
 
 
 _positive_int = _int_at_least(1, "positive")
-_seed = _int_at_least(0, "non-negative")
+_non_negative_int = _int_at_least(0, "non-negative")
+_seed = _non_negative_int
 
 
 def _progress_enabled() -> bool:
@@ -408,7 +409,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     from compact_proofs.report import build_report  # matplotlib is slow to import
 
     report = build_report(
-        Path(args.results), Path(args.out), seed=args.seed, progress=_progress_enabled()
+        Path(args.results),
+        Path(args.out),
+        seed=args.seed,
+        progress=_progress_enabled(),
+        noise_draws=args.noise_draws,
     )
     if args.json:
         _print_json({k: v for k, v in report.items() if k in ("table1", "files")})
@@ -610,6 +615,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=_seed,
         default=None,
         help="seed whose path matrices are drawn (default 123 if present)",
+    )
+    p.add_argument(
+        "--noise-draws",
+        type=_non_negative_int,
+        default=10,
+        help="random residuals of the noise experiment on that seed (10; 0 skips it)",
     )
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_report)

@@ -41,8 +41,10 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from tqdm.auto import tqdm
 
+from compact_proofs import noise
 from compact_proofs.errors import CompactProofsError
-from compact_proofs.modelfile import atomic_write
+from compact_proofs.modelfile import atomic_write, load_model
+from compact_proofs.noise import NoiseResult
 from compact_proofs.proofs.subcubic.config import TABLE1_ROW
 from compact_proofs.seeds import SELECTED_SEED
 
@@ -59,9 +61,16 @@ TABLE1_ORDER: tuple[str, ...] = (
     "Low-rank QK & EU",
     "Quadratic QK",
     "Quadratic QK & EU",
+    "Separable lite (new)",
+    "Separable (new)",
 )
 # rows defined by a strategy id rather than by the `table1_rows` column
-STRATEGY_ROWS = {"Brute force": "brute-force", "Cubic": "cubic"}
+STRATEGY_ROWS = {
+    "Brute force": "brute-force",
+    "Cubic": "cubic",
+    "Separable lite (new)": "separable-lite",
+    "Separable (new)": "separable",
+}
 
 
 @dataclass(frozen=True)
@@ -85,8 +94,10 @@ PAPER_TABLE1: dict[str, PaperValue] = {
     "Quadratic QK & EU": PaperValue(0.286, 0.036),
 }
 
-# plot groups in the paper's order: brute force, cubic, the six sub-cubic groups by Table 1 row
-GROUP_ORDER: tuple[str, ...] = ("brute-force", "cubic", *TABLE1_ROW)
+# plot groups in the paper's order: brute force, cubic, the six sub-cubic groups by Table 1 row;
+# then the groups of strategies new here (not in the paper), drawn with star markers
+NEW_GROUPS: tuple[str, ...] = ("separable",)
+GROUP_ORDER: tuple[str, ...] = ("brute-force", "cubic", *TABLE1_ROW, *NEW_GROUPS)
 EXCLUDED_SIGMA_ERROR = "exact_EQKE+max_diff_exact"  # exact EQKE: no low-rank structure used
 
 REQUIRED_COLUMNS = (
@@ -254,6 +265,113 @@ def group_order(df: pd.DataFrame) -> list[str]:
     return [g for g in GROUP_ORDER if g in present] + sorted(present - set(GROUP_ORDER))
 
 
+def frontier_movement(df: pd.DataFrame) -> list[dict[str, Any]]:
+    """How far each new strategy (group in NEW_GROUPS) moves the paper's frontier, per seed
+    against that seed's paper strategies (all other groups), then averaged over seeds:
+
+    * bound at equal FLOPs: the best paper normalised bound with at most the new strategy's
+      FLOPs (0 where no paper strategy is that cheap) vs the new strategy's;
+    * FLOPs at equal bound: the fewest FLOPs of a paper strategy whose normalised bound is at
+      least the new strategy's (brute force always qualifies) vs the new strategy's FLOPs,
+      as log2 means and the geometric-mean ratio.
+    """
+    paper = df[~df["group"].isin(NEW_GROUPS)]
+    out: list[dict[str, Any]] = []
+    for strategy in df[df["group"].isin(NEW_GROUPS)]["strategy"].unique():
+        rows = []
+        for _, new in df[df["strategy"] == strategy].iterrows():
+            p = paper[paper["seed"] == new["seed"]]
+            if p.empty:
+                continue
+            cheaper = p[p["flops"] <= new["flops"]]
+            as_good = p[p["normalized_bound"] >= new["normalized_bound"]]
+            best = cheaper.loc[cheaper["normalized_bound"].idxmax()] if len(cheaper) else None
+            cheapest = as_good.loc[as_good["flops"].idxmin()] if len(as_good) else None
+            rows.append(
+                {
+                    "bound": new["normalized_bound"],
+                    "log2_flops": math.log2(new["flops"]),
+                    "paper_bound": 0.0 if best is None else best["normalized_bound"],
+                    "paper_strategy": "—" if best is None else best["strategy"],
+                    "paper_log2_flops_at_bound": (
+                        math.nan if cheapest is None else math.log2(cheapest["flops"])
+                    ),
+                    "paper_strategy_at_bound": "—" if cheapest is None else cheapest["strategy"],
+                }
+            )
+        if not rows:
+            continue
+        r = pd.DataFrame(rows)
+        gain = r["paper_log2_flops_at_bound"] - r["log2_flops"]
+        out.append(
+            {
+                "strategy": strategy,
+                "n_seeds": len(r),
+                "normalized_bound_mean": float(r["bound"].mean()),
+                "normalized_bound_std": float(r["bound"].std(ddof=0)),
+                "log2_flops_mean": float(r["log2_flops"].mean()),
+                "paper_bound_at_flops_mean": float(r["paper_bound"].mean()),
+                "paper_strategy_at_flops": str(r["paper_strategy"].value_counts().index[0]),
+                "bound_gain_mean": float((r["bound"] - r["paper_bound"]).mean()),
+                "paper_log2_flops_at_bound_mean": float(r["paper_log2_flops_at_bound"].mean()),
+                "paper_strategy_at_bound": str(
+                    r["paper_strategy_at_bound"].value_counts().index[0]
+                ),
+                "flops_ratio_geomean": float(2 ** gain.mean()),
+            }
+        )
+    return out
+
+
+FRONTIER_HEADERS = (
+    "New strategy",
+    "Normalised bound",
+    "log2 FLOPs",
+    "Paper's best at ≤ these FLOPs",
+    "Bound gain",
+    "Paper's log2 FLOPs for ≥ this bound",
+    "FLOPs saved (×)",
+    "Seeds",
+)
+
+
+def _frontier_cells(row: dict[str, Any]) -> list[str]:
+    return [
+        row["strategy"],
+        pm_round(row["normalized_bound_mean"], row["normalized_bound_std"]),
+        f"{row['log2_flops_mean']:.2f}",
+        f"{row['paper_bound_at_flops_mean']:.4f} ({row['paper_strategy_at_flops']})",
+        f"{row['bound_gain_mean']:+.4f}",
+        f"{row['paper_log2_flops_at_bound_mean']:.2f} ({row['paper_strategy_at_bound']})",
+        f"{row['flops_ratio_geomean']:.3g}",
+        str(row["n_seeds"]),
+    ]
+
+
+def frontier_markdown(rows: list[dict[str, Any]]) -> str:
+    """The frontier-movement table as Markdown (per-seed comparisons averaged over seeds;
+    the named paper strategies are the most frequent per-seed choices)."""
+    lines = [
+        "| " + " | ".join(FRONTIER_HEADERS) + " |",
+        "|" + "|".join(["---"] + ["---:"] * 7) + "|",
+    ]
+    lines += ["| " + " | ".join(_frontier_cells(r)) + " |" for r in rows]
+    return (
+        "Frontier movement: each new strategy against the paper's strategies of the same seed "
+        "(mean over seeds; FLOPs saved: geometric mean of the ratio).\n\n" + "\n".join(lines) + "\n"
+    )
+
+
+def _html_table(headers: Sequence[str], rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "\n".join(
+        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows
+    )
+    return (
+        f'<table class="t1">\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody>\n</table>'
+    )
+
+
 def group_summary(df: pd.DataFrame, group: str) -> str:
     """'mean ± std' over seeds of the best normalised bound within `group`."""
     best = df[df["group"] == group].groupby("seed")["normalized_bound"].max()
@@ -369,14 +487,7 @@ def table1_csv(table: list[dict[str, Any]]) -> str:
 
 def table1_html(table: list[dict[str, Any]]) -> str:
     """Table 1 as an HTML table (the Markdown table's cells, escaped)."""
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in TABLE_HEADERS)
-    body = "\n".join(
-        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in _cells(row)) + "</tr>"
-        for row in table
-    )
-    return (
-        f'<table class="t1">\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody>\n</table>'
-    )
+    return _html_table(TABLE_HEADERS, [_cells(row) for row in table])
 
 
 # -- figures --------------------------------------------------------------------------------
@@ -421,14 +532,16 @@ def plot_bound_vs_flops(df: pd.DataFrame, frontier_only: bool) -> Figure:
         part = data[data["group"] == group]
         if part.empty:
             continue
+        new = group in NEW_GROUPS
         ax.scatter(
             part["flops"],
             part["normalized_bound"],
-            s=24 if frontier_only else 6,
+            s=(70 if new else 24) if frontier_only else (30 if new else 6),
             alpha=0.85 if frontier_only else 0.6,
-            color=color,
+            color="black" if new else color,
+            marker="*" if new else "o",
             edgecolors="none",
-            label=f"{group} (rel acc: {group_summary(df, group)})",
+            label=f"{group}{' (new)' if new else ''} (rel acc: {group_summary(df, group)})",
         )
     _log2_axis(ax, "x")
     ax.set_xlabel("proof length: FLOPs of verification (log2 scale)")
@@ -542,6 +655,39 @@ def plot_bound_vs_sigma_ratio(points: pd.DataFrame) -> tuple[Figure, list[dict[s
     return fig, fits
 
 
+def plot_noise(results: Sequence[NoiseResult], seed: int) -> Figure:
+    """The structureless-noise experiment (compact_proofs.noise) for one model: per route-A
+    error handling, the random residuals' values (grey dots) and the real one (red diamond),
+    for the residual's error bound (left) and the certified normalised bound (right)."""
+    fig = Figure(figsize=(11, 4.8), layout="constrained")
+    panels = (
+        ("error bound of the EQKE residual (mean over queries)", "real_error", "random_errors",
+         "error_z"),
+        ("certified bound (fresh gap search)", "real_bound", "random_bounds", "bound_z"),
+    )  # fmt: skip
+    rng = np.random.default_rng(0)
+    for ax, (ylabel, real, randoms, z) in zip(fig.subplots(1, 2), panels, strict=True):
+        for i, r in enumerate(results):
+            draws = np.asarray(getattr(r, randoms))
+            x = i + rng.uniform(-0.12, 0.12, len(draws))
+            ax.scatter(x, draws, s=14, color="0.55", label="random residuals" if i == 0 else None)
+            ax.scatter([i], [getattr(r, real)], s=70, marker="D", color="tab:red", zorder=3,
+                       label="real residual" if i == 0 else None)  # fmt: skip
+            ax.annotate(f"z = {getattr(r, z):+.1f}", (i, getattr(r, real)), xytext=(8, 6),
+                        textcoords="offset points", fontsize=8)  # fmt: skip
+        ax.set_xticks(range(len(results)), [r.strategy.split("--")[-1] for r in results])
+        ax.set_xlim(-0.5, len(results) - 0.5)
+        ax.set_ylabel(ylabel)
+        ax.grid(True, axis="y", alpha=0.3)
+    handles, labels = fig.axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=2, fontsize=8, frameon=False)
+    fig.suptitle(
+        f"Is the EQKE residual structureless noise? Seed {seed}: real vs "
+        f"{len(results[0].random_errors)} Gaussian residuals with its entry mean and std"
+    )
+    return fig
+
+
 def plot_path_matrices(matrices: dict[str, np.ndarray], seed: int) -> Figure:
     """Heatmaps of one model's path matrices (SPEC §3, §9.7) — EQKE [query token × key
     token], EQKP [query token × key position], EVOU [attended token × output token], PVOU
@@ -586,7 +732,6 @@ def load_path_matrices(model_file: Path) -> tuple[dict[str, np.ndarray] | None, 
     """The path matrices of the model in `model_file` as float64 arrays, or (None, reason)
     when the file is missing or unreadable, or the model is not single-head."""
     from compact_proofs.circuits import path_matrices
-    from compact_proofs.modelfile import load_model
 
     if not model_file.is_file():
         return None, f"model file {model_file} not found"
@@ -664,6 +809,7 @@ def _index_html(
     figures: list[FigureEntry],
     notes: list[str],
     out_dir: Path,
+    sections: Sequence[tuple[str, str]] = (),
 ) -> str:
     def link(path: Path) -> str:
         rel = path.relative_to(out_dir).as_posix()
@@ -692,6 +838,8 @@ def _index_html(
         table1_html(table),
         "<p>Download: " + " · ".join(link(p) for p in table_files) + "</p>",
     ]
+    for title, body in sections:  # already HTML
+        parts += [f"<h2>{html.escape(title)}</h2>", body]
     if notes:
         parts.append("<h2>Notes</h2><ul>")
         parts += [f"<li>{html.escape(n)}</li>" for n in notes]
@@ -713,7 +861,12 @@ def _index_html(
 
 
 def build_report(
-    results_dir: Path, out_dir: Path, *, seed: int | None = None, progress: bool = False
+    results_dir: Path,
+    out_dir: Path,
+    *,
+    seed: int | None = None,
+    progress: bool = False,
+    noise_draws: int = 10,
 ) -> dict[str, Any]:
     """Write Table 1, the figures and index.html for the sweep in `results_dir` to `out_dir`.
 
@@ -731,6 +884,9 @@ def build_report(
     figures: list[FigureEntry] = []
     notes: list[str] = []
     sigma_fits: list[dict[str, Any]] = []
+    frontier: list[dict[str, Any]] = []
+    noise_results: list[NoiseResult] = []
+    sections: list[tuple[str, str]] = []
 
     def add_figure(
         fig: Figure, stem: str, formats: Sequence[str], title: str, caption: str
@@ -796,14 +952,74 @@ def build_report(
             "one least-squares line per handling, R² in the legend.",
         )
 
+    def model_file() -> Path | None:
+        paths = df[df["seed"] == figure_seed]["model_path"].dropna().astype(str)
+        paths = paths[paths != ""]
+        return None if paths.empty else results_dir / paths.iloc[0]
+
+    def frontier_table() -> None:
+        frontier.extend(frontier_movement(df))
+        if not frontier:
+            return
+        files.append(_write_text(out_dir / "frontier.md", frontier_markdown(frontier)))
+        files.append(_write_text(out_dir / "frontier.csv", table1_csv(frontier)))
+        sections.append(
+            (
+                "Frontier movement (strategies new here)",
+                "<p>Each new strategy against the paper's strategies on the same seed: the best "
+                "paper bound with at most its FLOPs, and the fewest paper FLOPs reaching its "
+                "bound (mean over seeds; in parentheses the paper strategy chosen most "
+                "often).</p>"
+                + _html_table(FRONTIER_HEADERS, [_frontier_cells(r) for r in frontier]),
+            )
+        )
+
+    def noise_experiment() -> None:
+        path = model_file()
+        if noise_draws < 2 or path is None:
+            notes.append("Structureless-noise experiment skipped (no model, or --noise-draws < 2).")
+            return
+        try:
+            model = load_model(path).model
+            noise_results.extend(noise.run_all(model, noise_draws))
+        except CompactProofsError as exc:
+            notes.append(f"Structureless-noise experiment skipped: {exc}")
+            return
+        text = (
+            "| "
+            + " | ".join(noise.TABLE_HEADERS)
+            + " |\n|"
+            + "---|" * len(noise.TABLE_HEADERS)
+            + "\n"
+        )
+        text += "".join("| " + " | ".join(noise.table_cells(r)) + " |\n" for r in noise_results)
+        files.append(_write_text(out_dir / "noise.md", text))
+        sections.append(
+            (
+                f"Structureless noise (seed {figure_seed})",
+                "<p>The route-A EQKE residual replaced by Gaussian matrices with its entry mean "
+                f"and standard deviation ({noise_draws} draws); z = (real − mean random) / sd "
+                "random. z &gt; 0 for the error bound: the real residual is worse than "
+                "structureless noise.</p>"
+                + _html_table(noise.TABLE_HEADERS, [noise.table_cells(r) for r in noise_results]),
+            )
+        )
+        add_figure(
+            plot_noise(noise_results, figure_seed),
+            f"seed-{figure_seed}-noise",
+            SEED_FORMATS,
+            f"Structureless-noise experiment, seed {figure_seed}",
+            "Error bound of the EQKE residual and the certified bound for the real residual "
+            "(red) and for random residuals with the same entry statistics (grey), per route-A "
+            "error handling; z-scores annotated.",
+        )
+
     def seed_figure() -> None:
-        rows = df[df["seed"] == figure_seed]
-        model_paths = rows["model_path"].dropna().astype(str)
-        model_paths = model_paths[model_paths != ""]
-        if model_paths.empty:
+        path = model_file()
+        if path is None:
             notes.append(f"Path-matrix figure skipped: no model path for seed {figure_seed}.")
             return
-        matrices, reason = load_path_matrices(results_dir / model_paths.iloc[0])
+        matrices, reason = load_path_matrices(path)
         if matrices is None:
             notes.append(f"Path-matrix figure for seed {figure_seed} skipped: {reason}.")
             return
@@ -818,17 +1034,19 @@ def build_report(
 
     steps: list[tuple[str, Callable[[], None]]] = [
         ("Table 1", write_tables),
+        ("frontier movement", frontier_table),
         ("bound vs FLOPs", bound_vs_flops),
         ("dims vs FLOPs", dims_vs_flops),
         ("bound vs sigma ratio", sigma_ratio),
         (f"seed {figure_seed} path matrices", seed_figure),
+        (f"seed {figure_seed} noise experiment", noise_experiment),
     ]
     bar = tqdm(steps, desc="report", unit="step", disable=not progress, leave=False)
     for name, step in bar:
         bar.set_postfix_str(name)
         step()
     table_files = [p for p in files if p.name.startswith("table1.")]
-    index = _index_html(df, table, table_files, figures, notes, out_dir)
+    index = _index_html(df, table, table_files, figures, notes, out_dir, sections)
     files.append(_write_text(out_dir / "index.html", index))
     return {
         "table1": table,
@@ -839,4 +1057,6 @@ def build_report(
         "n_strategies": int(df["strategy"].nunique()),
         "figure_seed": figure_seed,
         "sigma_fits": sigma_fits,
+        "frontier": frontier,
+        "noise": [r.to_json() for r in noise_results],
     }
