@@ -26,6 +26,7 @@ from compact_proofs.proofs.runner import prove
 from compact_proofs.proofs.subcubic.config import SubcubicConfig, table1_rows
 from compact_proofs.proofs.subcubic.strategy import SubcubicStrategy
 from compact_proofs.report import TABLE1_ORDER, build_report, pareto_frontier
+from compact_proofs.sweep import ROWS
 from compact_proofs.training import TrainingRecipe, train
 
 SEEDS = (1, 2, 123)
@@ -47,9 +48,11 @@ def _strategies() -> list:
         )
 
     subcubic = [s for s in STRATEGIES.values() if isinstance(s, SubcubicStrategy)]
-    return [STRATEGIES["brute-force"], STRATEGIES["cubic"]] + [
-        s for s in subcubic if wanted(s.config)
-    ]
+    return (
+        [STRATEGIES["brute-force"], STRATEGIES["cubic"]]
+        + [s for s in subcubic if wanted(s.config)]
+        + [STRATEGIES["separable-lite"], STRATEGIES["separable"]]
+    )
 
 
 def _seed_rows(results_dir: Path, seed: int) -> list[dict[str, Any]]:
@@ -69,9 +72,7 @@ def _seed_rows(results_dir: Path, seed: int) -> list[dict[str, Any]]:
                 "seed": seed,
                 "strategy": result.strategy,
                 "group": result.group,
-                "table1_rows": ";".join(table1_rows(config))
-                if config
-                else {"brute-force": "Brute force", "cubic": "Cubic"}[result.strategy],
+                "table1_rows": ";".join(table1_rows(config)) if config else ROWS[result.strategy],
                 "leading_complexity": result.leading_complexity,
                 "complexity": result.complexity,
                 "bound": result.bound,
@@ -134,6 +135,8 @@ def test_every_table_and_figure_file_exists_and_is_valid(report):
         expected |= {f"{stem}.png", f"{stem}.svg", f"{stem}.pdf"}
     expected |= {f"bound_vs_sigma_ratio.{e}" for e in ("png", "svg", "pdf")}
     expected |= {"seed-123-path-matrices.png", "seed-123-path-matrices.svg"}
+    expected |= {"frontier.md", "frontier.csv", "noise.md", "seed-123-noise.png"}
+    expected |= {"seed-123-noise.svg"}
     assert names == expected
     assert info["notes"] == [] and info["figure_seed"] == 123
     assert not list(out_dir.glob(".*.tmp"))  # no temporary files left behind
@@ -230,8 +233,9 @@ def test_seed_figure_skipped_with_a_note_when_the_model_is_missing(store, tmp_pa
     (tmp_path / "sweep").mkdir()
     df[df["seed"] == 2].to_csv(tmp_path / "sweep" / "results.csv", index=False)  # no models/
     info = build_report(tmp_path / "sweep", tmp_path / "out")
-    assert info["figure_seed"] == 2 and len(info["notes"]) == 1
-    assert "not found" in info["notes"][0]
+    assert info["figure_seed"] == 2 and len(info["notes"]) == 2  # path matrices, noise
+    assert all("not found" in note for note in info["notes"])
+    assert info["noise"] == []
     assert "bound_vs_flops_all" in info["figures"]
     assert not list((tmp_path / "out").glob("seed-*"))
     assert "not found" in (tmp_path / "out" / "index.html").read_text()
@@ -249,3 +253,37 @@ def test_pareto_frontier_is_per_seed_and_strict():
     assert pareto_frontier(df).tolist() == [True, True, True, True, True]
     df.loc[2, "normalized_bound"] = 0.45  # now row 1 has higher bound and fewer FLOPs
     assert pareto_frontier(df).tolist() == [True, True, False, True, True]
+
+
+def test_frontier_movement_compares_each_seed_with_its_own_paper_strategies():
+    rows = [  # seed, strategy, group, normalised bound, FLOPs
+        (1, "brute-force", "brute-force", 1.0, 2**30),
+        (1, "cubic", "cubic", 0.95, 2**25),
+        (1, "sub", "Sub-cubic", 0.80, 2**21),
+        (1, "new", "separable", 0.97, 2**22),
+        (2, "brute-force", "brute-force", 1.0, 2**30),
+        (2, "cubic", "cubic", 0.99, 2**25),
+        (2, "sub", "Sub-cubic", 0.70, 2**23),
+        (2, "new", "separable", 0.90, 2**20),
+    ]
+    df = pd.DataFrame(rows, columns=["seed", "strategy", "group", "normalized_bound", "flops"])
+    (row,) = report_module.frontier_movement(df)
+    assert row["strategy"] == "new" and row["n_seeds"] == 2
+    assert row["normalized_bound_mean"] == pytest.approx(0.935)
+    # seed 1: best paper bound within 2^22 FLOPs is 0.80; seed 2: nothing that cheap (0)
+    assert row["paper_bound_at_flops_mean"] == pytest.approx(0.40)
+    assert row["bound_gain_mean"] == pytest.approx(0.535)
+    # fewest paper FLOPs reaching the bound: seed 1 only brute force (2^30, 8 doublings more),
+    # seed 2 cubic (2^25, 5 doublings more): geometric mean 2^6.5
+    assert row["paper_log2_flops_at_bound_mean"] == pytest.approx(27.5)
+    assert row["flops_ratio_geomean"] == pytest.approx(2**6.5)
+    assert "| new |" in report_module.frontier_markdown([row])
+
+
+def test_the_report_shows_the_noise_experiment_and_frontier(report):
+    out_dir, info = report
+    assert len(info["noise"]) == 3 and all(len(r["random_errors"]) == 10 for r in info["noise"])
+    assert [r["strategy"] for r in info["frontier"]] == ["separable-lite", "separable"]
+    index = (out_dir / "index.html").read_text()
+    assert "Structureless noise (seed 123)" in index and "Frontier movement" in index
+    assert "seed-123-noise.png" in index
