@@ -1,17 +1,19 @@
 """The independent checker (compact_proofs.checker) against the main verifier.
 
 Agreement means exact equality of certified counts between `checker` and the main verifier
-(`strategy.verify(model, payload)`, non-rigorous) for all 102 strategies, on searched
-certificates and on arbitrary ones (random directions and gaps). Also: the checker's counts
-never exceed the exact accuracy, digest mismatches and malformed certificates are refused with
-one-line errors, the `check` CLI, and that checker.py imports none of the project's search or
-verification code.
+(`strategy.verify(model, payload)`, non-rigorous) for all 104 strategies (the paper's 102 and
+the two separable ones), on searched certificates and on arbitrary ones (random directions and
+gaps). Also: the checker's counts never exceed the exact accuracy (the separable ones not even
+where float64 attention weights underflow), digest mismatches and malformed certificates are
+refused with one-line errors, the `check` CLI, and that checker.py imports none of the
+project's search or verification code.
 """
 
 from __future__ import annotations
 
 import ast
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -69,10 +71,17 @@ SMALL_MODELS = {
 }
 
 
-def main_counts(model: AttnOnlyTransformer) -> tuple[list[Certificate], dict[str, int]]:
-    """Search + non-rigorous verification of every strategy the model supports."""
+# strategies that fold biases into the path matrices (sub-cubic refuses non-zero biases)
+BIAS_STRATEGIES = ("brute-force", "cubic", "separable-lite", "separable")
+SEPARABLE = ("separable-lite", "separable")
+
+
+def main_counts(
+    model: AttnOnlyTransformer, ids: tuple[str, ...] | None = None
+) -> tuple[list[Certificate], dict[str, int]]:
+    """Search + non-rigorous verification of every strategy (of `ids`) the model supports."""
     certs, counts = [], {}
-    for strategy in STRATEGIES.values():
+    for strategy in STRATEGIES.values() if ids is None else map(STRATEGIES.get, ids):
         try:
             payload = strategy.search(model)
             counts[strategy.id] = strategy.verify(model, payload).correct_count
@@ -89,8 +98,10 @@ def write_files(tmp: Path, model: AttnOnlyTransformer, certs: list[Certificate])
     return model_file, cert_file
 
 
-def assert_agree(tmp: Path, model: AttnOnlyTransformer) -> dict[str, int]:
-    certs, expected = main_counts(model)
+def assert_agree(
+    tmp: Path, model: AttnOnlyTransformer, ids: tuple[str, ...] | None = None
+) -> dict[str, int]:
+    certs, expected = main_counts(model, ids)
     model_file, cert_file = write_files(tmp, model, certs)
     got = {r.strategy: r.correct_count for r in checker.check_certificates(model_file, cert_file)}
     assert got == expected
@@ -108,7 +119,7 @@ def test_zoo_names_are_current():
 def test_agrees_with_main_verifier_on_small_models(tmp_path, name):
     model = SMALL_MODELS[name]()
     got = assert_agree(tmp_path, model)
-    expected_strategies = 2 if model.nonzero_biases() else len(STRATEGIES)
+    expected_strategies = len(BIAS_STRATEGIES) if model.nonzero_biases() else len(STRATEGIES)
     assert len(got) == expected_strategies
     for strategy, count in got.items():  # never above the exact accuracy
         assert count <= got["brute-force"], strategy
@@ -145,8 +156,85 @@ def test_multi_head_brute_force_agrees_and_cubic_refuses(tmp_path):
     got = assert_agree(tmp_path, model)
     assert list(got) == ["brute-force"]
     m = checker.load_model_file(tmp_path / "model.safetensors")
-    with pytest.raises(UnsupportedModelError):
-        checker.cubic_count(m)
+    for count in (checker.cubic_count, checker.separable_count, checker.separable_lite_count):
+        with pytest.raises(UnsupportedModelError, match="single attention head"):
+            count(m)
+
+
+# n_ctx = 5 and 6: pure-rule cells (c >= 3 with q < m, c = 4, 5) next to exact ones
+PARTLY_PROVEN = {
+    "trained v6 k5": lambda: trained_model(6, 5, 8, 200, 0),
+    "trained v8 k5": lambda: trained_model(8, 5, 16, 300, 1),
+    "ideal with noise v5 k6": lambda: ideal_model(5, 6, noise=0.2, seed=2),
+    "ideal with noise v6 k5, positional": lambda: ideal_model(6, 5, noise=0.5, seed=2, pos_scale=1),
+    "random v4 k5, biases": lambda: random_model(ModelConfig(4, 5, 6, 5), 6, biases=True),
+}
+
+
+@pytest.mark.parametrize("name", list(PARTLY_PROVEN))
+def test_separable_agrees_where_it_proves_part(tmp_path, name):
+    """The separable proofs certify much, but not all, of these models (n_ctx >= 5)."""
+    model = PARTLY_PROVEN[name]()
+    got = assert_agree(tmp_path, model, BIAS_STRATEGIES)
+    assert list(got) == list(BIAS_STRATEGIES)
+    assert 0 < got["separable-lite"] <= got["separable"] < got["brute-force"]
+
+
+def test_separable_refuses_n_ctx_above_10(tmp_path):
+    model = random_model(ModelConfig(d_vocab=2, n_ctx=11, d_model=4, d_head=3), 5)
+    assert main_counts(model, SEPARABLE) == ([], {})  # the main verifier refuses as well
+    save_model(model, tmp_path / "m.safetensors")
+    m = checker.load_model_file(tmp_path / "m.safetensors")
+    for strategy in SEPARABLE:
+        with pytest.raises(UnsupportedModelError, match="n_ctx=11") as info:
+            checker.check_strategy(m, strategy, {})
+        assert "\n" not in str(info.value)
+
+
+def test_count_below_merges_like_a_double_loop():
+    rng = np.random.default_rng(3)
+    a = rng.integers(0, 5, size=(4, 7)).astype(float)
+    b = rng.integers(0, 5, size=(4, 9)).astype(float)
+    a[0, 0], b[1, 0], b[2, 1] = np.inf, -np.inf, np.inf
+    want = (a[:, :, None] < b[:, None, :]).sum(axis=(1, 2))
+    assert checker._count_below(a, b).tolist() == want.tolist()
+
+
+def subnormal_attention_model() -> AttnOnlyTransformer:
+    """v = 3, k = 2, attention copies the attended token into the logits. Every query's
+    favourite key is token 2, so for the input (0, 1) the exp-scores of both positions,
+    relative to it, are about 20.45 and 20.56 x 2^-1074 (subnormal: rounded to 20 and 21) and
+    the positional factor 0.99 on the query turns the true order (token 0 attended more, so
+    the model answers 0, wrong) around. The separable proofs must not prove (0, 1)."""
+    v, k = 3, 2
+    d = 2 * v + k
+    model = AttnOnlyTransformer(ModelConfig(d_vocab=v, n_ctx=k, d_model=d, d_head=d))
+    half_scale, top = math.sqrt(d) / 2, 300.0  # score(x) = W_K[x, 0] / half_scale
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+        model.W_E[:, :v] = torch.eye(v)
+        model.W_pos[:, 2 * v :] = torch.eye(k)
+        model.W_Q[0, :, 0] = 1.0
+        for x, units in ((0, 20.45), (1, 20.56)):
+            model.W_K[0, x, 0] = (math.log(units) - 1074 * math.log(2)) * half_scale + top
+        model.W_K[0, 2, 0] = top
+        model.W_K[0, 2 * v + 1, 0] = math.log(0.99) * half_scale
+        model.W_V[0] = torch.eye(d)
+        model.W_O[0, :v, v : 2 * v] = torch.eye(v)
+        model.W_U[v : 2 * v] = 4.0 * torch.eye(v)
+    return model
+
+
+def test_separable_counts_nothing_from_subnormal_weights(tmp_path):
+    """Where float64 keeps no relative precision in the attention weights, the checker's
+    separable counts stay at or below the exact ones (the margin `slack`)."""
+    save_model(subnormal_attention_model(), tmp_path / "m.safetensors")
+    m = checker.load_model_file(tmp_path / "m.safetensors")
+    brute = checker.brute_force_count(m)
+    assert brute == 8  # (0, 1) is the one wrong input
+    assert checker.separable_count(m) <= brute
+    assert checker.separable_lite_count(m) <= brute
 
 
 def test_subcubic_refuses_biases(tmp_path):
@@ -187,6 +275,7 @@ def files(tmp_path_factory):
         "brute-force",
         "cubic",
         "EUPU-mean-query+max-diff--attn-mean-query+diff--attn-err-max-diff",
+        *SEPARABLE,
     ]
     certs = [Certificate(i, STRATEGIES[i].search(model)) for i in ids]
     model_file, cert_file = write_files(tmp, model, certs)
@@ -274,6 +363,7 @@ def test_cli_check(files, capsys):
     assert main(["check", str(model_file), str(cert_file)]) == 0
     out = capsys.readouterr().out
     assert "brute-force" in out and "cubic" in out and " 512 " in out  # total 8^3
+    assert "separable-lite" in out and "separable " in out
     assert main(["check", str(model_file), str(cert_file), "--json"]) == 0
     records = json.loads(capsys.readouterr().out)
     assert [r["strategy"] for r in records][:2] == ["brute-force", "cubic"]

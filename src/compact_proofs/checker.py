@@ -4,17 +4,24 @@
 itself (numpy + safetensors only; it imports nothing from the project's search or verification
 code) and recomputes, for every certificate, the number of inputs x in {0..v-1}^k that the
 certificate proves correct: the last-position logits satisfy l_m > l_j for all j != m,
-m = max(x). Strategies: `brute-force`, `cubic` (SPEC §5) and the 100 sub-cubic configurations
+m = max(x). Strategies: `brute-force`, `cubic` (SPEC §5), the 100 sub-cubic configurations
 (SPEC §6) with the project's SOUND rules (docs/method.md): the mean+diff step uses R_min when
 a < abar and is evaluated at both attention extremes; a gap g leaves m - g + 1 token values;
 the rank-1 EQKE error includes the cross terms; the `svd` error uses a certified sigma_1
-bound; cells q = m, c >= 1 need m >= g; sub-cubic refuses non-zero biases.
+bound; cells q = m, c >= 1 need m >= g; sub-cubic refuses non-zero biases; and the two
+strategies new here (not in the paper), `separable-lite` and `separable`: a cell per query,
+max token and set of non-query positions holding smaller tokens, exact unnormalised attention
+weights and a bound separable over positions, the assignments counted exactly (`separable`,
+cells of up to 2 free positions, 3 when the query is the max) or by the pure rule; both
+refuse n_ctx > 10. Brute force, cubic and separable fold non-zero biases into the paths.
 
 Arithmetic is float64 on the float32 weights. Where the main verifier compares a bound with 0,
 the checker demands a margin: a cell counts only if B < -SAFETY * scale (scale = the size of
 the logit-difference terms), so that a different summation order can make the checker lower,
-never higher. Brute force counts x correct iff l_m - max_{j != m} l_j > TIE * max_j |l_j|.
-Certificate directions of absurd size are rescaled as the main verifier rescales them.
+never higher (the separable proofs also take off what attention weights that underflow to
+subnormals or 0 can hide). Brute force counts x correct iff
+l_m - max_{j != m} l_j > TIE * max_j |l_j|. Certificate directions of absurd size are rescaled
+as the main verifier rescales them.
 
 Like the main verifier's default mode, this is float64 arithmetic, not a rigorous proof: on
 models built for catastrophic cancellation (benchmarks/unsound) it reproduces the main
@@ -51,6 +58,7 @@ MAX_INPUTS = 2**36  # brute force refuses to enumerate more inputs than this
 MAX_VOCAB = 2**13  # larger vocabularies would need v x v tables of over 512 MiB
 MAX_CERTIFICATE_BYTES = 2**30
 SIGMA_SQUARINGS = 8  # sigma_1 <= trace(S^p)^(1/2p), p = 2^8
+UNDERFLOW = 2.0**-1070  # separable: 16 x the subnormal spacing, per weight and unit of value
 
 # -- the file formats (duplicated on purpose from modelfile.py / certificates.py) ------------
 
@@ -726,6 +734,176 @@ def subcubic_count(m: Model, payload: dict[str, Any], strategy: str) -> int:
     return total
 
 
+# -- separable strategies (new here, not in the paper) ---------------------------------------
+
+SEPARABLE_MAX_N_CTX = 10  # each of the 2^(n_ctx-1) position sets is a cell
+
+
+@dataclass(frozen=True)
+class _SepRows:
+    """Quantities of the rows (q, mx), q in qs (all <= mx), of one max token mx.
+
+    e_tok[q, x] = exp(s(q, x) - max_t s(q, t)), s = EQKE / scale, and e_pos[q, p] likewise
+    from EQKP, so w_p(x) = e_tok[q, x] e_pos[q, p] is the softmax numerator of position p
+    holding x, up to a factor per query. Margins: tol is folded into the direct path,
+    d[q, j] = EUPU[q, j] - EUPU[q, mx] + tol, so every bound is on
+    Z (max_{j != mx} (l_j - l_mx) + tol), Z = sum_p w_p > 0 (the relative margin of the cubic
+    proof); and `slack` (k weights, each off by up to ~2^-1074 where it is subnormal, times
+    the value scale) is taken off every threshold T: with weights far below the row's largest
+    one, float64 keeps no relative precision, and the checker proves nothing from that."""
+
+    mx: int
+    qs: np.ndarray
+    d: np.ndarray  # [q, v]
+    E: np.ndarray  # [q]: max_{j != mx} d[q, j]
+    slack: float
+    ev: np.ndarray  # [x, v], x <= mx: EVOU[x, j] - EVOU[x, mx]
+    pv: np.ndarray  # [p, v], all k positions: PVOU[p, j] - PVOU[p, mx]
+    e_tok: np.ndarray  # [q, v]
+    e_pos: np.ndarray  # [q, k]
+
+    def w_query(self) -> np.ndarray:
+        """The query position's weight w_{k-1}(q) [q]."""
+        return self.e_tok[np.arange(len(self.qs)), self.qs] * self.e_pos[:, -1]
+
+
+def _separable_rows(m: Model, what: str, chunked: bool):
+    """Yield _SepRows for every max token (queries in chunks of about CHUNK / (2^(k-1) v)
+    when `chunked`). Refuses n_ctx > 10 and several heads; biases are folded as everywhere."""
+    if m.k > SEPARABLE_MAX_N_CTX:
+        raise UnsupportedModelError(
+            f"{what} has a cell per set of positions (2^(n_ctx-1)); n_ctx={m.k} is above "
+            f"{SEPARABLE_MAX_N_CTX}"
+        )
+    _single_head(m, what)
+    p = path_matrices(m)
+    v, k = m.v, m.k
+    EUPU, EVOU, PVOU = p.EUPU, p.EVOU[0], p.PVOU[0]
+    value_scale = np.abs(EUPU).max() + np.abs(EVOU).max() + np.abs(PVOU).max()
+    tol = SAFETY * 2 * value_scale
+    slack = k * UNDERFLOW * (1 + 2 * value_scale)
+    s_tok, s_pos = p.EQKE[0] / p.scale, p.EQKP[0] / p.scale
+    e_tok = np.exp(s_tok - s_tok.max(axis=1, keepdims=True))
+    e_pos = np.exp(s_pos - s_pos.max(axis=1, keepdims=True))
+    step = max(1, CHUNK // (2 ** (k - 1) * v)) if chunked else v
+    for mx in range(v):
+        ev = EVOU[: mx + 1] - EVOU[: mx + 1, mx : mx + 1]
+        pv = PVOU - PVOU[:, mx : mx + 1]
+        for q0 in range(0, mx + 1, step):
+            qs = np.arange(q0, min(q0 + step, mx + 1))
+            d = EUPU[qs] - EUPU[qs, mx : mx + 1] + tol
+            E = _max_except(d, np.array(mx))
+            yield _SepRows(mx, qs, d, E, slack, ev, pv, e_tok[qs], e_pos[qs])
+
+
+def _subset_sums(base: np.ndarray, terms: list[np.ndarray]) -> np.ndarray:
+    """out[s] = base + sum of terms[p] over the bits p of s, for every bit mask s."""
+    out = base[None]
+    for t in terms:
+        out = np.concatenate([out, out + t[None]])
+    return out
+
+
+def _count_below(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per row r: #{(i, l) : a[r, i] < b[r, l]}, by merging: sort the row of b followed by a
+    stably (an a equal to a b lands after it) and add up, at every b, the a's before it."""
+    order = np.argsort(np.concatenate([b, a], axis=1), axis=1, kind="stable")
+    is_a = order >= b.shape[1]
+    a_before = np.cumsum(is_a, axis=1) - is_a
+    return np.where(is_a, 0, a_before).sum(axis=1)
+
+
+def _sum_of_powers(n: np.ndarray, c: int) -> int:
+    """sum_r n[r] ** c as an exact Python int."""
+    hist = np.bincount(n.ravel(), minlength=1)
+    return sum(int(cnt) * x**c for x, cnt in enumerate(hist) if cnt)
+
+
+def _pure_counts(W_S: np.ndarray, h: np.ndarray, T: np.ndarray) -> np.ndarray:
+    """|G| per row, G = {x < mx : W_S h(x) < T}: if every non-max token is in G, the
+    position terms sum to at most W_S max h < T."""
+    return (W_S[:, None] * h < T[:, None]).sum(axis=1)
+
+
+def separable_count(m: Model) -> int:
+    """Inputs proven by the `separable` proof (joint fixed part, exact counting).
+
+    Cell (q, mx, S): S = the non-query positions holding tokens < mx (c = |S|), the others M
+    hold mx (M must be non-empty if q < mx). For every input of the cell and j != mx,
+    Z (l_j - l_mx) = sum_p w_p (EUPU_c[q, j] + EVOU_c[x_p, j] + PVOU_c[p, j]) (the _c: minus
+    the column mx) is at most F + sum_{p in S} u_p(x_p), with F = max_{j != mx} of the exact
+    sum over M and the query (tokens fixed by the cell) and u_p(x) = w_p(x) (E + g_p(x)),
+    g_p(x) = max_{j != mx}(EVOU_c[x, j] + PVOU_c[p, j]). The input is proven when
+    sum_{p in S} u_p(x_p) < T = -F (less the margins of _SepRows). Counted exactly for c <= 2
+    and for c = 3 on the q = mx rows (T - u_{p1}(x1) [- u_{p2}(x2)] merged with the sorted
+    values of the last position); other cells count |G|^c with the pure rule,
+    h(x) = e_tok[q, x] (E + max_p g_p(x)).
+    """
+    n = m.k - 1
+    total = 0
+    for r in _separable_rows(m, "the separable proof", chunked=True):
+        mx, qs, is_m = r.mx, r.qs, r.qs == r.mx
+        w_q, e_m = r.w_query(), r.e_tok[:, mx]
+        query = w_q[:, None] * (r.d + r.ev[qs] + r.pv[n])
+        on_max = [(e_m * r.e_pos[:, p])[:, None] * (r.d + r.ev[mx] + r.pv[p]) for p in range(n)]
+        fixed = _subset_sums(query, on_max)  # [M, q, j]
+        fixed[..., mx] = -np.inf
+        T = -fixed.max(axis=-1)[::-1] - r.slack  # T[S] = -F[M], M = the complement of S
+        T[-1] = np.where(is_m, T[-1], -np.inf)  # S = every position: only when q = mx
+        ev_low = np.where(np.arange(m.v) == mx, -np.inf, r.ev[:mx])  # [x < mx, j]
+        g = (ev_low[None] + r.pv[:n, None]).max(axis=-1)  # [p, x]
+        u = (r.e_pos.T[:n, :, None] * r.e_tok[None, :, :mx]) * (r.E[:, None] + g[:, None])
+        h = r.e_tok[:, :mx] * (r.E[:, None] + (g.max(axis=0) if n else 0.0))
+        W = _subset_sums(np.zeros(len(qs)), [r.e_pos[:, p] for p in range(n)])  # [S, q]
+        for s in range(2**n):
+            S = [p for p in range(n) if s >> p & 1]
+            c, Ts = len(S), T[s]
+            if c == 0:
+                total += int((Ts > 0).sum())
+                continue
+            exact = np.full(len(qs), c <= 2) | (is_m & (c == 3))
+            if exact.any():
+                Te, ue = Ts[exact], u[:, exact]
+                if c == 1:
+                    total += int((ue[S[0]] < Te[:, None]).sum())
+                else:
+                    thr = Te[:, None] - ue[S[0]]
+                    if c == 3:
+                        thr = (thr[:, :, None] - ue[S[1]][:, None, :]).reshape(len(Te), -1)
+                    total += int(_count_below(ue[S[-1]], thr).sum())
+            if not exact.all():
+                N = _pure_counts(W[s][~exact], h[~exact], Ts[~exact])
+                total += _sum_of_powers(N, c)
+    return total
+
+
+def separable_lite_count(m: Model) -> int:
+    """Inputs proven by the `separable-lite` proof (every position pessimised, pure rule).
+
+    Cells (q, mx, S) as in `separable_count`, with the cubic proof's
+    g(x) = max_{j != mx}(EVOU_c[x, j] + max_p PVOU_c[p, j]) for every position, h(x) =
+    e_tok[q, x] (E + g(x)) and T = -(e_tok[q, mx] W_M (E + g(mx)) + w_query (E + g(q))),
+    W_M = sum_{p in M} e_pos[q, p]: the cell proves every assignment of tokens from
+    G = {x < mx : W_S h(x) < T} (|G|^c inputs; c = 0: proven iff T > 0).
+    """
+    n = m.k - 1
+    total = 0
+    for r in _separable_rows(m, "the separable-lite proof", chunked=False):
+        mx, qs, is_m = r.mx, r.qs, r.qs == r.mx
+        g = _max_except(r.ev + r.pv.max(axis=0), np.array(mx))  # [x <= mx]
+        h = r.e_tok[:, :mx] * (r.E[:, None] + g[:mx])
+        W = _subset_sums(np.zeros(len(qs)), [r.e_pos[:, p] for p in range(n)])  # [S, q]
+        on_max = r.e_tok[:, mx] * (r.E + g[mx])
+        query = r.w_query() * (r.E + g[qs])
+        F = _subset_sums(query, [r.e_pos[:, p] * on_max for p in range(n)])  # [M, q]
+        T = -F[::-1] - r.slack  # T[S] = -F[M] - slack, M = the complement of S
+        T[-1] = np.where(is_m, T[-1], -np.inf)
+        total += int((T[0] > 0).sum())
+        for s in range(1, 2**n):
+            total += _sum_of_powers(_pure_counts(W[s], h, T[s]), s.bit_count())
+    return total
+
+
 # -- driver ----------------------------------------------------------------------------------
 
 
@@ -755,6 +933,10 @@ def check_strategy(m: Model, strategy: str, payload: dict[str, Any]) -> int:
         return cubic_count(m)
     if strategy in SUBCUBIC:
         return subcubic_count(m, payload, strategy)
+    if strategy == "separable":
+        return separable_count(m)
+    if strategy == "separable-lite":
+        return separable_lite_count(m)
     raise UnknownStrategyError(f"unknown strategy {strategy!r} in the certificate")
 
 
