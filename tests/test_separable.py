@@ -28,15 +28,17 @@ BOTH = [SeparableLite(), Separable()]
 
 def direct_bound(model, tokens: torch.Tensor, joint: bool) -> torch.Tensor:
     """The quantity whose negativity each strategy certifies, evaluated input by input
-    straight from the definitions (module docstring of proofs/separable.py), independent of
-    the counting code: F + sum_S w_p (E + g_p(x_p)) for cells counted exactly, and
-    F + W_S max_S h(x_p) for pure-rule cells (the lite strategy's only rule for c >= 1)."""
+    straight from the definitions (module docstring of proofs/separable.py, including the
+    underflow guard), independent of the counting code: F + sum_S w_p (E + g_p(x_p)) for
+    cells counted exactly, and F + W_S max_S h(x_p) for pure-rule cells (the lite strategy's
+    only rule for c >= 1)."""
     P = path_matrices(model, torch.float64)
     v, k = P.d_vocab, P.n_ctx
     n = len(tokens)
     q, m = tokens[:, -1], tokens.max(dim=-1).values
     s_tok, s_pos = P.EQKE / P.attn_scale, P.EQKP / P.attn_scale
-    e_tk = torch.exp(s_tok - s_tok.amax(dim=-1, keepdim=True))[q[:, None], tokens]  # [n, k]
+    row_max = s_tok.cummax(dim=-1).values[q, m]  # max over tokens <= m of the query's scores
+    e_tk = torch.exp(s_tok[q[:, None], tokens] - row_max[:, None])  # [n, k]
     e_ps = torch.exp(s_pos - s_pos.amax(dim=-1, keepdim=True))[q]  # [n, k]
     w = e_tk * e_ps
     is_m = torch.arange(v)[None, :] == m[:, None]  # [n, j]
@@ -74,7 +76,8 @@ def direct_bound(model, tokens: torch.Tensor, joint: bool) -> torch.Tensor:
     W_S = (e_ps * nonmax).sum(dim=1)
     pure = W_S * h.masked_fill(~nonmax, -torch.inf).amax(dim=1)
     pure = torch.where(c == 0, 0.0, pure)
-    return F + torch.where(exact_cell, separable, pure)
+    underflow = (w * ~nonmax).amax(dim=1) < 2.0**-900  # the guard: such cells count nothing
+    return torch.where(underflow, torch.inf, F + torch.where(exact_cell, separable, pure))
 
 
 def assert_sound(model, strategy, check_direct: bool = True) -> int:
@@ -168,6 +171,20 @@ def test_rigorous_mode_certifies_the_same_or_fewer_and_counts_match(strategy, mo
     assert count == int(proven.sum())
     assert bool((proven <= is_correct(model, seqs, rigorous=False)).all())
     assert count <= strategy.verify(model, {}).correct_count
+
+
+@pytest.mark.parametrize("strategy", BOTH, ids=lambda s: s.id)
+def test_subnormal_attention_weights_prove_nothing_wrong(strategy):
+    """Found by the checker's author: with one shift per query, the weights of an input
+    whose scores sit ~745 below the query's best token are subnormal, and float64 rounding
+    reversed which position gets more attention (a misclassified input was certified). Row
+    maxima as shifts plus the underflow guard keep float64 verdicts reliable."""
+    from test_checker import subnormal_attention_model
+
+    model = subnormal_attention_model()
+    assert assert_sound(model, strategy) == exact_accuracy(model).correct == 8
+    sharp = ideal_model(8, 3, beta=1000.0)  # scores span thousands of nats
+    assert assert_sound(sharp, strategy, check_direct=False) == 8**3
 
 
 def test_chunking_over_rows_gives_the_same_count(monkeypatch):

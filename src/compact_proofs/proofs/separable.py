@@ -5,9 +5,10 @@ tokens < m (c = |S|; a bit mask over positions 0..k-2) and the complement M hold
 non-empty when q < m). Every input lies in exactly one cell (q, m, S); the cell holds the m^c
 token assignments of S. A "row" is a pair (q, m) with q <= m.
 
-Numerator form. With unnormalised attention weights w_p = e_tok[q, x_p] e_pos[q, p] > 0
-(e_tok = exp(EQKE / sqrt(d_head) - row max), e_pos likewise from EQKP; their product is the
-softmax numerator up to a per-q factor) and Z = sum_p w_p, for every wrong output j != m
+Numerator form. With unnormalised attention weights w_p = e_tok[x_p] e_pos[q, p] > 0
+(e_tok = exp(EQKE[q, x] / sqrt(d_head) - max_{x' <= m} of the same), e_pos = exp(EQKP[q, p] /
+sqrt(d_head) - max_p of the same); their product is the softmax numerator up to a positive
+factor per row (q, m)) and Z = sum_p w_p, for every wrong output j != m
 
     Z (l_j - l_m) = sum_p w_p (EUPU_c[q,m,j] + EVOU_c[x_p,m,j] + PVOU_c[p,m,j])
                  <= F[q,m,S] + sum_{p in S} u_p(x_p),      u_p(x) = w_p(x) (E[q,m] + g_p[x,m])
@@ -34,7 +35,10 @@ non-max tokens are judged one by one instead of by their worst pure sequence.
 
 Arithmetic: float64 with strict `<`, or with `rigorous` the same formulas on intervals: T is
 taken at its lower end, terms at their upper ends, and differences/quotients of thresholds
-are rounded down, so every accepted comparison holds for the exact real values.
+are rounded down, so every accepted comparison holds for the exact real values. Underflow:
+every weight is <= 1 (the shifts are row maxima), and a cell counts only if one of its fixed
+weights (query or max token) is >= 2^-900; so Z >= 2^-900 for all its inputs and subnormal
+weights (absolute error 2^-1074) cannot change a float64 verdict beyond ordinary rounding.
 
 Cost: joint O(2^(k-1) v^3 + k v^3 log v); lite O(v^3 + 2^(k-1) v^2 log v). Cubic in v but
 exponential in k (each position set is a cell), so the family is limited to n_ctx <= 10.
@@ -59,6 +63,7 @@ from compact_proofs.proofs.base import Strategy, Verdict
 NEG_INF, INF = float("-inf"), float("inf")
 MAX_N_CTX = 10
 ROW_CHUNK_ELEMENTS = 2**22  # rows x sets x tokens per chunk (float64: ~32 MB per table)
+UNDERFLOW_GUARD = 2.0**-900  # a counted cell has a fixed attention weight at least this big
 
 
 def _masks(n: int) -> list[list[int]]:
@@ -94,15 +99,39 @@ def _finite_or(x: Tensor, safe: float) -> Tensor:
     return torch.where(x.isnan(), safe, x)
 
 
-def _attention(paths: PathMatrices) -> tuple[Num, Num]:
-    """e_tok [q, x] and e_pos [q, p] (all k positions): exp of the scaled scores minus their
-    row maxima (a point shift), so every weight is <= 1 and their products are the softmax
-    numerators up to a positive factor per query."""
+def _attention(paths: PathMatrices) -> tuple[Num, Tensor, Num]:
+    """s_tok [q, x] = EQKE / sqrt(d_head), its row maxima row_max [q, m] = max_{x <= m} s_tok
+    (upper ends: point shifts), and e_pos [q, p] = exp(EQKP / sqrt(d_head) - max_p), all k
+    positions."""
     s_tok = paths.EQKE / paths.attn_scale
     s_pos = paths.EQKP / paths.attn_scale
-    e_tok = iv.exp(s_tok - iv.upper(s_tok).amax(dim=-1, keepdim=True))
+    row_max = iv.upper(s_tok).cummax(dim=-1).values
     e_pos = iv.exp(s_pos - iv.upper(s_pos).amax(dim=-1, keepdim=True))
-    return e_tok, e_pos
+    return s_tok, row_max, e_pos
+
+
+def _row_weights(s_tok: Num, row_max: Tensor, q: Tensor, m: Tensor) -> Num:
+    """e_tok [r, x] = exp(s_tok[q, x] - row_max[q, m]) for the tokens x <= m that occur in
+    row (q, m) (<= 1; 0 for x > m, which never occur)."""
+    v = s_tok.shape[-1]
+    later = torch.arange(v, device=q.device)[None, :] > m[:, None]
+    return iv.exp((s_tok[q] - row_max[q, m][:, None]).masked_fill(later, NEG_INF))
+
+
+def _guard_underflow(T: Tensor, w_query: Num, w_max: Num) -> Tensor:
+    """T [r, set] with -inf where every fixed weight (the query's w_query [r], the max
+    token's w_max [r, p] at the positions of M) is below UNDERFLOW_GUARD (module docstring)."""
+    n = w_max.shape[1]
+    big_query = iv.upper(w_query) >= UNDERFLOW_GUARD
+    big_max = iv.upper(w_max) >= UNDERFLOW_GUARD  # [r, p]
+    cols = []
+    for S in _masks(n):
+        M = [p for p in range(n) if p not in S]
+        ok = big_query
+        for p in M:
+            ok = ok | big_max[:, p]
+        cols.append(ok)
+    return torch.where(torch.stack(cols, dim=-1), T, NEG_INF)
 
 
 def _pvou_c(paths: PathMatrices) -> Num:
@@ -139,8 +168,9 @@ def _count_powers(n: Tensor, c: int, v: int) -> int:
 class _JointModel:
     """Per-model quantities shared by every chunk of rows (joint strategy)."""
 
-    e_tok: Num
-    e_pos: Num
+    s_tok: Num  # [q, x]
+    row_max: Tensor  # [q, m]
+    e_pos: Num  # [q, p]
     E: Num  # [q, m]
     g: Num  # [p, x, m] for the non-query positions p
     g_bar: Num  # [x, m] = max_p g[p, x, m] (pure rule)
@@ -164,20 +194,23 @@ class JointTerms:
 def _joint_model(paths: PathMatrices) -> _JointModel:
     """Attention weights, E, and g_p[x, m] = max_{j!=m}(EVOU_c[x,m,j] + PVOU_c[p,m,j])."""
     k, EVOU = paths.n_ctx, paths.EVOU
-    e_tok, e_pos = _attention(paths)
+    s_tok, row_max, e_pos = _attention(paths)
     P = _pvou_c(paths)[: k - 1]
     g = (EVOU[None, :, None, :] + P[:, None, :, :]).amax(dim=-1) - EVOU[None]
     g_bar = g.amax(dim=0) if k > 1 else EVOU  # (k = 1: no non-max positions, unused)
-    return _JointModel(e_tok=e_tok, e_pos=e_pos, E=_direct(paths), g=g, g_bar=g_bar)
+    return _JointModel(
+        s_tok=s_tok, row_max=row_max, e_pos=e_pos, E=_direct(paths), g=g, g_bar=g_bar
+    )
 
 
-def _joint_fixed(paths: PathMatrices, jm: _JointModel, q: Tensor, m: Tensor) -> Num:
+def _joint_fixed(paths: PathMatrices, jm: _JointModel, q: Tensor, m: Tensor, e_tok: Num) -> Num:
     """F[r, set] = max_{j != m} of the exact fixed part (direct path, max tokens, query)."""
     k, v = paths.n_ctx, paths.d_vocab
     EUPU, EVOU, PVOU = paths.EUPU, paths.EVOU, paths.PVOU
+    rows = torch.arange(len(q), device=q.device)
     e_pos = jm.e_pos[q]  # [r, k]
-    e_max = jm.e_tok[q, m]  # [r]
-    w_query = jm.e_tok[q, q] * e_pos[:, k - 1]
+    e_max = e_tok[rows, m]  # [r]
+    w_query = e_tok[rows, q] * e_pos[:, k - 1]
     direct = EUPU[q] - EUPU[q, m][:, None]  # [r, j]
     ev_m = EVOU[m] - EVOU[m, m][:, None]  # [r, j] = EVOU_c[m, m, j]
     pv = PVOU[:, None, :] - PVOU[:, m][..., None]  # [p, r, j] = PVOU_c[p, m, j]
@@ -209,15 +242,19 @@ def joint_terms(
 ) -> JointTerms:
     """Thresholds and per-position terms of the rows (q, m) (module docstring)."""
     k, v = paths.n_ctx, paths.d_vocab
-    T = _finite_or(-iv.upper(_joint_fixed(paths, jm, q, m)), NEG_INF)
+    e_tok = _row_weights(jm.s_tok, jm.row_max, q, m)  # [r, x]
+    T = _finite_or(-iv.upper(_joint_fixed(paths, jm, q, m, e_tok)), NEG_INF)
+    rows = torch.arange(len(q), device=q.device)
+    W = jm.e_pos[q][:, : k - 1]  # [r, p]
+    w_query = e_tok[rows, q] * jm.e_pos[q, k - 1]
+    T = _guard_underflow(T, w_query, e_tok[rows, m][:, None] * W)
     full = 2 ** (k - 1) - 1
     T[:, full] = torch.where(q == m, T[:, full], NEG_INF)  # q < m needs a max position
     absent = torch.arange(v, device=q.device)[None, :] >= m[:, None]  # [r, x]
     E = jm.E[q, m]
-    base = jm.e_tok[q][None] * (E[None, :, None] + jm.g[:, :, m].permute(0, 2, 1))
-    W = jm.e_pos[q][:, : k - 1]  # [r, p]
+    base = e_tok[None] * (E[None, :, None] + jm.g[:, :, m].permute(0, 2, 1))
     U = _finite_or(iv.upper(W.T[:, :, None] * base), INF).masked_fill(absent[None], INF)
-    H = jm.e_tok[q] * (E[:, None] + jm.g_bar[:, m].T)
+    H = e_tok * (E[:, None] + jm.g_bar[:, m].T)
     return JointTerms(q=q, m=m, T=T, U=U, H=H, W=W, rigorous=rigorous)
 
 
@@ -320,8 +357,10 @@ def lite_tables(paths: PathMatrices, rigorous: bool) -> LiteTables:
     """All rows at once (tables are O(v^3); work O(v^3 + 2^(k-1) v^2 log v))."""
     k, v, EVOU = paths.n_ctx, paths.d_vocab, paths.EVOU
     device = paths.EUPU.device
-    e_tok, e_pos = _attention(paths)
+    s_tok, row_max, e_pos = _attention(paths)
     q, m = _rows(v, device)
+    rows = torch.arange(len(q), device=device)
+    e_tok = _row_weights(s_tok, row_max, q, m)  # [r, x]
     # g[x, m] = max_{j != m}(EVOU[x, j] + PVOU_pess[m, j]) - EVOU[x, m], only for x <= m
     pv_pess = _pvou_c(paths).amax(dim=0)  # [m, j]
     g_rows = (EVOU[q] + pv_pess[m]).amax(dim=-1) - EVOU[q, m]  # [r]: g[x = q, m]
@@ -329,21 +368,24 @@ def lite_tables(paths: PathMatrices, rigorous: bool) -> LiteTables:
     g = _scatter_rows(g, q, m, g_rows)  # [x, m]; +inf where x > m
     E = _direct(paths)[q, m]  # [r]
     absent = torch.arange(v, device=device)[None, :] >= m[:, None]
-    h = _finite_or(iv.upper(e_tok[q] * (E[:, None] + g[:, m].T)), INF).masked_fill(absent, INF)
+    h = _finite_or(iv.upper(e_tok * (E[:, None] + g[:, m].T)), INF).masked_fill(absent, INF)
     # fixed part and thresholds
     W = e_pos[q]  # [r, k]
-    on_max = e_tok[q, m] * (E + g[m, m])
-    query = e_tok[q, q] * W[:, k - 1] * (E + g[q, m])
-    theta = []
-    for S in _masks(k - 1):
-        M = [p for p in range(k - 1) if p not in S]
-        W_M = _sum_cols(W, M)
-        T = _finite_or(-iv.upper(query if W_M is None else W_M * on_max + query), NEG_INF)
-        if not M:
-            T = torch.where(q == m, T, NEG_INF)  # q < m needs a max position
-        if S:
-            T = _finite_or(_lower_quotient(T, _sum_cols(W, S), rigorous), NEG_INF)
-        theta.append(T)
+    e_max, w_query = e_tok[rows, m], e_tok[rows, q] * W[:, k - 1]
+    on_max = e_max * (E + g[m, m])
+    query = w_query * (E + g[q, m])
+    masks = _masks(k - 1)
+    T_cols = []
+    for S in masks:
+        W_M = _sum_cols(W, [p for p in range(k - 1) if p not in S])
+        T_cols.append(-iv.upper(query if W_M is None else W_M * on_max + query))
+    T = _guard_underflow(
+        _finite_or(torch.stack(T_cols, dim=-1), NEG_INF), w_query, e_max[:, None] * W[:, : k - 1]
+    )
+    T[:, -1] = torch.where(q == m, T[:, -1], NEG_INF)  # q < m needs a max position
+    theta = [T[:, 0]]  # c = 0: T itself
+    for s, S in enumerate(masks[1:], start=1):
+        theta.append(_finite_or(_lower_quotient(T[:, s], _sum_cols(W, S), rigorous), NEG_INF))
     sorted_h = h.sort(dim=-1).values
     return LiteTables(q=q, m=m, h=h, sorted_h=sorted_h, theta=torch.stack(theta, dim=-1))
 
