@@ -35,6 +35,7 @@ from compact_proofs.circuits import require_single_head
 from compact_proofs.errors import CompactProofsError, UnsupportedModelError
 from compact_proofs.estimate import estimate_accuracy
 from compact_proofs.flops import log2
+from compact_proofs.loss import DEFAULT_STRATEGY, breakdown_markdown, loss_breakdown
 from compact_proofs.model import ModelConfig
 from compact_proofs.modelfile import ModelFile, load_model, save_model, weights_digest
 from compact_proofs.proofs import STRATEGIES, resolve_strategies
@@ -455,6 +456,18 @@ def cmd_noise(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_loss(args: argparse.Namespace) -> int:
+    mf, name = _load(args.model, "cpu")
+    result = loss_breakdown(mf.model, args.strategy)
+    if args.json:
+        _print_json({**result.to_json(), "model": name})
+        return 0
+    print(f"model: {name}")
+    print(breakdown_markdown(result, steps=True))
+    print(f"({result.seconds:.1f} s; causes credited in the order of compact_proofs.loss)")
+    return 0
+
+
 def cmd_strategies(args: argparse.Namespace) -> int:
     cfg = ModelConfig()
     records = [s.describe(cfg) for s in STRATEGIES.values()]
@@ -639,6 +652,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sample-seed", type=_seed, default=0, help="seed of the draws (0)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_noise)
+
+    p = sub.add_parser(
+        "loss", help="where the bound is lost: uncertified correct inputs split by cause"
+    )
+    p.add_argument("model", help="model file (.safetensors)")
+    p.add_argument(
+        "--strategy",
+        default=DEFAULT_STRATEGY,
+        help="cubic or a sub-cubic strategy id (default: the paper's default sub-cubic one)",
+    )
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_loss)
 
     p = sub.add_parser("strategies", help="list the proof strategies")
     p.add_argument("--json", action="store_true", help="print JSON")
