@@ -136,7 +136,8 @@ def test_every_table_and_figure_file_exists_and_is_valid(report):
     expected |= {f"bound_vs_sigma_ratio.{e}" for e in ("png", "svg", "pdf")}
     expected |= {"seed-123-path-matrices.png", "seed-123-path-matrices.svg"}
     expected |= {"frontier.md", "frontier.csv", "noise.md", "seed-123-noise.png"}
-    expected |= {"seed-123-noise.svg"}
+    expected |= {"seed-123-noise.svg", "loss.md"}
+    expected |= {f"seed-123-loss-{w}.{e}" for w in ("cubic", "subcubic") for e in ("png", "svg")}
     assert names == expected
     assert info["notes"] == [] and info["figure_seed"] == 123
     assert not list(out_dir.glob(".*.tmp"))  # no temporary files left behind
@@ -233,7 +234,7 @@ def test_seed_figure_skipped_with_a_note_when_the_model_is_missing(store, tmp_pa
     (tmp_path / "sweep").mkdir()
     df[df["seed"] == 2].to_csv(tmp_path / "sweep" / "results.csv", index=False)  # no models/
     info = build_report(tmp_path / "sweep", tmp_path / "out")
-    assert info["figure_seed"] == 2 and len(info["notes"]) == 2  # path matrices, noise
+    assert info["figure_seed"] == 2 and len(info["notes"]) == 3  # path matrices, noise, loss
     assert all("not found" in note for note in info["notes"])
     assert info["noise"] == []
     assert "bound_vs_flops_all" in info["figures"]
@@ -287,3 +288,16 @@ def test_the_report_shows_the_noise_experiment_and_frontier(report):
     index = (out_dir / "index.html").read_text()
     assert "Structureless noise (seed 123)" in index and "Frontier movement" in index
     assert "seed-123-noise.png" in index
+
+
+def test_the_report_shows_where_the_bound_is_lost(report):
+    out_dir, info = report
+    assert [lb["strategy"] for lb in info["loss"]] == [
+        "cubic",
+        "EUPU-mean-query+max-diff--attn-mean-query+diff--attn-err-max-diff",
+    ]
+    for lb in info["loss"]:
+        assert sum(r["inputs"] for r in lb["rows"]) == lb["exact_correct"] - lb["certified"]
+    index = (out_dir / "index.html").read_text()
+    assert "Where the bound is lost: cubic (seed 123)" in index
+    assert "lost: value-path pessimisation" in index

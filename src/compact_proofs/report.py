@@ -41,7 +41,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from tqdm.auto import tqdm
 
-from compact_proofs import noise
+from compact_proofs import loss, noise
 from compact_proofs.errors import CompactProofsError
 from compact_proofs.modelfile import atomic_write, load_model
 from compact_proofs.noise import NoiseResult
@@ -370,6 +370,23 @@ def _html_table(headers: Sequence[str], rows: list[list[str]]) -> str:
     return (
         f'<table class="t1">\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody>\n</table>'
     )
+
+
+LOSS_HEADERS = ("", "inputs", "fraction of all inputs", "share of lost")
+
+
+def _loss_cells(lb: loss.LossBreakdown) -> list[list[str]]:
+    """Display rows of a loss breakdown: certified, each cause, misclassified."""
+    lost = lb.lost or 1
+    rows = [["certified", f"{lb.certified:,}", f"{lb.certified / lb.total:.4f}", ""]]
+    rows += [
+        [f"lost: {r.cause}", f"{r.inputs:,}", f"{r.fraction:.4f}", f"{r.inputs / lost:.1%}"]
+        for r in lb.rows
+    ]
+    rows.append(
+        ["misclassified", f"{lb.misclassified:,}", f"{lb.misclassified / lb.total:.4f}", ""]
+    )
+    return rows
 
 
 def group_summary(df: pd.DataFrame, group: str) -> str:
@@ -867,6 +884,7 @@ def build_report(
     seed: int | None = None,
     progress: bool = False,
     noise_draws: int = 10,
+    loss_strategies: Sequence[str] = ("cubic", loss.DEFAULT_STRATEGY),
 ) -> dict[str, Any]:
     """Write Table 1, the figures and index.html for the sweep in `results_dir` to `out_dir`.
 
@@ -886,6 +904,8 @@ def build_report(
     sigma_fits: list[dict[str, Any]] = []
     frontier: list[dict[str, Any]] = []
     noise_results: list[NoiseResult] = []
+    breakdowns: list[loss.LossBreakdown] = []
+    loaded: dict[str, Any] = {}
     sections: list[tuple[str, str]] = []
 
     def add_figure(
@@ -974,15 +994,29 @@ def build_report(
             )
         )
 
+    def figure_model() -> Any:
+        """The figure seed's model, or a one-line reason why there is none (loaded once)."""
+        if "model" not in loaded:
+            path = model_file()
+            try:
+                loaded["model"] = (
+                    f"no model path for seed {figure_seed}"
+                    if path is None
+                    else load_model(path).model
+                )
+            except CompactProofsError as exc:
+                loaded["model"] = str(exc)
+        return loaded["model"]
+
     def noise_experiment() -> None:
-        path = model_file()
-        if noise_draws < 2 or path is None:
-            notes.append("Structureless-noise experiment skipped (no model, or --noise-draws < 2).")
+        model = figure_model()
+        if noise_draws < 2 or isinstance(model, str):
+            why = "--noise-draws < 2" if noise_draws < 2 else model
+            notes.append(f"Structureless-noise experiment skipped: {why}.")
             return
         try:
-            model = load_model(path).model
             noise_results.extend(noise.run_all(model, noise_draws))
-        except CompactProofsError as exc:
+        except (CompactProofsError, ValueError) as exc:
             notes.append(f"Structureless-noise experiment skipped: {exc}")
             return
         text = (
@@ -1014,6 +1048,39 @@ def build_report(
             "error handling; z-scores annotated.",
         )
 
+    def loss_breakdowns() -> None:
+        model = figure_model()
+        if isinstance(model, str):
+            notes.append(f"Loss breakdown skipped: {model}.")
+            return
+        markdown = []
+        for strategy in loss_strategies:
+            try:
+                lb = loss.loss_breakdown(model, strategy)
+            except CompactProofsError as exc:
+                notes.append(f"Loss breakdown of {strategy} skipped: {exc}")
+                continue
+            breakdowns.append(lb)
+            markdown.append(loss.breakdown_markdown(lb, steps=True))
+            short = "cubic" if strategy == "cubic" else "subcubic"
+            add_figure(
+                loss.plot_loss_breakdown(lb),
+                f"seed-{figure_seed}-loss-{short}",
+                SEED_FORMATS,
+                f"Where the bound is lost: {strategy}, seed {figure_seed}",
+                "Correctly classified inputs the proof does not certify, by cause (sequential "
+                "ablation ladder of compact_proofs.loss: each cause is credited with the inputs "
+                "that removing its relaxation, after the earlier ones, first certifies).",
+            )
+            sections.append(
+                (
+                    f"Where the bound is lost: {strategy} (seed {figure_seed})",
+                    _html_table(LOSS_HEADERS, _loss_cells(lb)),
+                )
+            )
+        if markdown:
+            files.append(_write_text(out_dir / "loss.md", "\n\n".join(markdown) + "\n"))
+
     def seed_figure() -> None:
         path = model_file()
         if path is None:
@@ -1040,6 +1107,7 @@ def build_report(
         ("bound vs sigma ratio", sigma_ratio),
         (f"seed {figure_seed} path matrices", seed_figure),
         (f"seed {figure_seed} noise experiment", noise_experiment),
+        (f"seed {figure_seed} loss breakdown", loss_breakdowns),
     ]
     bar = tqdm(steps, desc="report", unit="step", disable=not progress, leave=False)
     for name, step in bar:
@@ -1059,4 +1127,5 @@ def build_report(
         "sigma_fits": sigma_fits,
         "frontier": frontier,
         "noise": [r.to_json() for r in noise_results],
+        "loss": [lb.to_json() for lb in breakdowns],
     }
