@@ -17,7 +17,7 @@ the cost rules of SPEC §7.1 (n = number of output elements unless stated):
 | logsumexp   | logsumexp                                             | 4 in - out           |
 | norm        | linalg_vector_norm                                    | 2 in                 |
 | sort        | sort                                                  | (len - 1) per row    |
-| search      | searchsorted                                          | ceil(log2(len+1)) per query |
+| search      | searchsorted                                     | ceil(log2(len+1)) per query |
 | svd         | linalg_svd                                            | check of U diag(S) Vh |
 
 Sorting and SVD are charged as the cost of *checking* a supplied certificate, as in the

@@ -106,9 +106,9 @@ from compact_proofs.proofs import get_strategy
 from compact_proofs.proofs.cubic import (
     Cubic,
     CubicTables,
-    _pessimised_ov,
-    _three_way_softmax,
     cubic_tables,
+    pessimised_ov,
+    three_way_softmax,
 )
 from compact_proofs.proofs.cubic import proven_mask as cubic_proven_mask
 from compact_proofs.proofs.subcubic.bounds import (
@@ -417,7 +417,7 @@ def _subcubic_ladder(
     model: AttnOnlyTransformer, strategy: SubcubicStrategy, payload: dict
 ) -> Ladder:
     w = weights64(model)
-    dirs, gaps0 = strategy._parse(payload, w)  # validated exactly as verification does
+    dirs, gaps0 = strategy.parse_certificate(payload, w)  # validated exactly as verification does
     paths = path_matrices(model, torch.float64)
     tolerance = _tolerance(paths)
     tables = _subcubic_tables(w, strategy.config, dirs, gaps0, tolerance)
@@ -505,7 +505,7 @@ def _cubic_coupled_tables(
     paths: PathMatrices, base: CubicTables, tolerance: float
 ) -> list[CubicTables]:
     """Rungs 1 (value terms share j) and 2 (direct path joins them) as cubic tables; the
-    attention weights are the cubic proof's own (`_three_way_softmax` on the same inputs)."""
+    attention weights are the cubic proof's own (`three_way_softmax` on the same inputs)."""
     v, k = paths.d_vocab, paths.n_ctx
     device = paths.EUPU.device
     ms = torch.arange(v, device=device)
@@ -517,7 +517,7 @@ def _cubic_coupled_tables(
     q_eq_m = ms[:, None] == ms[None, :]
     q_le_m = ms[:, None] <= ms[None, :]
     t_lt_m = ms[None, :] < ms[:, None]  # [m, t]
-    PVOU_pess, EUPU_c, EVOU_c, _ = _pessimised_ov(paths, ms, v)
+    PVOU_pess, EUPU_c, EVOU_c, _ = pessimised_ov(paths, ms, v)
     is_m = ms[:, None] == ms[None, :]  # [m, j]
     G = EVOU_c + PVOU_pess[:, None, :]  # [m, x, j]; j = m is masked after weighting
     EUPU_pess = EUPU_c.masked_fill(is_m[None], NEG_INF).amax(dim=-1)  # [q, m]
@@ -530,7 +530,7 @@ def _cubic_coupled_tables(
         B1_m, B2_m = [], []
         for lo in range(0, v, step):
             mm = ms[lo : lo + step]
-            on_max, on_nonmax, w_query = _three_way_softmax(
+            on_max, on_nonmax, w_query = three_way_softmax(
                 (s_tok[:, mm][None] + log_on_max[..., None])[..., None],  # [o, q, M, 1]
                 (s_tok[None] + log_on_nonmax[..., None])[:, :, None, :],  # [o, q, 1, t]
                 s_query[None, :, None, None],

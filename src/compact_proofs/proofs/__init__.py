@@ -62,4 +62,12 @@ def resolve_strategies(spec: str) -> list[Strategy]:
     return list({s.id: s for s in chosen}.values())
 
 
-__all__ = ["NEW_STRATEGIES", "PAPER_STRATEGIES", "STRATEGIES", "Strategy", "Verdict", "get_strategy", "resolve_strategies"]
+__all__ = [
+    "NEW_STRATEGIES",
+    "PAPER_STRATEGIES",
+    "STRATEGIES",
+    "Strategy",
+    "Verdict",
+    "get_strategy",
+    "resolve_strategies",
+]

@@ -81,7 +81,7 @@ def _max_over_j_not_m(x: Num, ms: Tensor) -> Num:
     return x.masked_fill(_is_m(ms, x.shape[-1]), NEG_INF).amax(dim=-1)
 
 
-def _pessimised_ov(paths: PathMatrices, ms: Tensor, r: int) -> tuple[Num, Num, Num, Num]:
+def pessimised_ov(paths: PathMatrices, ms: Tensor, r: int) -> tuple[Num, Num, Num, Num]:
     """(PVOU_pess [m, j], EUPU_c [q, m, j], EVOU_c [m, x, j], g [m, x]) as in the docstring,
     for the max tokens `ms` and the tokens q, x < r (no larger token occurs with them)."""
     PVOU, EUPU, EVOU = paths.PVOU, paths.EUPU[:r], paths.EVOU
@@ -98,7 +98,7 @@ def _is_m(ms: Tensor, v: int) -> Tensor:
     return ms[:, None] == torch.arange(v, device=ms.device)[None, :]
 
 
-def _three_way_softmax(a: Num, b: Num, c: Num) -> tuple[Num, Num, Num]:
+def three_way_softmax(a: Num, b: Num, c: Num) -> tuple[Num, Num, Num]:
     """Softmax weights of three groups of positions given each group's log-sum-exp score.
 
     Equals summing softmax over the individual positions of each group; stable (every
@@ -135,12 +135,12 @@ def cubic_tables(paths: PathMatrices, m_range: range | None = None) -> CubicTabl
     q_le_m = tok[:, None] <= ms[None, :]
     s_max = s_tok[:, ms]  # [q, m]: token score of the max token
 
-    PVOU_pess, EUPU_c, EVOU_c, g = _pessimised_ov(paths, ms, r)
+    PVOU_pess, EUPU_c, EVOU_c, g = pessimised_ov(paths, ms, r)
     EUPU_pess = _max_over_j_not_m(EUPU_c, ms)  # [q, m]
 
     # c = 0: every non-query position holds m; a single attention pattern per (q, m).
     no_positions = torch.full((r,), NEG_INF, dtype=s_tok.dtype, device=device)
-    on_max0, _, w_query0 = _three_way_softmax(
+    on_max0, _, w_query0 = three_way_softmax(
         s_max + s_pos.logsumexp(dim=-1)[:, None], no_positions[:, None], s_query[:, None]
     )
     A_max0 = iv.where(q_eq_m, on_max0 + w_query0, on_max0)
@@ -161,7 +161,7 @@ def cubic_tables(paths: PathMatrices, m_range: range | None = None) -> CubicTabl
         n_max = k - 1 - c  # non-query positions holding m
         log_on_max = orders[..., :n_max].logsumexp(dim=-1)  # [o, q]
         log_on_nonmax = orders[..., n_max:].logsumexp(dim=-1)
-        on_max, on_nonmax, w_query = _three_way_softmax(
+        on_max, on_nonmax, w_query = three_way_softmax(
             (s_max[None] + log_on_max[..., None])[..., None],  # [o, q, m, 1]
             (s_tok[None, :, :r] + log_on_nonmax[..., None])[:, :, None, :],  # [o, q, 1, t]
             s_query[None, :, None, None],

@@ -116,7 +116,7 @@ class SubcubicStrategy(Strategy):
         """B [q, m, c] (upper bounds on the wrong-logit margins; intervals if rigorous), the
         gaps and the cells."""
         w = weights64(model, rigorous)
-        dirs, gaps = self._parse(payload, w)
+        dirs, gaps = self.parse_certificate(payload, w)
         cfg = self.config
         qk = decompose_eqke(w, dirs, cfg.error, cfg.route)
         B, cells = subcubic_bounds(
@@ -124,7 +124,7 @@ class SubcubicStrategy(Strategy):
         )
         return B, gaps, cells
 
-    def _parse(self, payload: dict[str, Any], w: Weights64) -> tuple[Directions, Tensor]:
+    def parse_certificate(self, payload: dict[str, Any], w: Weights64) -> tuple[Directions, Tensor]:
         """Validate the payload's types and shapes; never its values' optimality."""
         v, k, d = w.W_E.shape[0], w.W_pos.shape[0], w.W_E.shape[1]
         if payload.get("config") != self.id:
