@@ -45,8 +45,10 @@ from compact_proofs import loss, noise
 from compact_proofs.errors import CompactProofsError
 from compact_proofs.modelfile import atomic_write, load_model
 from compact_proofs.noise import NoiseResult
+from compact_proofs.proofs import NEW_STRATEGIES
 from compact_proofs.proofs.subcubic.config import TABLE1_ROW
 from compact_proofs.seeds import SELECTED_SEED
+from compact_proofs.sweep import ROWS
 
 # -- Table 1 definition ---------------------------------------------------------------------
 
@@ -64,13 +66,8 @@ TABLE1_ORDER: tuple[str, ...] = (
     "Separable lite (new)",
     "Separable (new)",
 )
-# rows defined by a strategy id rather than by the `table1_rows` column
-STRATEGY_ROWS = {
-    "Brute force": "brute-force",
-    "Cubic": "cubic",
-    "Separable lite (new)": "separable-lite",
-    "Separable (new)": "separable",
-}
+# rows defined by a strategy id rather than by the `table1_rows` column (sweep.ROWS inverted)
+STRATEGY_ROWS = {row: strategy_id for strategy_id, row in ROWS.items()}
 
 
 @dataclass(frozen=True)
@@ -96,7 +93,7 @@ PAPER_TABLE1: dict[str, PaperValue] = {
 
 # plot groups in the paper's order: brute force, cubic, the six sub-cubic groups by Table 1 row;
 # then the groups of strategies new here (not in the paper), drawn with star markers
-NEW_GROUPS: tuple[str, ...] = ("separable",)
+NEW_GROUPS: tuple[str, ...] = tuple(dict.fromkeys(s.group for s in NEW_STRATEGIES.values()))
 GROUP_ORDER: tuple[str, ...] = ("brute-force", "cubic", *TABLE1_ROW, *NEW_GROUPS)
 EXCLUDED_SIGMA_ERROR = "exact_EQKE+max_diff_exact"  # exact EQKE: no low-rank structure used
 
