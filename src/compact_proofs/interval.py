@@ -320,22 +320,20 @@ def where(condition: Tensor, a: Num | float, b: Num | float) -> Num:
     return Interval(torch.where(condition, A.lo, B.lo), torch.where(condition, A.hi, B.hi))
 
 
-def stack(xs: list[Num], dim: int = 0) -> Num:
+def _join(join: Callable[..., Tensor], xs: list[Num], dim: int) -> Num:
+    """torch.stack / torch.cat of plain tensors, or of both ends of intervals (exact)."""
     if not _both(tuple(xs)):
-        return torch.stack(xs, dim=dim)  # type: ignore[arg-type]
+        return join(xs, dim=dim)
     ivs = [lift(x) for x in xs]
-    return Interval(
-        torch.stack([x.lo for x in ivs], dim=dim), torch.stack([x.hi for x in ivs], dim=dim)
-    )
+    return Interval(join([x.lo for x in ivs], dim=dim), join([x.hi for x in ivs], dim=dim))
+
+
+def stack(xs: list[Num], dim: int = 0) -> Num:
+    return _join(torch.stack, xs, dim)
 
 
 def cat(xs: list[Num], dim: int = 0) -> Num:
-    if not _both(tuple(xs)):
-        return torch.cat(xs, dim=dim)  # type: ignore[arg-type]
-    ivs = [lift(x) for x in xs]
-    return Interval(
-        torch.cat([x.lo for x in ivs], dim=dim), torch.cat([x.hi for x in ivs], dim=dim)
-    )
+    return _join(torch.cat, xs, dim)
 
 
 def outer(a: Num, b: Num) -> Num:

@@ -93,10 +93,11 @@ def table_cells(r: NoiseResult) -> list[str]:
 
 
 def run_all(model: AttnOnlyTransformer, draws: int = 10, seed: int = 0) -> list[NoiseResult]:
-    """The experiment for every route-A error handling (default configuration otherwise)."""
+    """The experiment for every route-A error handling (default configuration otherwise), on
+    one shared decomposition and the same random draws."""
+    parts = _RouteA.of(model)
     return [
-        noise_experiment(model, SubcubicConfig(error=error), draws, seed)
-        for error in ROUTE_A_ERRORS
+        _experiment(parts, SubcubicConfig(error=error), draws, seed) for error in ROUTE_A_ERRORS
     ]
 
 
@@ -118,7 +119,27 @@ def _certified(
     return count_correct(B, gaps, cells, k, SOUND) / v**k
 
 
-@torch.no_grad()
+@dataclass(frozen=True)
+class _RouteA:
+    """The model's route-A decomposition (independent of the error handling)."""
+
+    w: Weights64
+    dirs: Directions
+    EQKE_hat: torch.Tensor
+    A_r: torch.Tensor
+    B_r: torch.Tensor
+    cross: torch.Tensor
+    pos_err: torch.Tensor
+
+    @staticmethod
+    @torch.no_grad()
+    def of(model: AttnOnlyTransformer) -> _RouteA:
+        w = weights64(model)
+        dirs = find_directions(w)
+        EQKE_hat, A_r, B_r, cross = route_a_parts(w, dirs)
+        return _RouteA(w, dirs, EQKE_hat, A_r, B_r, cross, position_error(w))
+
+
 def noise_experiment(
     model: AttnOnlyTransformer, config: SubcubicConfig, draws: int = 10, seed: int = 0
 ) -> NoiseResult:
@@ -128,19 +149,21 @@ def noise_experiment(
     """
     if config.error not in ROUTE_A_ERRORS:
         raise ValueError(f"the noise experiment needs a route-A error handling {ROUTE_A_ERRORS}")
-    w = weights64(model)
-    dirs = find_directions(w)
-    EQKE_hat, A_r, B_r, cross = route_a_parts(w, dirs)
-    pos_err = position_error(w)
+    return _experiment(_RouteA.of(model), config, draws, seed)
 
+
+@torch.no_grad()
+def _experiment(parts: _RouteA, config: SubcubicConfig, draws: int, seed: int) -> NoiseResult:
     def outcome(a_r: torch.Tensor, b_r: torch.Tensor) -> tuple[float, float]:
         residual = residual_bound(a_r, b_r, config.error)
-        qk = QKDecomposition(EQKE_hat=EQKE_hat, pos_err=pos_err, err_bound=residual + cross)
-        return float(residual.mean()), _certified(w, qk, dirs, config)
+        qk = QKDecomposition(
+            EQKE_hat=parts.EQKE_hat, pos_err=parts.pos_err, err_bound=residual + parts.cross
+        )
+        return float(residual.mean()), _certified(parts.w, qk, parts.dirs, config)
 
-    real_error, real_bound = outcome(A_r, B_r)
+    real_error, real_bound = outcome(parts.A_r, parts.B_r)
     gen = torch.Generator().manual_seed(seed)
-    randoms = [outcome(_like(A_r, gen), _like(B_r, gen)) for _ in range(draws)]
+    randoms = [outcome(_like(parts.A_r, gen), _like(parts.B_r, gen)) for _ in range(draws)]
     return NoiseResult(
         strategy=config.id,
         real_error=real_error,

@@ -79,6 +79,11 @@ def _rows(v: int, device: torch.device) -> tuple[Tensor, Tensor]:
     return q[keep], m[keep]
 
 
+def _complement(S: list[int], n: int) -> list[int]:
+    """The positions 0..n-1 not in S (the max positions M of a cell whose non-max set is S)."""
+    return [p for p in range(n) if p not in S]
+
+
 def _sum_cols(x: Num, cols: list[int]) -> Num | None:
     """sum_{p in cols} x[:, p] (None for no columns)."""
     total = None
@@ -126,9 +131,8 @@ def _guard_underflow(T: Tensor, w_query: Num, w_max: Num) -> Tensor:
     big_max = iv.upper(w_max) >= UNDERFLOW_GUARD  # [r, p]
     cols = []
     for S in _masks(n):
-        M = [p for p in range(n) if p not in S]
         ok = big_query
-        for p in M:
+        for p in _complement(S, n):
             ok = ok | big_max[:, p]
         cols.append(ok)
     return torch.where(torch.stack(cols, dim=-1), T, NEG_INF)
@@ -258,10 +262,11 @@ def joint_terms(
     return JointTerms(q=q, m=m, T=T, U=U, H=H, W=W, rigorous=rigorous)
 
 
-def _exact_c(c: int, q_eq_m: bool) -> bool:
+def _exact_c(c: int, q_eq_m: bool | Tensor) -> bool | Tensor:
     """Cells counted assignment by assignment: c <= 2, or c = 3 on the q = m rows (v^2 log v
-    work per row keeps the whole proof cubic); larger cells use the pure rule."""
-    return c <= 2 or (c == 3 and q_eq_m)
+    work per row keeps the whole proof cubic); larger cells use the pure rule. `q_eq_m` may be
+    a bool or a bool tensor (then so is the result)."""
+    return (q_eq_m & (c == 3)) | (c <= 2)
 
 
 def _pure_members(t: JointTerms, S: list[int], s: int) -> Tensor:
@@ -318,8 +323,7 @@ def joint_proven(t: JointTerms, tokens: Tensor, row: Tensor) -> Tensor:
         exact_ok = u[-1] < thr
         G = _pure_members(t, S, s)[r]
         pure_ok = torch.stack([G.gather(1, x[:, p : p + 1])[:, 0] for p in S]).all(dim=0)
-        exact = torch.tensor([_exact_c(len(S), bool(e)) for e in t.q[r] == t.m[r]], device=r.device)
-        return torch.where(exact, exact_ok, pure_ok)
+        return torch.where(_exact_c(len(S), t.q[r] == t.m[r]), exact_ok, pure_ok)
 
     return _by_cell(tokens, t.m[row], row, judge)
 
@@ -377,7 +381,7 @@ def lite_tables(paths: PathMatrices, rigorous: bool) -> LiteTables:
     masks = _masks(k - 1)
     T_cols = []
     for S in masks:
-        W_M = _sum_cols(W, [p for p in range(k - 1) if p not in S])
+        W_M = _sum_cols(W, _complement(S, k - 1))
         T_cols.append(-iv.upper(query if W_M is None else W_M * on_max + query))
     T = _guard_underflow(
         _finite_or(torch.stack(T_cols, dim=-1), NEG_INF), w_query, e_max[:, None] * W[:, : k - 1]
