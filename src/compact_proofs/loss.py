@@ -339,7 +339,12 @@ class _SubcubicTables:
 
 
 def _subcubic_tables(
-    w: Weights64, cfg: SubcubicConfig, dirs: Directions, gaps0: Tensor, tolerance: float
+    w: Weights64,
+    paths: PathMatrices,
+    cfg: SubcubicConfig,
+    dirs: Directions,
+    gaps0: Tensor,
+    tolerance: float,
 ) -> _SubcubicTables:
     """Key tables of rungs 0-3 and the attention extremes for rung 4 (module docstring).
     Counterfactual rungs need their bound below -tolerance (so they never claim an input
@@ -360,10 +365,7 @@ def _subcubic_tables(
     proven0 = cells0.valid & iv.certainly_negative(B0)
     all_max = (cells0.q == cells0.m) & (cells0.c == 0)  # one input; no gap applies
 
-    OU = w.W_O @ w.W_U
-    EVOU = w.W_E @ (w.W_V @ OU)
-    PVOU = w.W_pos @ (w.W_V @ OU)
-    EUPU = w.E_q @ w.W_U
+    EVOU, PVOU, EUPU = paths.EVOU, paths.PVOU, paths.EUPU  # no biases (sub-cubic refuses them)
     eye = torch.eye(v, dtype=torch.bool, device=device)
     PVOU_pess = (PVOU[:, None, :] - PVOU[:, :, None]).amax(dim=0)  # [m, j]
     R = EVOU - EVOU.diagonal()[:, None]  # [m, j]
@@ -420,7 +422,7 @@ def _subcubic_ladder(
     dirs, gaps0 = strategy.parse_certificate(payload, w)  # validated exactly as verification does
     paths = path_matrices(model, torch.float64)
     tolerance = _tolerance(paths)
-    tables = _subcubic_tables(w, strategy.config, dirs, gaps0, tolerance)
+    tables = _subcubic_tables(w, paths, strategy.config, dirs, gaps0, tolerance)
     tables = replace(tables, max_slots=_max_slot_values(paths))
     v, k = model.cfg.d_vocab, model.cfg.n_ctx
 
