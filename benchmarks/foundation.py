@@ -61,7 +61,7 @@ def reference_loop_cubic_seconds(model, stride: int = 8) -> float:
     """Seconds for a per-cell Python loop over (q, m, t, c, ordering) computing the attention
     softmax of the cubic proof (only that part of the bound), on every `stride`-th max token,
     extrapolated by the number of cells."""
-    paths = path_matrices(model, torch.float64)
+    paths = path_matrices(model)
     v, k = paths.d_vocab, paths.n_ctx
     E, P = paths.EQKE.tolist(), paths.EQKP.tolist()
     scale = paths.attn_scale

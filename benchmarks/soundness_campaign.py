@@ -4,15 +4,16 @@
     python benchmarks/soundness_campaign.py --minutes 1 --seed 7 --json out.json
 
 For a stream of tiny adversarial models (all v^k <= 1296 inputs enumerable), and for EVERY one
-of the 102 strategies, the campaign searches a certificate, asks `strategy.proven` which inputs
-the proof certifies, and checks every certified input one by one:
+of the registered strategies, the campaign searches a certificate, asks which inputs the proof
+certifies, and checks every certified input one by one against the exact-arithmetic verdict
+(`compact_proofs.exact.ExactReference`), in four modes:
 
-* mode `float64` (rigorous=False): against the float64 forward verdict
-  (`compact_proofs.accuracy.is_correct`) and against the exact-arithmetic verdict
-  (`compact_proofs.exact.ExactReference`);
-* mode `rigorous` (rigorous=True): against the exact verdict. While a strategy's rigorous mode
-  raises NotImplementedError the pair is recorded as "rigorous n/a" and the campaign goes on;
-  it checks the mode automatically once it exists.
+* `default`: what `prove`/`verify` do without flags (ball arithmetic, intervals where balls
+  leave a decision undecided);
+* `ball` and `interval`: each rigorous arithmetic on its own (`proven_in`, `verify_in`), so
+  the interval path is exercised even where the default never needs it;
+* `fast` (`--fast`, rigorous=False): plain float64, also compared with the float64 forward
+  verdict (`compact_proofs.accuracy.is_correct`).
 
 Sub-cubic certificates are also tampered with (random, zero and huge directions; gaps all 1,
 random, the largest encodable) and must stay sound. It also checks that
@@ -27,8 +28,10 @@ near-ideal solvers, near-tie logits (nearly or exactly equal unembedding columns
 near-uniform attention, position-dominated attention, weight tensors rescaled by 1e+-3 or
 1e+-6 relative to each other, duplicated tokens, briefly trained models (almost but not quite
 correct), other initialisations (uniform, kaiming, orthogonal, sparse, heavy-tailed, small
-integers, coarsely quantised), and float64-cancellation models (huge residual/score
-components that cancel exactly in real arithmetic but not in float64).
+integers, coarsely quantised), float64-cancellation models (huge residual/score components
+that cancel exactly in real arithmetic but not in float64), and float64-underflow models
+(attention scores spanning 600-800 nats with d_head = 1, so unnormalised weights and their
+products fall below the subnormal range).
 
 Output: a progress line about every 20 s, then a summary table per mode and certificate kind,
 and a JSON summary (--json).
@@ -58,6 +61,7 @@ if str(ROOT / "tests") not in sys.path:
     sys.path.insert(0, str(ROOT / "tests"))
 
 from compact_proofs.accuracy import all_sequences, forward_margin, is_correct  # noqa: E402
+from compact_proofs.arithmetic import Arithmetic  # noqa: E402
 from compact_proofs.certificates import decode_tensor, encode_tensor  # noqa: E402
 from compact_proofs.errors import CertificateError, UnsupportedModelError  # noqa: E402
 from compact_proofs.exact import CORRECT, UNDECIDED, WRONG, ExactReference  # noqa: E402
@@ -66,9 +70,15 @@ from compact_proofs.modelfile import save_model  # noqa: E402
 from compact_proofs.proofs import STRATEGIES, Strategy  # noqa: E402
 from compact_proofs.training import TrainingRecipe, train  # noqa: E402
 
-from models import float64_cancellation, ideal_model, random_model  # noqa: E402
+from models import (  # noqa: E402
+    float64_cancellation,
+    ideal_model,
+    random_model,
+    underflow_model,
+)
 
-MODES = ("float64", "rigorous")
+MODES = ("fast", "default", "ball", "interval")
+RIGOROUS_MODES = ("default", "ball", "interval")
 TAMPERS = (
     "directions-random",
     "directions-zero",
@@ -295,6 +305,25 @@ def fam_cancellation(rng: random.Random) -> Case:
     return Case("float64 cancellation", "", model, p)
 
 
+def fam_underflow(rng: random.Random) -> Case:
+    """Float64 underflow (`models.underflow_model`): key scores -B for tokens >= 1 and -A at
+    the non-query positions (hundreds of nats), a strong OV vote C of token 0 and a direct
+    path of size `direct` (1e-70..1e-40, products of float32 weights). Half of the models
+    use the ranges that made float64 mode unsound (A 745-752, B 600-620)."""
+    v, k = rng.randint(2, 4), rng.randint(2, 4)
+    critical = rng.random() < 0.5
+    p = {
+        "v": v,
+        "k": k,
+        "A": rng.uniform(745, 752) if critical else rng.uniform(600, 800),
+        "B": rng.uniform(600, 620) if critical else rng.uniform(580, 760),
+        "C": 10 ** rng.uniform(0, 9),
+        "direct": 10 ** rng.uniform(-70, -40),
+        "seed": _seed(rng),
+    }
+    return Case("float64 underflow", "critical" if critical else "", underflow_model(**p), p)
+
+
 FAMILIES: dict[str, Callable[[random.Random], Case]] = {
     "random": fam_random,
     "biases": fam_biases,
@@ -308,10 +337,27 @@ FAMILIES: dict[str, Callable[[random.Random], Case]] = {
     "trained": fam_trained,
     "other initialisations": fam_other_init,
     "float64 cancellation": fam_cancellation,
+    "float64 underflow": fam_underflow,
 }
 
 
 # -- references and checks -----------------------------------------------------------------
+
+
+def _proven(
+    strategy: Strategy, model: AttnOnlyTransformer, payload: dict, tokens: torch.Tensor, mode: str
+) -> torch.Tensor:
+    """The inputs the strategy certifies in one of MODES."""
+    if mode in ("fast", "default"):
+        return strategy.proven(model, payload, tokens, rigorous=mode == "default")
+    return strategy.proven_in(model, payload, tokens, Arithmetic(mode))
+
+
+def _verify(strategy: Strategy, model: AttnOnlyTransformer, payload: dict, mode: str) -> Any:
+    """The strategy's verdict in one of MODES."""
+    if mode in ("fast", "default"):
+        return strategy.verify(model, payload, rigorous=mode == "default")
+    return strategy.verify_in(model, payload, Arithmetic(mode))
 
 
 @dataclass
@@ -342,7 +388,6 @@ class Tally:
     count_checks: int = 0  # pairs where verify() was also run
     count_mismatches: int = 0  # verify().correct_count != proven().sum()
     count_above_exact: int = 0  # verify().correct_count > exact number of correct inputs
-    rigorous_unavailable: int = 0  # rigorous mode raised NotImplementedError
     unsupported: int = 0  # the strategy rejects the model (biases, several heads)
     rejected: int = 0  # the certificate was rejected (CertificateError)
     errors: int = 0  # any other exception (listed in the summary)
@@ -435,19 +480,14 @@ class Campaign:
         refs: References,
     ) -> None:
         t = self.tally(mode, kind)
-        rigorous = mode == "rigorous"
         try:
-            proven = strategy.proven(case.model, payload, refs.tokens, rigorous=rigorous)
-            proven = proven.cpu().bool()
+            proven = _proven(strategy, case.model, payload, refs.tokens, mode).cpu().bool()
             # verify's count must equal the proven set's size: checked on searched certificates,
             # always for brute force and cubic (cheap), on a sample of the sub-cubic ones
             count = None
             sampled = "min_gaps" not in payload or self.rng.random() < self.count_check_fraction
             if kind == "searched" and sampled:
-                count = strategy.verify(case.model, payload, rigorous=rigorous).correct_count
-        except NotImplementedError:
-            t.rigorous_unavailable += 1
-            return
+                count = _verify(strategy, case.model, payload, mode).correct_count
         except UnsupportedModelError:
             t.unsupported += 1
             return
@@ -486,7 +526,7 @@ class Campaign:
             self._finding(
                 case, strategy, payload, kind, mode, "exact: UNDECIDED", proven, undecided
             )
-        if not rigorous:
+        if mode == "fast":
             bad_float = proven & ~refs.float64
             cleared = bad_float & (refs.exact == CORRECT)  # float64 erred: exact proves correct
             t.proven_float64_wrong += int(bad_float.sum())
@@ -664,7 +704,6 @@ class Campaign:
     def table(self) -> str:
         cols = [
             ("pairs", "pairs_checked"),
-            ("n/a", "rigorous_unavailable"),
             ("unsupp.", "unsupported"),
             ("rejected", "rejected"),
             ("inputs checked", "inputs_checked"),
@@ -688,7 +727,7 @@ class Campaign:
                 values = []
                 for _, attr in cols:
                     val = getattr(t, attr)
-                    if mode == "rigorous" and attr in ("proven_float64_wrong", "float64_only"):
+                    if mode != "fast" and attr in ("proven_float64_wrong", "float64_only"):
                         values.append("-")
                     else:
                         values.append(f"{val:,}")
@@ -715,13 +754,14 @@ def git_state() -> dict[str, Any]:
 
 
 def progress_line(c: Campaign, start: float) -> str:
-    f, r = c._total("float64"), c._total("rigorous")
+    parts = []
+    for mode in MODES:
+        t = c._total(mode)
+        parts.append(f"{mode}: pairs {t.pairs_checked:,} unsound {t.unsound}")
     return (
-        f"[{time.perf_counter() - start:7.1f}s] models {sum(c.models.values()):4d} | float64: "
-        f"pairs {f.pairs_checked:,} inputs {f.inputs_checked:,} unsound {f.unsound} "
-        f"(f64-only {f.float64_only}) | rigorous: pairs {r.pairs_checked:,} "
-        f"(n/a {r.rigorous_unavailable:,}) inputs {r.inputs_checked:,} unsound "
-        f"{r.unsound} | findings {len(c.findings)} errors {len(c.errors)}"
+        f"[{time.perf_counter() - start:7.1f}s] models {sum(c.models.values()):4d} | "
+        + " | ".join(parts)
+        + f" | findings {len(c.findings)} errors {len(c.errors)}"
     )
 
 

@@ -120,3 +120,42 @@ def float64_cancellation(
             a, b, eps = near_tie
             model.W_U[:d, a] = model.W_U[:d, b] + eps
     return model
+
+
+def underflow_model(
+    v: int,
+    k: int,
+    A: float = 750.0,
+    B: float = 610.0,
+    C: float = 1e6,
+    direct: float = 1e-55,
+    seed: int = 0,
+) -> AttnOnlyTransformer:
+    """Attention scores spanning hundreds of nats with d_head = 1, built so that float64
+    underflows where exact arithmetic does not. Key score -B for tokens >= 1 and -A at the
+    non-query positions (0 for token 0 at the query position), so a non-max token 0 gets an
+    unnormalised weight exp(-A) (below the subnormal range for A > 745) next to a query weight
+    exp(-B) (above 2^-900 for B < 620); token 0 votes C for output 0 through OV; the direct
+    path gives every output a random logit of size `direct` (products of float32 weights of
+    size sqrt(direct), so below float32's range but exact in float64)."""
+    d = 6  # dims: token is 0 | token >= 1 | non-query position | query position | vote | direct
+    cfg = ModelConfig(d_vocab=v, n_ctx=k, d_model=d, d_head=1, n_heads=1)
+    model = AttnOnlyTransformer(cfg)
+    gen = torch.Generator().manual_seed(seed)
+    root = direct**0.5
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+        model.W_E[0, 0] = 1.0
+        model.W_E[1:, 1] = 1.0
+        model.W_pos[: k - 1, 2] = 1.0
+        model.W_pos[k - 1, 3] = 1.0
+        model.W_Q[0, 3, 0] = 1.0  # every query scores keys along one direction
+        model.W_K[0, 1, 0] = -B
+        model.W_K[0, 2, 0] = -A
+        model.W_V[0, 0, 0] = 1.0  # the value is "token is 0"
+        model.W_O[0, 0, 4] = C
+        model.W_U[4, 0] = 1.0  # ... which votes for output 0
+        model.W_E[:, 5] = root * torch.randn(v, generator=gen)
+        model.W_U[5, :] = root * torch.randn(v, generator=gen)
+    return model

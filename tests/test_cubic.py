@@ -5,7 +5,6 @@ from __future__ import annotations
 from math import comb
 
 import pytest
-import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -47,7 +46,7 @@ def test_cells_partition_by_enumeration():
 def assert_sound(model) -> int:
     """Every input the cubic proof counts is classified correctly; the count is exact."""
     cfg = model.cfg
-    tables = cubic_tables(path_matrices(model, torch.float64))
+    tables = cubic_tables(path_matrices(model))
     seqs = all_sequences(cfg.d_vocab, cfg.n_ctx)
     proven = proven_mask(tables, seqs)
     correct = is_correct(model, seqs)

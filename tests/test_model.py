@@ -29,7 +29,7 @@ from models import random_model
 
 def logits_from_paths(model, tokens: torch.Tensor) -> torch.Tensor:
     """Re-derive the last-position logits from the path matrices (SPEC §3)."""
-    P = path_matrices(model, torch.float64)
+    P = path_matrices(model)
     q = tokens[:, -1]
     k = tokens.shape[1]
     scores = P.EQKE[q[:, None], tokens] + P.EQKP[q][:, :k]  # [b, k]

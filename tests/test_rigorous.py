@@ -1,18 +1,19 @@
-"""Rigorous (interval) verification of the cubic and sub-cubic proofs.
+"""Rigorous verification (balls, intervals, and the default that combines them) of the cubic,
+sub-cubic and separable proofs.
 
-The rigorous mode must never certify more than the float64 mode on the same certificate (its
-intervals contain the float64 values' exact counterparts, and it counts a cell only when the
-whole interval is below 0), must certify only correct inputs, and on real models should lose
-(almost) nothing.
+Both rigorous arithmetics must certify only inputs that are correct in exact arithmetic, count
+exactly what they certify, and on real models lose nothing against plain float64.
 """
 
 from __future__ import annotations
 
 import pytest
 
-from compact_proofs.accuracy import all_sequences, is_correct
+from compact_proofs import interval as iv
+from compact_proofs.accuracy import all_sequences
+from compact_proofs.arithmetic import Arithmetic
 from compact_proofs.circuits import path_matrices
-from compact_proofs.interval import Interval
+from compact_proofs.exact import CORRECT, exact_verdicts
 from compact_proofs.modelfile import load_model
 from compact_proofs.proofs import STRATEGIES, get_strategy
 from compact_proofs.proofs.subcubic.config import ALL_CONFIGS
@@ -30,7 +31,7 @@ def _one_config_per_handling() -> list[str]:
     return sorted(set(chosen.values()))
 
 
-COVERING = ["cubic", *_one_config_per_handling()]
+COVERING = ["cubic", *_one_config_per_handling(), "separable", "separable-lite"]
 
 
 def _models() -> dict[str, object]:
@@ -42,32 +43,51 @@ def _models() -> dict[str, object]:
 MODELS = _models()
 
 
-def test_path_matrices_enclose_the_float64_ones():
+RIGOROUS = (Arithmetic.BALL, Arithmetic.INTERVAL)
+
+
+@pytest.mark.parametrize("arith", RIGOROUS, ids=lambda a: a.value)
+def test_path_matrices_enclose_the_float64_ones(arith):
     model = trained_model(6, 3, 16, steps=50, seed=0)
-    exact, rig = path_matrices(model), path_matrices(model, rigorous=True)
+    fast, rig = path_matrices(model), path_matrices(model, arith)
     for name in ("EUPU", "EVOU", "PVOU", "EQKE", "EQKP"):
-        m, box = getattr(exact, name), getattr(rig, name)
-        assert isinstance(box, Interval)
-        assert bool((box.lo <= m).all() and (m <= box.hi).all()), name
-        assert float((box.hi - box.lo).max()) < 1e-12 * (1 + float(m.abs().max()))
+        m, box = getattr(fast, name), getattr(rig, name)
+        lo, hi = iv.lower(box), iv.upper(box)
+        assert bool((lo <= m).all() and (m <= hi).all()), name
+        assert float((hi - lo).max()) < 1e-12 * (1 + float(m.abs().max()))
 
 
 @pytest.mark.parametrize("name", list(MODELS))
 @pytest.mark.parametrize("strategy_id", COVERING)
-def test_rigorous_is_sound_and_never_above_float64(name, strategy_id):
+def test_rigorous_arithmetics_are_sound(name, strategy_id):
+    """Every input certified by balls, by intervals or by the default (which picks one) is
+    correct in exact arithmetic, and every count equals the certified set's size."""
     model = MODELS[name]
     strategy = get_strategy(strategy_id)
-    if strategy_id != "cubic" and model.nonzero_biases():
+    if strategy.group.startswith("subcubic") and model.nonzero_biases():
         pytest.skip("sub-cubic proofs refuse non-zero biases")
     payload = strategy.search(model)
     cfg = model.cfg
     seqs = all_sequences(cfg.d_vocab, cfg.n_ctx)
-    loose = strategy.proven(model, payload, seqs)
-    strict = strategy.proven(model, payload, seqs, rigorous=True)
-    assert not bool((strict & ~loose).any()), "rigorous certified an input float64 did not"
-    assert not bool((strict & ~is_correct(model, seqs)).any())
-    verdict = strategy.verify(model, payload, rigorous=True)
-    assert verdict.correct_count == int(strict.sum())
+    correct = exact_verdicts(model, seqs) == CORRECT
+    for arith in RIGOROUS:
+        proven = strategy.proven_in(model, payload, seqs, arith)
+        assert not bool((proven & ~correct).any()), arith
+        assert strategy.verify_in(model, payload, arith).correct_count == int(proven.sum())
+    default = strategy.proven(model, payload, seqs)
+    assert not bool((default & ~correct).any())
+    assert strategy.verify(model, payload).correct_count == int(default.sum())
+
+
+def test_rigorous_verification_is_flop_counted():
+    model = trained_model(6, 3, 16, steps=50, seed=0)
+    for strategy_id in ("cubic", COVERING[1], "separable"):
+        strategy = get_strategy(strategy_id)
+        payload = strategy.search(model)
+        _, fast = strategy.verify_counted(model, payload, rigorous=False)
+        verdict, default = strategy.verify_counted(model, payload)
+        assert default > fast > 0  # the radii's measurements are part of the proof
+        assert verdict.rigorous
 
 
 @pytest.mark.skipif(not FIXTURES.exists(), reason="shared fixtures not available")
@@ -76,19 +96,10 @@ def test_rigorous_loses_nothing_on_a_reference_model(strategy_id):
     model = load_model(FIXTURES / "reference-maxof4-seed123.safetensors").model
     strategy = get_strategy(strategy_id)
     payload = strategy.search(model)
-    loose = strategy.verify(model, payload).correct_count
-    assert strategy.verify(model, payload, rigorous=True).correct_count == loose
-
-
-def test_rigorous_verification_is_flop_counted():
-    model = trained_model(6, 3, 16, steps=50, seed=0)
-    for strategy_id in ("cubic", COVERING[1]):
-        strategy = get_strategy(strategy_id)
-        payload = strategy.search(model)
-        _, loose = strategy.verify_counted(model, payload)
-        verdict, strict = strategy.verify_counted(model, payload, rigorous=True)
-        assert strict > loose > 0
-        assert verdict.correct_count <= strategy.verify(model, payload).correct_count
+    loose = strategy.verify(model, payload, rigorous=False).correct_count
+    verdict = strategy.verify(model, payload)
+    assert verdict.arithmetic is Arithmetic.BALL and verdict.undecided == 0
+    assert verdict.correct_count == loose
 
 
 def test_covering_set_spans_all_handlings():

@@ -25,7 +25,7 @@ is then *proven*: every input counted has, in exact real arithmetic on the float
 margin l_m - max_{j!=m} l_j > REL_TOL * max_j |l_j| >= 0, so it is classified correctly.
 Per-input verdicts come from an interval forward pass (`compact_proofs.rigorous_forward`),
 certified iff it proves that inequality. `exact_accuracy` keeps the fast evaluator, run on
-the midpoints of the interval path matrices (circuits.path_matrices(rigorous=True)), and
+the midpoints of the interval path matrices (circuits.path_matrices(model, INTERVAL)), and
 makes its "sure" decisions rigorous by an a-priori error bound checked at run time:
 
 1. Exact quantities (hats): path matrices P^ within radius r of the midpoints P used; scores
@@ -71,6 +71,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from compact_proofs import interval as iv
+from compact_proofs.arithmetic import Arithmetic
 from compact_proofs.circuits import PathMatrices, path_matrices
 from compact_proofs.errors import UnsupportedModelError
 from compact_proofs.interval import SUBNORMAL_ULP as SUBNORMAL
@@ -168,7 +169,7 @@ def _float64_copy(model: AttnOnlyTransformer) -> AttnOnlyTransformer:
 
 @torch.no_grad()
 def exact_accuracy(
-    model: AttnOnlyTransformer, progress: bool = False, rigorous: bool = False
+    model: AttnOnlyTransformer, progress: bool = False, rigorous: bool = True
 ) -> AccuracyResult:
     """Exact number of correctly classified inputs (see module docstring).
 
@@ -192,11 +193,11 @@ def exact_accuracy(
     forward: IntervalForward | None = None
     tolerance: Tolerance
     if rigorous:
-        paths_iv = path_matrices(model, torch.float64, rigorous=True)
+        paths_iv = path_matrices(model, Arithmetic.INTERVAL)
         paths = _midpoints(paths_iv, cfg.attn_scale)
         tolerance = FastPathBound(paths_iv, paths)
     else:
-        paths = path_matrices(model, torch.float64)
+        paths = path_matrices(model)
         value_scale = float(
             paths.EUPU.abs().max() + paths.EVOU.abs().max() + paths.PVOU.abs().max()
         )

@@ -12,18 +12,19 @@ works on these matrices handles non-zero biases exactly.
 
 Only single-head models decompose this way; `path_matrices` rejects n_heads > 1.
 
-With `rigorous=True` every matrix is an `Interval` enclosing its exact real value for the
-float32 weights, and `attn_scale` an interval around sqrt(d_head) (docs/soundness.md).
+In a rigorous arithmetic (compact_proofs.arithmetic) every matrix is a `Ball` or `Interval`
+enclosing its exact real value for the float32 weights, and `attn_scale` an enclosure of
+sqrt(d_head) (docs/soundness.md).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
+from compact_proofs.arithmetic import Arithmetic, exact, sqrt_of
+from compact_proofs.ball import Ball
 from compact_proofs.errors import UnsupportedModelError
-from compact_proofs.interval import Interval, Num, enclose_sqrt
+from compact_proofs.interval import Interval, Num
 from compact_proofs.model import AttnOnlyTransformer
 
 
@@ -36,7 +37,7 @@ class PathMatrices:
     PVOU: Num
     EQKE: Num
     EQKP: Num
-    attn_scale: float | Interval
+    attn_scale: float | Interval | Ball
 
     @property
     def d_vocab(self) -> int:
@@ -55,19 +56,16 @@ def require_single_head(model: AttnOnlyTransformer, what: str = "this strategy")
         )
 
 
-def path_matrices(
-    model: AttnOnlyTransformer, dtype: torch.dtype = torch.float64, rigorous: bool = False
-) -> PathMatrices:
-    """Compute the path matrices of a single-head model in `dtype` (SPEC §3, biases folded).
+def path_matrices(model: AttnOnlyTransformer, arith: Arithmetic = Arithmetic.FAST) -> PathMatrices:
+    """Compute the path matrices of a single-head model in float64 (SPEC §3, biases folded).
 
     Pre: model.cfg.n_heads == 1. Post: the identity in the module docstring holds exactly in
-    real arithmetic (up to rounding in `dtype`; with `rigorous`, the intervals contain the
-    exact values and `dtype` is float64).
+    real arithmetic (up to rounding in FAST mode; in a rigorous arithmetic the enclosures
+    contain the exact values).
     """
     require_single_head(model, "the path decomposition")
-    w: dict[str, Num] = {name: t.detach().to(dtype) for name, t in model.weights().items()}
-    if rigorous:  # float32 -> float64 is exact: the weights are exact points
-        w = {name: Interval.point(t.to(torch.float64)) for name, t in w.items()}
+    # float32 -> float64 is exact: the weights are exact points
+    w: dict[str, Num] = {name: exact(t, arith) for name, t in model.weights().items()}
     W_E, W_pos, W_U = w["W_E"], w["W_pos"], w["W_U"]
     W_Q, W_K, W_V, W_O = w["W_Q"][0], w["W_K"][0], w["W_V"][0], w["W_O"][0]
 
@@ -82,5 +80,5 @@ def path_matrices(
         PVOU=(W_pos @ W_V + w["b_V"][0]) @ OU,
         EQKE=Q @ K_tok.T,
         EQKP=Q @ K_pos.T,
-        attn_scale=enclose_sqrt(model.cfg.d_head) if rigorous else model.cfg.attn_scale,
+        attn_scale=sqrt_of(model.cfg.d_head, arith),
     )

@@ -37,27 +37,18 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-U = 2.0**-53  # unit roundoff of binary64
-LIBM_REL = 2.0**-40  # assumed relative error bound of exp and log (see module docstring)
-TINY = 2.0**-1000  # absolute slack for results in or near the subnormal range
-SUBNORMAL_ULP = 2.0**-1074
-INF = float("inf")
-
-
-def round_down(x: Tensor) -> Tensor:
-    """The next float below x (encloses the exact result of one rounded operation)."""
-    return torch.nextafter(x, x.new_tensor(-INF))
-
-
-def round_up(x: Tensor) -> Tensor:
-    """The next float above x."""
-    return torch.nextafter(x, x.new_tensor(INF))
-
-
-def gamma(n: int) -> float:
-    """gamma_n = n U / (1 - n U): relative error bound of an n-term float sum or dot product
-    (any order, FMA allowed; Higham)."""
-    return n * U / (1 - n * U)
+from compact_proofs import ball
+from compact_proofs.ball import Ball
+from compact_proofs.rounding import (
+    INF,
+    LIBM_REL,
+    SUBNORMAL_ULP,
+    TINY,
+    U,
+    gamma,
+    round_down,
+    round_up,
+)
 
 
 def _finite_abs(x: Tensor) -> Tensor:
@@ -67,21 +58,27 @@ def _finite_abs(x: Tensor) -> Tensor:
 
 @dataclass(frozen=True)
 class Interval:
-    """An interval tensor [lo, hi] (float64). `lo is hi` marks an exact point."""
+    """An interval tensor [lo, hi] (float64). `exact` marks a degenerate interval (a point).
+
+    `lo` and `hi` are always distinct tensor objects (a point's ends are copies), and no code
+    writes into them: every operation returns a new Interval, so an update of one end can
+    never silently change the other.
+    """
 
     lo: Tensor
     hi: Tensor
+    exact: bool = False
 
     @staticmethod
     def point(x: Tensor | float) -> Interval:
         """The degenerate interval [x, x] (x taken as an exact real)."""
         t = x if isinstance(x, Tensor) else torch.tensor(float(x), dtype=torch.float64)
         t = t.to(torch.float64)
-        return Interval(t, t)
+        return Interval(t, t.clone(), exact=True)
 
     @property
     def is_point(self) -> bool:
-        return self.lo is self.hi
+        return self.exact
 
     # -- shape handling: applied to both ends, exact --------------------------------------
 
@@ -99,8 +96,7 @@ class Interval:
 
     def _map(self, f: Callable[[Tensor], Tensor]) -> Interval:
         """Apply a shape-only (exact) tensor function to both ends."""
-        lo = f(self.lo)
-        return Interval(lo, lo if self.is_point else f(self.hi))
+        return Interval(f(self.lo), f(self.hi), self.exact)
 
     def __getitem__(self, index: object) -> Interval:
         return self._map(lambda t: t[index])
@@ -209,7 +205,7 @@ class Interval:
 
     def mid_rad(self) -> tuple[Tensor, Tensor]:
         """(m, r) with [lo, hi] inside [m - r, m + r]."""
-        if self.is_point:
+        if self.exact:
             return self.lo, torch.zeros_like(self.lo)
         m = 0.5 * self.lo + 0.5 * self.hi
         return m, round_up(torch.maximum(round_up(self.hi - m), round_up(m - self.lo)))
@@ -248,12 +244,17 @@ class Interval:
         return Interval(self.lo.clamp(min=min), self.hi.clamp(min=min))
 
 
-Num = Tensor | Interval
+Num = Tensor | Interval | Ball
 
 
 def lift(x: Num | float) -> Interval:
-    """x as an interval (plain tensors and floats are exact points)."""
-    return x if isinstance(x, Interval) else Interval.point(x)
+    """x as an interval operand (plain tensors and floats are exact points). The point's two
+    ends may be one tensor: an operand never escapes an operation, whose results are new."""
+    if isinstance(x, Interval):
+        return x
+    t = x if isinstance(x, Tensor) else torch.tensor(float(x), dtype=torch.float64)
+    t = t.to(torch.float64)
+    return Interval(t, t, exact=True)
 
 
 def matmul(a: Num, b: Num) -> Interval:
@@ -283,11 +284,20 @@ def enclose_sqrt(n: int) -> Interval:
     return Interval(round_down(s), round_up(s))
 
 
-# -- functions for plain tensors and intervals alike ----------------------------------------
+# -- functions for plain tensors, intervals and balls alike ---------------------------------
+#
+# A proof formula written with these functions and the operators runs unchanged in three
+# arithmetics: plain float64 tensors (what torch does), `Interval`s (outward rounding per
+# entry) and `Ball`s (compact_proofs.ball: float64 values with one radius per tensor).
+# Operands of one call are all of one kind, or plain tensors / numbers (exact points).
 
 
-def _both(xs: tuple[Num, ...]) -> bool:
-    return any(isinstance(x, Interval) for x in xs)
+def _kind(xs: tuple[object, ...]) -> type | None:
+    """Interval or Ball if any operand is one (never both), else None."""
+    for x in xs:
+        if isinstance(x, (Interval, Ball)):
+            return type(x)
+    return None
 
 
 def exp(x: Num) -> Num:
@@ -295,35 +305,47 @@ def exp(x: Num) -> Num:
 
 
 def sigmoid(x: Num) -> Num:
-    return x.sigmoid() if isinstance(x, Interval) else torch.sigmoid(x)
+    return torch.sigmoid(x) if isinstance(x, Tensor) else x.sigmoid()
 
 
 def maximum(a: Num, b: Num) -> Num:
-    if not _both((a, b)):
+    kind = _kind((a, b))
+    if kind is None:
         return torch.maximum(a, b)
+    if kind is Ball:
+        return ball.maximum(a, b)
     A, B = lift(a), lift(b)
     return Interval(torch.maximum(A.lo, B.lo), torch.maximum(A.hi, B.hi))
 
 
 def minimum(a: Num, b: Num) -> Num:
-    if not _both((a, b)):
+    kind = _kind((a, b))
+    if kind is None:
         return torch.minimum(a, b)
+    if kind is Ball:
+        return ball.minimum(a, b)
     A, B = lift(a), lift(b)
     return Interval(torch.minimum(A.lo, B.lo), torch.minimum(A.hi, B.hi))
 
 
 def where(condition: Tensor, a: Num | float, b: Num | float) -> Num:
     """Elementwise choice by a *plain boolean* condition (never by an uncertain value)."""
-    if not _both((a, b)):  # type: ignore[arg-type]
+    kind = _kind((a, b))
+    if kind is None:
         return torch.where(condition, a, b)
+    if kind is Ball:
+        return ball.where(condition, a, b)
     A, B = lift(a), lift(b)
     return Interval(torch.where(condition, A.lo, B.lo), torch.where(condition, A.hi, B.hi))
 
 
 def _join(join: Callable[..., Tensor], xs: list[Num], dim: int) -> Num:
-    """torch.stack / torch.cat of plain tensors, or of both ends of intervals (exact)."""
-    if not _both(tuple(xs)):
+    """torch.stack / torch.cat of plain tensors, of both ends of intervals, or of balls."""
+    kind = _kind(tuple(xs))
+    if kind is None:
         return join(xs, dim=dim)
+    if kind is Ball:
+        return ball.join(join, xs, dim)
     ivs = [lift(x) for x in xs]
     return Interval(join([x.lo for x in ivs], dim=dim), join([x.hi for x in ivs], dim=dim))
 
@@ -334,6 +356,19 @@ def stack(xs: list[Num], dim: int = 0) -> Num:
 
 def cat(xs: list[Num], dim: int = 0) -> Num:
     return _join(torch.cat, xs, dim)
+
+
+def index_put(x: Num, index: tuple[Tensor, ...], values: Num) -> Num:
+    """A copy of x with x[index] = values (out of place: nothing is written into x or into
+    the ends of an interval, so no other enclosure can change)."""
+    kind = _kind((x, values))
+    if kind is None:
+        return x.index_put(index, values)
+    if kind is Ball:
+        X, V = ball.lift(x), ball.lift(values)
+        return ball.join(lambda m, dim: m[0].index_put(index, m[1]), [X, V], 0)
+    X, V = lift(x), lift(values)
+    return Interval(X.lo.index_put(index, V.lo), X.hi.index_put(index, V.hi))
 
 
 def outer(a: Num, b: Num) -> Num:
@@ -351,27 +386,44 @@ def sqrt(x: Num) -> Num:
 
 def mid(x: Num) -> Tensor:
     """A point inside x (for choices whose every outcome is sound)."""
-    return x.mid_rad()[0] if isinstance(x, Interval) else x
+    if isinstance(x, Interval):
+        return x.mid_rad()[0]
+    return x.mid if isinstance(x, Ball) else x
 
 
 def point_like(like: Num, value: Tensor) -> Num:
-    """`value` as an exact point of the same kind as `like` (interval or plain tensor)."""
-    return Interval.point(value) if isinstance(like, Interval) else value
+    """`value` as an exact point of the same kind as `like` (interval, ball or plain tensor)."""
+    if isinstance(like, Interval):
+        return Interval.point(value)
+    return Ball.point(value) if isinstance(like, Ball) else value
 
 
 def frobenius(x: Num) -> Num:
     """Frobenius norm of a matrix (torch.linalg.vector_norm for plain tensors)."""
+    if isinstance(x, Tensor):
+        return torch.linalg.vector_norm(x)
+    return (x.abs() * x.abs()).sum(-1).sum(-1).sqrt()
+
+
+def _ends(x: Interval, f: Callable[[Tensor], Tensor]) -> Interval:
+    """A monotone (order-preserving, exact) function applied to both ends."""
+    return Interval(f(x.lo), f(x.hi))
+
+
+def _monotone(x: Num, f: Callable[[Tensor], Tensor]) -> Num:
+    """f for a plain tensor; both ends of an interval; the midpoint of a ball (f is monotone
+    and 1-Lipschitz in the largest entry difference, so the radius carries over)."""
     if isinstance(x, Interval):
-        return (x.abs() * x.abs()).sum(-1).sum(-1).sqrt()
-    return torch.linalg.vector_norm(x)
+        return _ends(x, f)
+    if isinstance(x, Ball):
+        return Ball(f(x.mid), x.rad, x.mag, x.inf)
+    return f(x)
 
 
 def sort_values(x: Num, dim: int = -1) -> Num:
     """Ascending order statistics. For intervals the i-th smallest member value lies between
     the i-th smallest lo and the i-th smallest hi, so both ends are sorted separately."""
-    if isinstance(x, Interval):
-        return Interval(x.lo.sort(dim=dim).values, x.hi.sort(dim=dim).values)
-    return x.sort(dim=dim).values
+    return _monotone(x, lambda t: t.sort(dim=dim).values)
 
 
 def _max_others(x: Tensor) -> Tensor:
@@ -384,29 +436,54 @@ def _max_others(x: Tensor) -> Tensor:
 def max_others(x: Num) -> Num:
     """y[..., m] = max_{j != m} x[..., j] in O(v) per row (the largest entry, except at its
     own index, where it is the second largest). Monotone in x, so for intervals both ends."""
-    if isinstance(x, Interval):
-        return Interval(_max_others(x.lo), _max_others(x.hi))
-    return _max_others(x)
+    return _monotone(x, _max_others)
 
 
 def running_max(x: Num, dim: int) -> Num:
     """max over the prefix 0..i along `dim` (monotone, exact)."""
-    if isinstance(x, Interval):
-        return Interval(x.lo.cummax(dim=dim).values, x.hi.cummax(dim=dim).values)
-    return x.cummax(dim=dim).values
+    return _monotone(x, lambda t: t.cummax(dim=dim).values)
 
 
 def running_min(x: Num, dim: int) -> Num:
-    if isinstance(x, Interval):
-        return Interval(x.lo.cummin(dim=dim).values, x.hi.cummin(dim=dim).values)
-    return x.cummin(dim=dim).values
+    return _monotone(x, lambda t: t.cummin(dim=dim).values)
 
 
 def certainly_negative(x: Num) -> Tensor:
     """bool: x < 0 for every member (NaN: False)."""
-    return x.hi < 0 if isinstance(x, Interval) else x < 0
+    if isinstance(x, Interval):
+        return x.hi < 0
+    if isinstance(x, Ball):
+        return x.mid < -x.rad
+    return x < 0
+
+
+def possibly_negative(x: Num) -> Tensor:
+    """bool: some member of x is < 0 (NaN: False); for a plain tensor, x < 0."""
+    if isinstance(x, Interval):
+        return x.lo < 0
+    if isinstance(x, Ball):
+        return x.mid < x.rad
+    return x < 0
 
 
 def upper(x: Num) -> Tensor:
-    """The upper end (a plain tensor is its own upper end)."""
-    return x.hi if isinstance(x, Interval) else x
+    """A float >= every member (a plain tensor is its own upper end)."""
+    if isinstance(x, Interval):
+        return x.hi
+    return x.upper() if isinstance(x, Ball) else x
+
+
+def shift_point(x: Num) -> Num:
+    """An exact point near x, of x's kind, for shifts that any real number makes correct
+    (softmax, log-sum-exp): a ball's midpoint (so its values are those of plain float64),
+    an interval's upper end (exp of shifted upper ends stays <= 1), a plain tensor itself."""
+    if isinstance(x, Ball):
+        return Ball(x.mid, 0.0, x._mag, x._inf)
+    return upper(x)
+
+
+def lower(x: Num) -> Tensor:
+    """A float <= every member."""
+    if isinstance(x, Interval):
+        return x.lo
+    return x.lower() if isinstance(x, Ball) else x

@@ -420,7 +420,7 @@ def _subcubic_ladder(
 ) -> Ladder:
     w = weights64(model)
     dirs, gaps0 = strategy.parse_certificate(payload, w)  # validated exactly as verification does
-    paths = path_matrices(model, torch.float64)
+    paths = path_matrices(model)
     tolerance = _tolerance(paths)
     tables = _subcubic_tables(w, paths, strategy.config, dirs, gaps0, tolerance)
     tables = replace(tables, max_slots=_max_slot_values(paths))
@@ -563,7 +563,7 @@ def _cubic_coupled_tables(
 
 
 def _cubic_ladder(model: AttnOnlyTransformer) -> Ladder:
-    paths = path_matrices(model, torch.float64)
+    paths = path_matrices(model)
     tables = [cubic_tables(paths)]
     tolerance = _tolerance(paths)
     tables += _cubic_coupled_tables(paths, tables[0], tolerance)

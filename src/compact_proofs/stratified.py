@@ -65,7 +65,7 @@ class CellCertificates:
 
 def certify_cells(model: AttnOnlyTransformer, progress: bool = False) -> CellCertificates:
     """Run the cubic proof chunk by chunk, keeping its per-cell certified token sets."""
-    paths = path_matrices(model, torch.float64)
+    paths = path_matrices(model)
     v, k = model.cfg.d_vocab, model.cfg.n_ctx
     step = max(1, CHUNK_ELEMENTS // (2 * v * v))
     good0 = torch.zeros(v, v, dtype=torch.bool)

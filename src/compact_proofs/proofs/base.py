@@ -4,13 +4,18 @@ A strategy is a pair of functions:
 
 * `search(model) -> payload`: free (not part of the proof): may do anything (SVDs,
   optimisation) and returns a JSON-serialisable certificate payload;
-* `verify(model, payload, rigorous=False) -> Verdict`: the proof. A pure function of
-  (model, payload) that returns `correct_count`, a number of inputs that it has *proven* are
-  classified correctly. With `rigorous=True` every inequality it relies on is checked with
-  outward-rounded interval arithmetic, so the statement holds for the float32 weights in exact
-  real arithmetic (docs/soundness.md); without it the arithmetic is plain float64;
-* `proven(model, payload, tokens, rigorous=False) -> bool[n]`: which of the given inputs the
-  proof certifies (over all inputs its sum is `correct_count`); used by soundness tests.
+* `verify(model, payload) -> Verdict`: the proof. A pure function of (model, payload) that
+  returns `correct_count`, a number of inputs that it has *proven* are classified correctly,
+  for the float32 weights in exact real arithmetic (docs/soundness.md). With `rigorous=False`
+  (`--fast`) the same formulas run in plain float64: exact up to rounding, *not a proof*;
+* `proven(model, payload, tokens) -> bool[n]`: which of the given inputs the proof certifies
+  (over all inputs its sum is `correct_count`); used by soundness tests.
+
+Subclasses implement the proof once, for any arithmetic (`verify_in`, `proven_in`;
+compact_proofs.arithmetic). Rigorous verification runs it in ball arithmetic (float64 values
+with one certified error radius per tensor) and, only if some decision was left undecided by
+those radii, again in interval arithmetic, keeping whichever certifies more. Both are proofs;
+the choice only affects how tight the rounding accounting is.
 
 Soundness contract of every `verify`: every input it counts is classified correctly by the
 model (last-position logit of the max token strictly above all others). Hence
@@ -27,21 +32,32 @@ from typing import Any
 
 from torch import Tensor
 
+from compact_proofs.arithmetic import Arithmetic
 from compact_proofs.flops import count_flops
 from compact_proofs.model import AttnOnlyTransformer, ModelConfig
 
 
 @dataclass
 class Verdict:
-    """Outcome of a verification: `correct_count` of `total` inputs proven correct."""
+    """Outcome of a verification: `correct_count` of `total` inputs proven correct.
+
+    `undecided`: decisions (cells) the arithmetic could neither prove nor refute because its
+    error bound straddles 0 — a tighter arithmetic might prove them. `arithmetic`: what ran.
+    """
 
     correct_count: int
     total: int
     details: dict[str, Any] = field(default_factory=dict)  # diagnostics, not serialised
+    undecided: int = 0
+    arithmetic: Arithmetic = Arithmetic.FAST
 
     @property
     def bound(self) -> float:
         return self.correct_count / self.total
+
+    @property
+    def rigorous(self) -> bool:
+        return self.arithmetic.rigorous
 
 
 class Strategy(ABC):
@@ -61,26 +77,50 @@ class Strategy(ABC):
         """Proof search (free). Default: nothing to search, empty payload."""
         return {}
 
-    @abstractmethod
     def verify(
-        self, model: AttnOnlyTransformer, payload: dict[str, Any], *, rigorous: bool = False
+        self, model: AttnOnlyTransformer, payload: dict[str, Any], *, rigorous: bool = True
     ) -> Verdict:
         """The proof: a pure function of (model, payload). Must be sound (module docstring)."""
+        if not rigorous:
+            return self.verify_in(model, payload, Arithmetic.FAST)
+        verdict = self.verify_in(model, payload, Arithmetic.BALL)
+        if verdict.undecided:
+            tighter = self.verify_in(model, payload, Arithmetic.INTERVAL)
+            if tighter.correct_count > verdict.correct_count:
+                return tighter
+        return verdict
 
-    @abstractmethod
     def proven(
         self,
         model: AttnOnlyTransformer,
         payload: dict[str, Any],
         tokens: Tensor,
         *,
-        rigorous: bool = False,
+        rigorous: bool = True,
     ) -> Tensor:
         """bool [n]: which of `tokens` [n, k] the proof certifies. Summed over all v^k inputs
         it equals `verify(model, payload, rigorous=rigorous).correct_count`."""
+        arith = self.verify(model, payload, rigorous=rigorous).arithmetic
+        return self.proven_in(model, payload, tokens, arith)
+
+    @abstractmethod
+    def verify_in(
+        self, model: AttnOnlyTransformer, payload: dict[str, Any], arith: Arithmetic
+    ) -> Verdict:
+        """The proof in the arithmetic `arith`, with its undecided count."""
+
+    @abstractmethod
+    def proven_in(
+        self,
+        model: AttnOnlyTransformer,
+        payload: dict[str, Any],
+        tokens: Tensor,
+        arith: Arithmetic,
+    ) -> Tensor:
+        """`proven` in the arithmetic `arith` (sums to `verify_in(...).correct_count`)."""
 
     def verify_counted(
-        self, model: AttnOnlyTransformer, payload: dict[str, Any], *, rigorous: bool = False
+        self, model: AttnOnlyTransformer, payload: dict[str, Any], *, rigorous: bool = True
     ) -> tuple[Verdict, int]:
         """Run `verify` and measure its FLOPs by instrumenting the computation."""
         return count_flops(lambda: self.verify(model, payload, rigorous=rigorous))

@@ -7,11 +7,13 @@ batches of 4096 sequences, measured by instrumenting one batch and multiplying b
 of batches (SPEC §7.1). The *result* is computed by `compact_proofs.accuracy.exact_accuracy`,
 which reaches the same verdict for every input far faster by exploiting the path decomposition.
 
-With `rigorous=True`, `verify` counts and `proven` certifies only inputs whose correctness is
-proven for the exact real logits of the float32 weights (`exact_accuracy` / `is_correct` with
-`rigorous=True`; docs/soundness.md, "Brute force (exact accuracy)"). The proof length stays
-the black-box FLOP count in both modes: it measures the computation the proof stands for,
-not the faster evaluator that reaches its verdicts.
+In the rigorous arithmetics (the default), `verify` counts and `proven` certifies only inputs
+whose correctness is proven for the exact real logits of the float32 weights (`exact_accuracy`
+/ `is_correct` with `rigorous=True`: float64 with a checked error bound, undecided inputs
+settled by an interval forward pass; docs/soundness.md, "Brute force (exact accuracy)"); it
+never leaves anything undecided. The proof length stays the black-box FLOP count in every
+mode: it measures the computation the proof stands for, not the faster evaluator that reaches
+its verdicts.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 import torch
 
 from compact_proofs.accuracy import all_sequences, exact_accuracy, is_correct
+from compact_proofs.arithmetic import Arithmetic
 from compact_proofs.flops import count_flops
 from compact_proofs.losses import max_of_k_loss
 from compact_proofs.model import AttnOnlyTransformer, ModelConfig
@@ -68,23 +71,23 @@ class BruteForce(Strategy):
         """v^(k+1): every output logit of every input is checked without explanation."""
         return cfg.d_vocab ** (cfg.n_ctx + 1)
 
-    def verify(
-        self, model: AttnOnlyTransformer, payload: dict[str, Any], *, rigorous: bool = False
+    def verify_in(
+        self, model: AttnOnlyTransformer, payload: dict[str, Any], arith: Arithmetic
     ) -> Verdict:
-        result = exact_accuracy(model, rigorous=rigorous)
-        return Verdict(result.correct, result.total, {"numerical_ties": result.ties})
+        result = exact_accuracy(model, rigorous=arith.rigorous)
+        arith = Arithmetic.BALL if arith.rigorous else arith  # float64 with checked error bounds
+        return Verdict(result.correct, result.total, {"numerical_ties": result.ties}, 0, arith)
 
-    def proven(
+    def proven_in(
         self,
         model: AttnOnlyTransformer,
         payload: dict[str, Any],
         tokens: torch.Tensor,
-        *,
-        rigorous: bool = False,
+        arith: Arithmetic,
     ) -> torch.Tensor:
-        return is_correct(model, tokens, rigorous=rigorous)
+        return is_correct(model, tokens, rigorous=arith.rigorous)
 
     def verify_counted(
-        self, model: AttnOnlyTransformer, payload: dict[str, Any], *, rigorous: bool = False
+        self, model: AttnOnlyTransformer, payload: dict[str, Any], *, rigorous: bool = True
     ) -> tuple[Verdict, int]:
         return self.verify(model, payload, rigorous=rigorous), black_box_flops(model.cfg)

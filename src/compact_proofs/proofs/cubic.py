@@ -38,11 +38,12 @@ Soundness (why checking pure sequences with two orderings suffices):
 Counting: correct = #{valid (q, m): B0 < 0} + sum_{valid (q,m,c), c>=1} C(k-1, c) N^c with
 N = #{t < m: B[q, m, t, c] < 0}. The cells partition all v^k inputs (SPEC §12.4).
 
-Arithmetic: float64 on the float32 weights with strict `< 0` tests; or, with `rigorous`,
-the same formulas on outward-rounded intervals (compact_proofs.interval) that enclose their
-exact real values, a cell counting only if its interval lies below 0 (docs/soundness.md).
-Orderings under uncertainty: step 3 needs only the extremes of X, and the order statistics of
-interval-valued positional scores are enclosed by sorting both ends (interval.sort_values).
+Arithmetic (compact_proofs.arithmetic): the same formulas run on balls (float64 with one
+certified radius per tensor) or intervals that enclose their exact real values, a cell
+counting only if its whole enclosure lies below 0 (docs/soundness.md); or, with --fast, in
+plain float64 with strict `< 0` tests. Orderings under uncertainty: step 3 needs only the
+extremes of X, and the order statistics of enclosed positional scores are enclosed by sorting
+(interval.sort_values).
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ import torch
 from torch import Tensor
 
 from compact_proofs import interval as iv
+from compact_proofs.arithmetic import Arithmetic
 from compact_proofs.circuits import PathMatrices, path_matrices
 from compact_proofs.flops import charge
 from compact_proofs.interval import Num
@@ -68,12 +70,14 @@ CHUNK_ELEMENTS = 2**23  # cells (ordering x q x m x t) per chunk: ~64 MB per flo
 @dataclass(frozen=True)
 class CubicTables:
     """B0 [q, m] (c = 0) and B [q, m, t, c] (index c = 1..k-1 at c-1): upper bounds on
-    max_{j != m}(l_j - l_m); `good0`/`good` mark the valid cells/tokens proven negative."""
+    max_{j != m}(l_j - l_m); `good0`/`good` mark the valid cells/tokens proven negative;
+    `undecided` counts the valid ones neither proven nor refuted by the enclosure."""
 
     B0: Num
     B: Num
     good0: Tensor
     good: Tensor
+    undecided: int = 0
 
 
 def _max_over_j_not_m(x: Num, ms: Tensor) -> Num:
@@ -106,7 +110,7 @@ def three_way_softmax(a: Num, b: Num, c: Num) -> tuple[Num, Num, Num]:
     The shift `top` is a point (any real shift gives the same weights), so with intervals the
     quotients enclose the exact weights (slightly wider than a monotone form; cheaper).
     """
-    top = iv.upper(iv.maximum(iv.maximum(a, b), c))
+    top = iv.shift_point(iv.maximum(iv.maximum(a, b), c))
     ea, eb, ec = iv.exp(a - top), iv.exp(b - top), iv.exp(c - top)
     total = ea + eb + ec
     return ea / total, eb / total, ec / total
@@ -152,6 +156,7 @@ def cubic_tables(paths: PathMatrices, m_range: range | None = None) -> CubicTabl
     B0 = _max_over_j_not_m(L0, ms)
     valid0 = q_eq_m | (q_le_m & (k >= 2))
     good0 = valid0 & iv.certainly_negative(B0)
+    undecided = _undecided(B0, valid0, good0)
 
     # c >= 1: pure sequences with non-max token t at c non-query positions, two orderings.
     B_list, good_list = [], []
@@ -179,6 +184,7 @@ def cubic_tables(paths: PathMatrices, m_range: range | None = None) -> CubicTabl
         valid = valid_qm[:, :, None] & t_lt_m[None, :, :]  # t < m
         B_list.append(B)
         good_list.append(valid & iv.certainly_negative(B))
+        undecided += _undecided(B, valid, good_list[-1])
     empty = (r, len(ms), r, 0)  # k = 1: there are no c >= 1 cells
     B = (
         iv.stack(B_list, dim=-1)
@@ -186,7 +192,14 @@ def cubic_tables(paths: PathMatrices, m_range: range | None = None) -> CubicTabl
         else torch.empty(empty, dtype=torch.float64, device=device)
     )
     good = torch.stack(good_list, dim=-1) if good_list else good0.new_empty(empty)
-    return CubicTables(B0=B0, B=B, good0=good0, good=good)
+    return CubicTables(B0=B0, B=B, good0=good0, good=good, undecided=undecided)
+
+
+def _undecided(B: Num, valid: Tensor, good: Tensor) -> int:
+    """Valid cells that some member of B's enclosure would prove but the enclosure does not."""
+    if isinstance(B, Tensor):  # plain float64 decides everything
+        return 0
+    return int((valid & iv.possibly_negative(B) & ~good).sum())
 
 
 def count_correct(tables: CubicTables, k: int) -> int:
@@ -230,27 +243,27 @@ class Cubic(Strategy):
         v, k = cfg.d_vocab, cfg.n_ctx
         return 3 * v * v + 2 * k * v
 
-    def verify(
-        self, model: AttnOnlyTransformer, payload: dict[str, Any], *, rigorous: bool = False
+    def verify_in(
+        self, model: AttnOnlyTransformer, payload: dict[str, Any], arith: Arithmetic
     ) -> Verdict:
         """Tables for all cells, in chunks of max tokens so that memory stays bounded."""
-        paths = path_matrices(model, torch.float64, rigorous=rigorous)
+        paths = path_matrices(model, arith)
         v, k = model.cfg.d_vocab, model.cfg.n_ctx
         step = max(1, CHUNK_ELEMENTS // (2 * v * v))
-        correct, tables = 0, None
+        correct, undecided, tables = 0, 0, None
         for start in range(0, v, step):
             tables = cubic_tables(paths, range(start, min(start + step, v)))
             correct += count_correct(tables, k)
+            undecided += tables.undecided
         details = {"tables": tables} if step >= v else {}  # full tables only when unchunked
-        return Verdict(correct, model.cfg.n_inputs, details)
+        return Verdict(correct, model.cfg.n_inputs, details, undecided, arith)
 
-    def proven(
+    def proven_in(
         self,
         model: AttnOnlyTransformer,
         payload: dict[str, Any],
         tokens: Tensor,
-        *,
-        rigorous: bool = False,
+        arith: Arithmetic,
     ) -> Tensor:
-        paths = path_matrices(model, torch.float64, rigorous=rigorous)
+        paths = path_matrices(model, arith)
         return proven_mask(cubic_tables(paths), tokens.to(paths.EUPU.device))

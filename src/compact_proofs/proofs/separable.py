@@ -33,12 +33,23 @@ non-max tokens are judged one by one instead of by their worst pure sequence.
     every assignment from G = {x < m : h(x) < T / W_S} is proven: |G|^c inputs (exact for
     c <= 1). One sort per row and one binary search per cell.
 
-Arithmetic: float64 with strict `<`, or with `rigorous` the same formulas on intervals: T is
+Arithmetic (compact_proofs.arithmetic). In the rigorous arithmetics (balls, or intervals when
+balls leave a decision undecided) the same formulas enclose their exact real values: T is
 taken at its lower end, terms at their upper ends, and differences/quotients of thresholds
-are rounded down, so every accepted comparison holds for the exact real values. Underflow:
-every weight is <= 1 (the shifts are row maxima), and a cell counts only if one of its fixed
-weights (query or max token) is >= 2^-900; so Z >= 2^-900 for all its inputs and subnormal
-weights (absolute error 2^-1074) cannot change a float64 verdict beyond ordinary rounding.
+are rounded down, so every accepted comparison holds for the exact real values. Every weight
+is <= 1 (the shifts are row maxima), and a cell counts only if one of its fixed weights (query
+or max token), as computed, is >= 2^-900: no cell rests on attention that underflowed
+entirely (a restriction shared by every arithmetic and the independent checker).
+
+Plain float64 (--fast, not a proof) computes the same formulas with strict `<`. Besides
+ordinary relative rounding it makes absolute errors where weights underflow: a weight below
+the subnormal range becomes 0 (exactly what once made a term vanish while its exact value
+exceeded a subnormal threshold T, certifying misclassified inputs). A threshold, or a sum of
+the terms of one assignment, is a sum of at most k + 1 products weight * value with |value|
+<= V (V = twice the largest entries of EUPU, EVOU and PVOU) and weights <= 1, so underflow
+moves each by at most (k + 2) 2^-1074 (V + 1); float64 mode lowers every T by 16 times that
+(`_guard_fast`), which leaves only ordinary relative rounding (and changes no T of normal
+size at all).
 
 Cost: joint O(2^(k-1) v^3 + k v^3 log v); lite O(v^3 + 2^(k-1) v^2 log v). Cubic in v but
 exponential in k (each position set is a cell), so the family is limited to n_ctx <= 10.
@@ -53,17 +64,21 @@ import torch
 from torch import Tensor
 
 from compact_proofs import interval as iv
+from compact_proofs.arithmetic import Arithmetic
+from compact_proofs.ball import Ball
 from compact_proofs.circuits import PathMatrices, path_matrices
 from compact_proofs.errors import UnsupportedModelError
 from compact_proofs.flops import charge
-from compact_proofs.interval import Interval, Num, round_down
+from compact_proofs.interval import Num, round_down
 from compact_proofs.model import AttnOnlyTransformer, ModelConfig
 from compact_proofs.proofs.base import Strategy, Verdict
+from compact_proofs.rounding import U as UNIT
 
 NEG_INF, INF = float("-inf"), float("inf")
 MAX_N_CTX = 10
 ROW_CHUNK_ELEMENTS = 2**22  # rows x sets x tokens per chunk (float64: ~32 MB per table)
 UNDERFLOW_GUARD = 2.0**-900  # a counted cell has a fixed attention weight at least this big
+UNDERFLOW_SLACK = 2.0**-1070  # float64 mode: 16 subnormal spacings per term and unit of value
 
 
 def _masks(n: int) -> list[list[int]]:
@@ -104,18 +119,18 @@ def _finite_or(x: Tensor, safe: float) -> Tensor:
     return torch.where(x.isnan(), safe, x)
 
 
-def _attention(paths: PathMatrices) -> tuple[Num, Tensor, Num]:
+def _attention(paths: PathMatrices) -> tuple[Num, Num, Num]:
     """s_tok [q, x] = EQKE / sqrt(d_head), its row maxima row_max [q, m] = max_{x <= m} s_tok
-    (upper ends: point shifts), and e_pos [q, p] = exp(EQKP / sqrt(d_head) - max_p), all k
-    positions."""
+    (exact point shifts: `iv.shift_point`), and e_pos [q, p] = exp(EQKP / sqrt(d_head) - max_p),
+    all k positions."""
     s_tok = paths.EQKE / paths.attn_scale
     s_pos = paths.EQKP / paths.attn_scale
-    row_max = iv.upper(s_tok).cummax(dim=-1).values
-    e_pos = iv.exp(s_pos - iv.upper(s_pos).amax(dim=-1, keepdim=True))
+    row_max = iv.running_max(iv.shift_point(s_tok), dim=-1)
+    e_pos = iv.exp(s_pos - iv.shift_point(s_pos).amax(dim=-1)[:, None])
     return s_tok, row_max, e_pos
 
 
-def _row_weights(s_tok: Num, row_max: Tensor, q: Tensor, m: Tensor) -> Num:
+def _row_weights(s_tok: Num, row_max: Num, q: Tensor, m: Tensor) -> Num:
     """e_tok [r, x] = exp(s_tok[q, x] - row_max[q, m]) for the tokens x <= m that occur in
     row (q, m) (<= 1; 0 for x > m, which never occur)."""
     v = s_tok.shape[-1]
@@ -125,10 +140,12 @@ def _row_weights(s_tok: Num, row_max: Tensor, q: Tensor, m: Tensor) -> Num:
 
 def _guard_underflow(T: Tensor, w_query: Num, w_max: Num) -> Tensor:
     """T [r, set] with -inf where every fixed weight (the query's w_query [r], the max
-    token's w_max [r, p] at the positions of M) is below UNDERFLOW_GUARD (module docstring)."""
+    token's w_max [r, p] at the positions of M) is below UNDERFLOW_GUARD (module docstring).
+    The test is on the computed (midpoint) weights, the same in every arithmetic: it only
+    drops cells, and the rigorous arithmetics need it for no proof."""
     n = w_max.shape[1]
-    big_query = iv.upper(w_query) >= UNDERFLOW_GUARD
-    big_max = iv.upper(w_max) >= UNDERFLOW_GUARD  # [r, p]
+    big_query = iv.mid(w_query) >= UNDERFLOW_GUARD
+    big_max = iv.mid(w_max) >= UNDERFLOW_GUARD  # [r, p]
     cols = []
     for S in _masks(n):
         ok = big_query
@@ -136,6 +153,24 @@ def _guard_underflow(T: Tensor, w_query: Num, w_max: Num) -> Tensor:
             ok = ok | big_max[:, p]
         cols.append(ok)
     return torch.where(torch.stack(cols, dim=-1), T, NEG_INF)
+
+
+def _guard_fast(T: Tensor, paths: PathMatrices, arith: Arithmetic) -> Tensor:
+    """In float64 mode, T lowered by what underflow can hide: UNDERFLOW_SLACK (k + 2) (V + 1)
+    (module docstring); unchanged in the rigorous arithmetics, whose enclosures include it."""
+    if arith is not Arithmetic.FAST:
+        return T
+    V = sum(2 * float(x.abs().amax()) for x in (paths.EUPU, paths.EVOU, paths.PVOU))
+    return T - UNDERFLOW_SLACK * (paths.n_ctx + 2) * (V + 1)
+
+
+def _slack(x: Num) -> float:
+    """How far a tighter enclosure of x could move its upper end down (or its lower end up):
+    a ball's diameter plus a few roundings of its magnitude; 0 for other kinds (only balls
+    are ever followed by a tighter arithmetic)."""
+    if not isinstance(x, Ball):
+        return 0.0
+    return (2 * x.rad + 8 * UNIT * (x.mag + x.rad)) * (1 + 2.0**-20)
 
 
 def _pvou_c(paths: PathMatrices) -> Num:
@@ -173,7 +208,7 @@ class _JointModel:
     """Per-model quantities shared by every chunk of rows (joint strategy)."""
 
     s_tok: Num  # [q, x]
-    row_max: Tensor  # [q, m]
+    row_max: Num  # [q, m] (exact points)
     e_pos: Num  # [q, p]
     E: Num  # [q, m]
     g: Num  # [p, x, m] for the non-query positions p
@@ -184,7 +219,11 @@ class _JointModel:
 class JointTerms:
     """For rows (q[r], m[r]): thresholds T [r, set] (lower ends; -inf where the cell is
     empty), terms U [p, r, x] (upper ends; +inf for x >= m), and for the pure rule
-    H [r, x] = e_tok (E + g_bar) with the positional weights W [r, p]."""
+    H [r, x] = e_tok (E + g_bar) with the positional weights W [r, p].
+
+    T_opt >= the upper ends of the thresholds and `u_slack` >= how much lower any term's
+    lower end can be: a comparison that holds with those is *undecided*, not refuted (only
+    for balls; elsewhere T_opt = T and u_slack = 0)."""
 
     q: Tensor
     m: Tensor
@@ -192,7 +231,9 @@ class JointTerms:
     U: Tensor
     H: Num
     W: Num
-    rigorous: bool
+    arith: Arithmetic
+    T_opt: Tensor
+    u_slack: float
 
 
 def _joint_model(paths: PathMatrices) -> _JointModel:
@@ -242,24 +283,39 @@ def _joint_fixed(paths: PathMatrices, jm: _JointModel, q: Tensor, m: Tensor, e_t
 
 
 def joint_terms(
-    paths: PathMatrices, jm: _JointModel, q: Tensor, m: Tensor, rigorous: bool
+    paths: PathMatrices, jm: _JointModel, q: Tensor, m: Tensor, arith: Arithmetic
 ) -> JointTerms:
     """Thresholds and per-position terms of the rows (q, m) (module docstring)."""
     k, v = paths.n_ctx, paths.d_vocab
     e_tok = _row_weights(jm.s_tok, jm.row_max, q, m)  # [r, x]
-    T = _finite_or(-iv.upper(_joint_fixed(paths, jm, q, m, e_tok)), NEG_INF)
+    F = _joint_fixed(paths, jm, q, m, e_tok)
     rows = torch.arange(len(q), device=q.device)
     W = jm.e_pos[q][:, : k - 1]  # [r, p]
     w_query = e_tok[rows, q] * jm.e_pos[q, k - 1]
-    T = _guard_underflow(T, w_query, e_tok[rows, m][:, None] * W)
-    full = 2 ** (k - 1) - 1
-    T[:, full] = torch.where(q == m, T[:, full], NEG_INF)  # q < m needs a max position
+    T, T_opt = _thresholds(F, q, m, w_query, e_tok[rows, m][:, None] * W)
+    T = _guard_fast(T, paths, arith)
     absent = torch.arange(v, device=q.device)[None, :] >= m[:, None]  # [r, x]
     E = jm.E[q, m]
     base = e_tok[None] * (E[None, :, None] + jm.g[:, :, m].permute(0, 2, 1))
-    U = _finite_or(iv.upper(W.T[:, :, None] * base), INF).masked_fill(absent[None], INF)
+    u = W.T[:, :, None] * base
+    U = _finite_or(iv.upper(u), INF).masked_fill(absent[None], INF)
     H = e_tok * (E[:, None] + jm.g_bar[:, m].T)
-    return JointTerms(q=q, m=m, T=T, U=U, H=H, W=W, rigorous=rigorous)
+    return JointTerms(q, m, T, U, H, W, arith, T_opt, _slack(u))
+
+
+def _thresholds(F: Num, q: Tensor, m: Tensor, w_query: Num, w_max: Num) -> tuple[Tensor, Tensor]:
+    """(T, T_opt) [r, set]: T = lower end of -F and T_opt >= its upper end (+ slack), both
+    -inf where the cell is empty (q < m needs a max position) or its fixed attention
+    underflowed (`_guard_underflow`)."""
+    T = _finite_or(-iv.upper(F), NEG_INF)
+    T_opt = _finite_or(-iv.lower(F) + _slack(F), NEG_INF) if isinstance(F, Ball) else T
+    full = q != m  # the cell with every non-query position non-max
+    out = []
+    for x in (T, T_opt):
+        x = _guard_underflow(x, w_query, w_max)
+        x[:, -1] = torch.where(full, NEG_INF, x[:, -1])
+        out.append(x)
+    return out[0], out[1]
 
 
 def _exact_c(c: int, q_eq_m: bool | Tensor) -> bool | Tensor:
@@ -269,43 +325,72 @@ def _exact_c(c: int, q_eq_m: bool | Tensor) -> bool | Tensor:
     return (q_eq_m & (c == 3)) | (c <= 2)
 
 
-def _pure_members(t: JointTerms, S: list[int], s: int) -> Tensor:
-    """bool [r, x]: the pure rule's set G of the cells (row, S): (sum_S W) H < T, x < m."""
-    bound = iv.upper(_sum_cols(t.W, S)[:, None] * t.H)
-    absent = torch.arange(t.U.shape[-1], device=t.q.device)[None, :] >= t.m[:, None]
-    return (bound < t.T[:, s, None]) & ~absent
+def _pure_members(t: JointTerms, S: list[int], s: int) -> tuple[Tensor, Tensor]:
+    """bool [r, x]: the pure rule's set G of the cells (row, S): (sum_S W) H < T, x < m; and
+    the tokens whose membership is undecided (a tighter enclosure might admit them)."""
+    bound = _sum_cols(t.W, S)[:, None] * t.H
+    present = torch.arange(t.U.shape[-1], device=t.q.device)[None, :] < t.m[:, None]
+    members = (iv.upper(bound) < t.T[:, s, None]) & present
+    if not isinstance(bound, Ball):
+        return members, torch.zeros_like(members)
+    maybe = (iv.lower(bound) < t.T_opt[:, s, None]) & present & ~members
+    return members, maybe
 
 
-def _exact_count(t: JointTerms, sorted_U: Tensor, rows: Tensor, S: list[int], s: int) -> Tensor:
-    """Per row: #{assignments of S (tokens < m) with sum_p u_p(x_p) < T}, |S| <= 3."""
+def _exact_count(
+    t: JointTerms, sorted_U: Tensor, rows: Tensor, S: list[int], s: int
+) -> tuple[Tensor, int]:
+    """Per row: #{assignments of S (tokens < m) with sum_p u_p(x_p) < T}, |S| <= 3; and the
+    number of undecided comparisons (`_undecided_searches`)."""
     T = t.T[rows, s][:, None]  # [r, 1]
     U = t.U[:, rows]
+    last = sorted_U[S[-1]][rows]
     if len(S) == 1:
-        return (U[S[0]] < T).sum(dim=-1)
-    thr = _sub_down(T, U[S[0]], t.rigorous)  # [r, x1]
+        n = (U[S[0]] < T).sum(dim=-1)
+        return n, _undecided_searches(t, rows, s, len(S), last, T, n[:, None])
+    thr = _sub_down(T, U[S[0]], t.arith.rigorous)  # [r, x1]
     if len(S) == 3:
-        thr = _sub_down(thr[:, :, None], U[S[1]][:, None, :], t.rigorous).flatten(1)
-    return torch.searchsorted(sorted_U[S[-1]][rows], thr).sum(dim=-1)
+        thr = _sub_down(thr[:, :, None], U[S[1]][:, None, :], t.arith.rigorous).flatten(1)
+    n = torch.searchsorted(last, thr)
+    return n.sum(dim=-1), _undecided_searches(t, rows, s, len(S), last, thr, n)
 
 
-def joint_count(t: JointTerms) -> int:
-    """Number of inputs of the rows' cells proven correct (exact Python int)."""
+def _undecided_searches(
+    t: JointTerms, rows: Tensor, s: int, c: int, last: Tensor, thr: Tensor, n: Tensor
+) -> int:
+    """How many threshold searches (thr [r, *] in the sorted last-position terms `last`, n
+    of them below it) would count one more term if every term and the threshold were moved
+    by their slack: those comparisons are undecided, not refuted."""
+    if t.T_opt is t.T and t.u_slack == 0.0:
+        return 0
+    reach = thr + (t.T_opt[rows, s] - t.T[rows, s])[:, None] + c * t.u_slack
+    following = last.gather(1, n.clamp(max=last.shape[1] - 1))
+    return int(((n < last.shape[1]) & (following < reach)).sum())
+
+
+def joint_count(t: JointTerms) -> tuple[int, int]:
+    """(number of inputs of the rows' cells proven correct (exact Python int), number of
+    undecided decisions)."""
     q_eq_m = t.q == t.m
     sorted_U = t.U.sort(dim=-1).values
-    total = 0
+    total, undecided = 0, 0
     for s, S in enumerate(_masks(t.U.shape[0])):
         if not S:
             total += int((t.T[:, s] > 0).sum())
+            undecided += int(((t.T[:, s] <= 0) & (t.T_opt[:, s] > 0)).sum())
             continue
         for rows, eq in ((q_eq_m, True), (~q_eq_m, False)):
             if not bool(rows.any()):
                 continue
             if _exact_c(len(S), eq):
-                total += int(_exact_count(t, sorted_U, rows, S, s).sum())
+                n, maybe = _exact_count(t, sorted_U, rows, S, s)
+                total += int(n.sum())
             else:
-                N = _pure_members(t, S, s)[rows].sum(dim=-1)
-                total += _count_powers(N, len(S), t.U.shape[-1])
-    return total
+                members, maybe_members = _pure_members(t, S, s)
+                total += _count_powers(members[rows].sum(dim=-1), len(S), t.U.shape[-1])
+                maybe = int(maybe_members[rows].sum())
+            undecided += maybe
+    return total, undecided
 
 
 def joint_proven(t: JointTerms, tokens: Tensor, row: Tensor) -> Tensor:
@@ -319,9 +404,9 @@ def joint_proven(t: JointTerms, tokens: Tensor, row: Tensor) -> Tensor:
         u = [t.U[p, r, x[:, p]] for p in S]
         thr = T
         for val in u[:-1]:
-            thr = _sub_down(thr, val, t.rigorous)
+            thr = _sub_down(thr, val, t.arith.rigorous)
         exact_ok = u[-1] < thr
-        G = _pure_members(t, S, s)[r]
+        G = _pure_members(t, S, s)[0][r]
         pure_ok = torch.stack([G.gather(1, x[:, p : p + 1])[:, 0] for p in S]).all(dim=0)
         return torch.where(_exact_c(len(S), t.q[r] == t.m[r]), exact_ok, pure_ok)
 
@@ -348,16 +433,18 @@ def _by_cell(tokens: Tensor, m: Tensor, row: Tensor, judge) -> Tensor:
 class LiteTables:
     """For rows (q[r], m[r]): h [r, x] (upper ends, +inf for x >= m), sorted along x, and
     thresholds theta [r, set]: token x is in the set G of cell (r, set) iff h[r, x] < theta;
-    theta[r, 0] is T itself (c = 0: proven iff T > 0)."""
+    theta[r, 0] is T itself (c = 0: proven iff T > 0). `theta_opt` >= theta moved by every
+    slack of a ball enclosure (= theta otherwise): h < theta_opt is undecided, not refuted."""
 
     q: Tensor
     m: Tensor
     h: Tensor
     sorted_h: Tensor
     theta: Tensor
+    theta_opt: Tensor
 
 
-def lite_tables(paths: PathMatrices, rigorous: bool) -> LiteTables:
+def lite_tables(paths: PathMatrices, arith: Arithmetic) -> LiteTables:
     """All rows at once (tables are O(v^3); work O(v^3 + 2^(k-1) v^2 log v))."""
     k, v, EVOU = paths.n_ctx, paths.d_vocab, paths.EVOU
     device = paths.EUPU.device
@@ -368,51 +455,54 @@ def lite_tables(paths: PathMatrices, rigorous: bool) -> LiteTables:
     # g[x, m] = max_{j != m}(EVOU[x, j] + PVOU_pess[m, j]) - EVOU[x, m], only for x <= m
     pv_pess = _pvou_c(paths).amax(dim=0)  # [m, j]
     g_rows = (EVOU[q] + pv_pess[m]).amax(dim=-1) - EVOU[q, m]  # [r]: g[x = q, m]
-    g = iv.point_like(g_rows, torch.full((v, v), INF, dtype=torch.float64, device=device))
-    g = _scatter_rows(g, q, m, g_rows)  # [x, m]; +inf where x > m
+    never = torch.full((v, v), INF, dtype=torch.float64, device=device)
+    g = iv.index_put(never, (q, m), g_rows)  # [x, m]; +inf where x > m
     E = _direct(paths)[q, m]  # [r]
     absent = torch.arange(v, device=device)[None, :] >= m[:, None]
-    h = _finite_or(iv.upper(e_tok * (E[:, None] + g[:, m].T)), INF).masked_fill(absent, INF)
+    h_enc = e_tok * (E[:, None] + g[:, m].T)
+    h = _finite_or(iv.upper(h_enc), INF).masked_fill(absent, INF)
     # fixed part and thresholds
     W = e_pos[q]  # [r, k]
     e_max, w_query = e_tok[rows, m], e_tok[rows, q] * W[:, k - 1]
     on_max = e_max * (E + g[m, m])
     query = w_query * (E + g[q, m])
     masks = _masks(k - 1)
-    T_cols = []
-    for S in masks:
-        W_M = _sum_cols(W, _complement(S, k - 1))
-        T_cols.append(-iv.upper(query if W_M is None else W_M * on_max + query))
-    T = _guard_underflow(
-        _finite_or(torch.stack(T_cols, dim=-1), NEG_INF), w_query, e_max[:, None] * W[:, : k - 1]
-    )
-    T[:, -1] = torch.where(q == m, T[:, -1], NEG_INF)  # q < m needs a max position
-    theta = [T[:, 0]]  # c = 0: T itself
+    F = iv.stack(
+        [query if W_M is None else W_M * on_max + query
+         for W_M in (_sum_cols(W, _complement(S, k - 1)) for S in masks)],
+        dim=-1,
+    )  # fmt: skip
+    T, T_opt = _thresholds(F, q, m, w_query, e_max[:, None] * W[:, : k - 1])
+    T = _guard_fast(T, paths, arith)
+    theta, theta_opt = [T[:, 0]], [T_opt[:, 0]]  # c = 0: T itself
     for s, S in enumerate(masks[1:], start=1):
-        theta.append(_finite_or(_lower_quotient(T[:, s], _sum_cols(W, S), rigorous), NEG_INF))
+        W_S = _sum_cols(W, S)
+        theta.append(_finite_or(_lower_quotient(T[:, s], W_S), NEG_INF))
+        if T_opt is not T:  # moved by the slack of h as well
+            reach = _upper_quotient(T_opt[:, s], W_S) + _slack(h_enc)
+            theta_opt.append(_finite_or(reach, NEG_INF))
     sorted_h = h.sort(dim=-1).values
-    return LiteTables(q=q, m=m, h=h, sorted_h=sorted_h, theta=torch.stack(theta, dim=-1))
+    theta_t = torch.stack(theta, dim=-1)
+    theta_opt_t = torch.stack(theta_opt, dim=-1) if T_opt is not T else theta_t
+    return LiteTables(q, m, h, sorted_h, theta_t, theta_opt_t)
 
 
-def _scatter_rows(g: Num, q: Tensor, m: Tensor, values: Num) -> Num:
-    if isinstance(g, Interval):
-        assert isinstance(values, Interval)
-        g.lo[q, m], g.hi[q, m] = values.lo, values.hi
-        return g
-    g[q, m] = values
-    return g
-
-
-def _lower_quotient(T: Tensor, W: Num, rigorous: bool) -> Tensor:
-    """A float theta with theta <= T / w for every positive w in W (T exact)."""
-    if not rigorous:
+def _lower_quotient(T: Tensor, W: Num) -> Tensor:
+    """A float theta with theta <= T / w for every member w of W (all > 0; T exact); plain
+    T / W for a plain tensor W."""
+    if isinstance(W, Tensor):
         return T / W
-    assert isinstance(W, Interval)
-    return (Interval.point(T) / W).lo
+    return iv.lower(iv.point_like(W, T) / W)
 
 
-def lite_count(t: LiteTables, k: int) -> int:
-    """sum over cells of |G|^c (c = 0: [T > 0]); exact Python int."""
+def _upper_quotient(T: Tensor, W: Num) -> Tensor:
+    """A float >= T / w for every member w of W."""
+    return iv.upper(iv.point_like(W, T) / W)
+
+
+def lite_count(t: LiteTables, k: int) -> tuple[int, int]:
+    """(sum over cells of |G|^c (c = 0: [T > 0]), exact Python int; number of undecided
+    cells: one more token would join G if every enclosure were tight)."""
     n = torch.searchsorted(t.sorted_h, t.theta.contiguous())  # [r, set]: |G|
     total = 0
     for s, S in enumerate(_masks(k - 1)):
@@ -420,7 +510,13 @@ def lite_count(t: LiteTables, k: int) -> int:
             total += _count_powers(n[:, s], len(S), t.h.shape[-1])
         else:
             total += int((t.theta[:, 0] > 0).sum())
-    return total
+    if t.theta_opt is t.theta:
+        return total, 0
+    v = t.sorted_h.shape[-1]
+    following = t.sorted_h.gather(1, n.clamp(max=v - 1))
+    maybe = (n < v) & (following < t.theta_opt)
+    maybe[:, 0] = (t.theta[:, 0] <= 0) & (t.theta_opt[:, 0] > 0)
+    return total, int(maybe.sum())
 
 
 def lite_proven(t: LiteTables, tokens: Tensor, row: Tensor) -> Tensor:
@@ -453,9 +549,9 @@ class _SeparableBase(Strategy):
         v, k = cfg.d_vocab, cfg.n_ctx
         return 3 * v * v + 2 * k * v
 
-    def _paths(self, model: AttnOnlyTransformer, rigorous: bool) -> PathMatrices:
+    def _paths(self, model: AttnOnlyTransformer, arith: Arithmetic) -> PathMatrices:
         _check_size(model.cfg)
-        return path_matrices(model, torch.float64, rigorous=rigorous)
+        return path_matrices(model, arith)
 
 
 class Separable(_SeparableBase):
@@ -466,31 +562,31 @@ class Separable(_SeparableBase):
         "tokens and query; mixed sequences counted exactly by sorting."
     )
 
-    def verify(
-        self, model: AttnOnlyTransformer, payload: dict[str, Any], *, rigorous: bool = False
+    def verify_in(
+        self, model: AttnOnlyTransformer, payload: dict[str, Any], arith: Arithmetic
     ) -> Verdict:
-        paths = self._paths(model, rigorous)
+        paths = self._paths(model, arith)
         jm = _joint_model(paths)
         v, k = model.cfg.d_vocab, model.cfg.n_ctx
         q, m = _rows(v, paths.EUPU.device)
         step = max(1, ROW_CHUNK_ELEMENTS // (v * 2 ** (k - 1)))
-        correct = 0
+        correct, undecided = 0, 0
         for start in range(0, len(q), step):
             chunk = slice(start, start + step)
-            correct += joint_count(joint_terms(paths, jm, q[chunk], m[chunk], rigorous))
-        return Verdict(correct, model.cfg.n_inputs)
+            n, maybe = joint_count(joint_terms(paths, jm, q[chunk], m[chunk], arith))
+            correct, undecided = correct + n, undecided + maybe
+        return Verdict(correct, model.cfg.n_inputs, {}, undecided, arith)
 
-    def proven(
+    def proven_in(
         self,
         model: AttnOnlyTransformer,
         payload: dict[str, Any],
         tokens: Tensor,
-        *,
-        rigorous: bool = False,
+        arith: Arithmetic,
     ) -> Tensor:
-        paths = self._paths(model, rigorous)
+        paths = self._paths(model, arith)
         q, m = _rows(model.cfg.d_vocab, paths.EUPU.device)
-        t = joint_terms(paths, _joint_model(paths), q, m, rigorous)
+        t = joint_terms(paths, _joint_model(paths), q, m, arith)
         tokens = tokens.to(q.device)
         return joint_proven(t, tokens, _row_index(model.cfg.d_vocab, q, m, tokens))
 
@@ -503,20 +599,20 @@ class SeparableLite(_SeparableBase):
         "rule per cell (one sort per (query, max) row)."
     )
 
-    def verify(
-        self, model: AttnOnlyTransformer, payload: dict[str, Any], *, rigorous: bool = False
+    def verify_in(
+        self, model: AttnOnlyTransformer, payload: dict[str, Any], arith: Arithmetic
     ) -> Verdict:
-        t = lite_tables(self._paths(model, rigorous), rigorous)
-        return Verdict(lite_count(t, model.cfg.n_ctx), model.cfg.n_inputs)
+        t = lite_tables(self._paths(model, arith), arith)
+        correct, undecided = lite_count(t, model.cfg.n_ctx)
+        return Verdict(correct, model.cfg.n_inputs, {}, undecided, arith)
 
-    def proven(
+    def proven_in(
         self,
         model: AttnOnlyTransformer,
         payload: dict[str, Any],
         tokens: Tensor,
-        *,
-        rigorous: bool = False,
+        arith: Arithmetic,
     ) -> Tensor:
-        t = lite_tables(self._paths(model, rigorous), rigorous)
+        t = lite_tables(self._paths(model, arith), arith)
         tokens = tokens.to(t.q.device)
         return lite_proven(t, tokens, _row_index(model.cfg.d_vocab, t.q, t.m, tokens))

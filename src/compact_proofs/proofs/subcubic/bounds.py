@@ -34,6 +34,7 @@ from compact_proofs.interval import Interval, Num
 from compact_proofs.proofs.subcubic.decompose import QKDecomposition, Weights64, rowrange
 
 INF = float("inf")
+NEG_INF = float("-inf")
 
 
 @dataclass(frozen=True)
@@ -121,27 +122,33 @@ def extreme_attention(
     pos = (pos_err - pos_err[:, -1:]) / attn_scale  # the query position becomes 0
     ascending = iv.sort_values(pos[:, : k - 1], dim=-1)  # [q, k-1]
     query_slot = torch.zeros(v, 1, dtype=torch.float64, device=pos.device)
-    log_ratio = {}  # (ordering, q == m) -> [q, c]
-    for name, slots in (("lo", ascending), ("hi", ascending.flip(-1))):
-        for query_is_max in (False, True):
-            columns = []
-            for c in range(k):
-                n_max = k - c  # positions holding m
-                if query_is_max:
-                    on = iv.cat([slots[:, : n_max - 1], query_slot], dim=-1)
-                    off = slots[:, n_max - 1 :]
-                else:
-                    n_max = min(n_max, k - 1)  # c = 0 is not a valid cell when q != m
-                    on = slots[:, :n_max]
-                    off = iv.cat([slots[:, n_max:], query_slot], dim=-1)
-                columns.append(on.logsumexp(dim=-1) - off.logsumexp(dim=-1))
-            log_ratio[name, query_is_max] = iv.stack(columns, dim=-1)
+    slots = iv.stack(
+        [iv.cat([order, query_slot], dim=-1) for order in (ascending, ascending.flip(-1))]
+    )
+    on = _max_slots(k, pos.device)[None, :, :, None, :]  # [1, q==m, c, 1, slot]
+    X = slots[:, None, None, :, :]  # [ordering, 1, 1, q, slot]
+    on_max = iv.where(on, X, NEG_INF).logsumexp(dim=-1)  # [ordering, q==m, c, q]
+    off_max = iv.where(on, NEG_INF, X).logsumexp(dim=-1)
+    log_ratio = (on_max - off_max).permute(0, 1, 3, 2)  # [ordering, q==m, q, c]
     eq = cells.q == cells.m
     A = []
-    for name, D in (("lo", D_lo), ("hi", D_hi)):
-        ratio = iv.where(eq, log_ratio[name, True][:, None, :], log_ratio[name, False][:, None, :])
+    for o, D in enumerate((D_lo, D_hi)):
+        ratio = iv.where(eq, log_ratio[o, 1][:, None, :], log_ratio[o, 0][:, None, :])
         A.append(iv.sigmoid(D / attn_scale + ratio))
     return A[0], A[1]
+
+
+def _max_slots(k: int, device: torch.device) -> Tensor:
+    """on[q==m, c, slot]: the slots holding the max token in a cell with c non-max positions,
+    for the k slots (the k-1 non-query positions in the chosen order, then the query).
+    q != m: the first min(k - c, k - 1) non-query slots (c = 0 is not a valid cell);
+    q == m: the first k - c - 1 non-query slots and the query."""
+    on = torch.zeros(2, k, k, dtype=torch.bool, device=device)
+    for c in range(k):
+        on[0, c, : min(k - c, k - 1)] = True
+        on[1, c, : k - c - 1] = True
+        on[1, c, k - 1] = True
+    return on
 
 
 def largest_wrong_logit(
@@ -233,6 +240,14 @@ def count_correct(B: Num, gaps: Tensor, cells: CellIndex, k: int, variant: Varia
         total += comb(k - 1, cp) * sum(cnt * x**cp for x, cnt in enumerate(histogram) if cnt)
         charge(2 * len(histogram), "python-int counting")
     return total
+
+
+def count_undecided(B: Num, cells: CellIndex) -> int:
+    """Valid cells that some member of B's enclosure would prove but the enclosure does not
+    (0 for plain float64, which decides everything)."""
+    if isinstance(B, Tensor):
+        return 0
+    return int((cells.valid & iv.possibly_negative(B) & ~iv.certainly_negative(B)).sum())
 
 
 def subcubic_bounds(

@@ -30,17 +30,21 @@ exact real values of EQKE_hat, pos_err and err_bound (docs/soundness.md).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 
 import torch
 from torch import Tensor
 
 from compact_proofs import interval as iv
+from compact_proofs.arithmetic import Arithmetic, exact, sqrt_of
+from compact_proofs.ball import UP, Ball
 from compact_proofs.circuits import require_single_head
 from compact_proofs.errors import UnsupportedModelError
-from compact_proofs.interval import Interval, Num, enclose_sqrt
+from compact_proofs.interval import Interval, Num
 from compact_proofs.model import AttnOnlyTransformer
 from compact_proofs.modelfile import TL_NAMES
+from compact_proofs.rounding import LIBM_REL, SUBNORMAL_ULP, TINY, U, gamma
 
 SIGMA_SQUARINGS = 8  # certified sigma_1 bound overestimates by at most d^(1 / 2^(9))
 SQRT2_UP = 1.4142135623730951  # the float nearest sqrt(2) is above it: an upper bound
@@ -58,7 +62,7 @@ class Weights64:
     W_V: Num  # [d, d_head]
     W_O: Num  # [d_head, d]
     W_U: Num  # [d, v]
-    attn_scale: float | Interval
+    attn_scale: float | Interval | Ball
 
     @property
     def E_q(self) -> Num:
@@ -120,8 +124,11 @@ def sigma1_upper_bound(X: Num, Y: Num, squarings: int = SIGMA_SQUARINGS) -> Num:
     sigma_1 <= trace(N^p)^(1/(2p)); the overestimate is at most a factor d^(1/(2p)). N^p is
     formed by repeated squaring with rescaling (log of the scale tracked separately). The
     scales are exact points (any positive real keeps the identity trace(N^p) = s^p
-    trace((N/s)^p)), so with intervals only the upper end of each norm is used.
+    trace((N/s)^p)), so with intervals only the upper end of each norm is used. With balls
+    the squarings run in float64 with a Frobenius-norm error bound (`_sigma1_ball`).
     """
+    if isinstance(X, Ball):
+        return _sigma1_ball(X, Y, squarings)
     N = (X.T @ X) @ (Y @ Y.T)
     scale = iv.point_like(N, iv.upper(iv.frobenius(N)))
     if float(iv.upper(scale)) == 0.0:
@@ -136,6 +143,94 @@ def sigma1_upper_bound(X: Num, Y: Num, squarings: int = SIGMA_SQUARINGS) -> Num:
     trace = M.diagonal().sum(dim=0).clamp(min=torch.finfo(torch.float64).tiny)
     p = 2**squarings
     return ((iv.log(trace) + log_scale) / (2 * p)).exp()
+
+
+def _sigma1_ball(X: Ball, Y: Ball, squarings: int) -> Ball:
+    """`sigma1_upper_bound` for balls: an exact point >= the exact sigma_1(XY).
+
+    N~ = fl(fl(X~^T X~) fl(Y~ Y~^T)) from the midpoints, with ||N~ - N||_F bounded from the
+    balls' radii in Frobenius norm (`_gram_product`). The exact
+    sequence M_0 = N / s_0, M_(i+1) = M_i^2 / s_(i+1), with the floats s_i taken as exact
+    reals, has N^p = S M_K (log S = sum of 2^(K-i) log s_i), so lambda_max(N)^p <= S
+    trace(M_K). The computed M~_i are tracked by e_i >= ||M~_i - M_i||_F:
+        e_(i+1) <= (gamma_d F_i^2 + e_i (2 F_i + e_i)) / s_(i+1) + U F~_(i+1) + d^2 2^-1074
+    (F_i >= ||M~_i||_F; |fl(AB) - AB| <= gamma_d |A||B| entrywise and || |A||B| ||_F <=
+    ||A||_F ||B||_F; the division rounds each entry), and |trace(M_K) - trace(M~_K)| <=
+    sqrt(d) e_K. Every scalar step is rounded upward.
+    """
+    M, err = _gram_product(X, Y)
+    d = M.shape[0]
+    scale = float(torch.linalg.vector_norm(M))
+    if scale == 0.0 and err == 0.0:  # N = 0 exactly: sigma_1 = 0
+        return Ball.point(torch.tensor(0.0, dtype=torch.float64))
+    if not (scale > 0 and math.isfinite(err)):
+        return iv.frobenius(X) * iv.frobenius(Y)
+    M, err, log_scale = M / scale, err / scale * UP, _log_up(scale)
+    norm = _frobenius_up(M)
+    err = _up_add(err, U * norm + d * d * SUBNORMAL_ULP)
+    for _ in range(squarings):
+        square = M @ M
+        s = float(torch.linalg.vector_norm(square))
+        if not 0 < s < math.inf:  # nilpotent up to rounding, or overflow: the Frobenius bound
+            return iv.frobenius(X) * iv.frobenius(Y)
+        grown = gamma(d) * norm * norm + err * (2 * norm + err)
+        M = square / s
+        new_norm = _frobenius_up(M)
+        err = _up_add(grown / s * UP, U * new_norm + d * d * SUBNORMAL_ULP)
+        norm, log_scale = new_norm, _up_add(2 * log_scale, _log_up(s))
+    diag = M.diagonal()
+    trace = float(diag.sum()) + gamma(d) * float(diag.abs().sum()) * UP
+    trace = _up_add(trace, math.sqrt(d) * UP * err)
+    if not math.isfinite(trace):
+        return iv.frobenius(X) * iv.frobenius(Y)
+    trace = max(trace, torch.finfo(torch.float64).tiny)
+    p = 2**squarings
+    exponent = math.nextafter(_up_add(_log_up(trace), log_scale) / (2 * p), math.inf)
+    bound = math.exp(exponent) * (1 + LIBM_REL) * UP + TINY
+    return Ball.point(torch.tensor(bound, dtype=torch.float64))
+
+
+def _gram_product(X: Ball, Y: Ball) -> tuple[Tensor, float]:
+    """(N~, e) with N~ = fl(fl(X~^T X~) fl(Y~ Y~^T)) and e >= ||N~ - (X^T X)(Y Y^T)||_F for
+    the exact X, Y: with ||X - X~||_F <= e_X = sqrt(#X) r_X and F_X >= ||X~||_F,
+    ||fl(X~^T X~) - X^T X||_F <= gamma_n F_X^2 + e_X (2 F_X + e_X) (n the inner dimension),
+    and the same rule for the product of the two Gram matrices."""
+
+    def gram(Z: Tensor, rad: float, n: int) -> tuple[Tensor, float, float]:
+        """Z [n, d] -> Z^T Z, its error bound and a bound on its Frobenius norm."""
+        F, e = _frobenius_up(Z), math.sqrt(Z.numel()) * rad * UP
+        G = Z.T @ Z
+        err = gamma(n) * F * F + e * (2 * F + e) + G.numel() * SUBNORMAL_ULP
+        return G, _up(err), _frobenius_up(G)
+
+    P, e_P, F_P = gram(X.mid, X.rad, X.shape[0])
+    Q, e_Q, F_Q = gram(Y.mid.T, Y.rad, Y.shape[1])
+    d = P.shape[1]
+    err = gamma(d) * F_P * F_Q + e_P * (F_Q + e_Q) + F_P * e_Q + P.numel() * SUBNORMAL_ULP
+    return P @ Q, _up(err)
+
+
+def _up(x: float) -> float:
+    """A float >= x for a non-negative x computed with a few roundings (NaN: inf)."""
+    y = x * UP
+    return y if y == y else math.inf
+
+
+def _up_add(a: float, b: float) -> float:
+    """A float >= a + b."""
+    return math.nextafter(a + b, math.inf)
+
+
+def _log_up(x: float) -> float:
+    """A float >= log(x) (x > 0; math.log within LIBM_REL relative)."""
+    y = math.log(x)
+    return math.nextafter(y + LIBM_REL * abs(y) + TINY, math.inf)
+
+
+def _frobenius_up(M: Tensor) -> float:
+    """A float >= ||M||_F: the computed norm has relative error <= (n + 2) U, n entries."""
+    n = M.numel()
+    return float(torch.linalg.vector_norm(M)) * (1 + (n + 3) * U) * UP + TINY
 
 
 def _peel(z: Tensor, M: Num) -> tuple[Num, Num, Num]:
@@ -258,11 +353,13 @@ def _recursive_bound(factors: list[Num], mean_levels: int) -> Num:
     return bound
 
 
-def decompose_eqke(w: Weights64, dirs: Directions, error: str, route: str) -> QKDecomposition:
-    """EQKE_hat, pos_err and err_bound for one configuration (SPEC §6.3–§6.4). With interval
-    weights the directions become exact points, so every product with them is enclosed."""
-    if isinstance(w.W_E, Interval):
-        dirs = Directions(**{f.name: Interval.point(getattr(dirs, f.name)) for f in fields(dirs)})
+def decompose_eqke(
+    w: Weights64, dirs: Directions, error: str, route: str, arith: Arithmetic = Arithmetic.FAST
+) -> QKDecomposition:
+    """EQKE_hat, pos_err and err_bound for one configuration (SPEC §6.3–§6.4), in `arith`
+    (the weights' arithmetic). The directions become exact points of it, so every product
+    with them is enclosed."""
+    dirs = Directions(**{f.name: exact(getattr(dirs, f.name), arith) for f in fields(dirs)})
     if route == "C":
         EQKE_hat = (w.E_q @ w.W_Q) @ (w.E_bar @ w.W_K).T
         err = torch.zeros(EQKE_hat.shape[0], dtype=EQKE_hat.dtype, device=EQKE_hat.device)
@@ -273,9 +370,9 @@ def decompose_eqke(w: Weights64, dirs: Directions, error: str, route: str) -> QK
     return QKDecomposition(EQKE_hat=EQKE_hat, pos_err=position_error(w), err_bound=err)
 
 
-def weights64(model: AttnOnlyTransformer, rigorous: bool = False) -> Weights64:
-    """The model's weights in float64 (exact: they are float32), as point intervals if
-    `rigorous`; rejects what the sub-cubic proofs do not model."""
+def weights64(model: AttnOnlyTransformer, arith: Arithmetic = Arithmetic.FAST) -> Weights64:
+    """The model's weights in float64 (exact: they are float32), as exact points of `arith`;
+    rejects what the sub-cubic proofs do not model."""
     require_single_head(model, "sub-cubic proofs")
     nonzero = model.nonzero_biases()
     if nonzero:
@@ -283,9 +380,7 @@ def weights64(model: AttnOnlyTransformer, rigorous: bool = False) -> Weights64:
             f"sub-cubic proofs assume zero biases, but {TL_NAMES[nonzero[0]]} is non-zero; "
             "use brute-force or cubic (which handle biases exactly)"
         )
-    w: dict[str, Num] = {n: t.detach().to(torch.float64) for n, t in model.weights().items()}
-    if rigorous:
-        w = {name: Interval.point(t) for name, t in w.items()}
+    w: dict[str, Num] = {n: exact(t, arith) for n, t in model.weights().items()}
     return Weights64(
         W_E=w["W_E"],
         W_pos=w["W_pos"],
@@ -294,5 +389,5 @@ def weights64(model: AttnOnlyTransformer, rigorous: bool = False) -> Weights64:
         W_V=w["W_V"][0],
         W_O=w["W_O"][0],
         W_U=w["W_U"],
-        attn_scale=enclose_sqrt(model.cfg.d_head) if rigorous else model.cfg.attn_scale,
+        attn_scale=sqrt_of(model.cfg.d_head, arith),
     )

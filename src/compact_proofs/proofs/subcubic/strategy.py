@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from compact_proofs import interval as iv
+from compact_proofs.arithmetic import Arithmetic
 from compact_proofs.certificates import decode_tensor, encode_tensor
 from compact_proofs.errors import CertificateError
 from compact_proofs.interval import Num
@@ -30,6 +31,7 @@ from compact_proofs.proofs.subcubic.bounds import (
     SOUND,
     CellIndex,
     count_correct,
+    count_undecided,
     proven_mask,
     subcubic_bounds,
 )
@@ -92,33 +94,34 @@ class SubcubicStrategy(Strategy):
 
     # -- verification (the proof) ---------------------------------------------------------
 
-    def verify(
-        self, model: AttnOnlyTransformer, payload: dict[str, Any], *, rigorous: bool = False
+    def verify_in(
+        self, model: AttnOnlyTransformer, payload: dict[str, Any], arith: Arithmetic
     ) -> Verdict:
-        B, gaps, cells = self._bounds(model, payload, rigorous)
+        B, gaps, cells = self._bounds(model, payload, arith)
         correct = count_correct(B, gaps, cells, model.cfg.n_ctx, SOUND)
-        return Verdict(correct, model.cfg.n_inputs, {"B": B, "cells": cells, "gaps": gaps})
+        undecided = count_undecided(B, cells)
+        details = {"B": B, "cells": cells, "gaps": gaps}
+        return Verdict(correct, model.cfg.n_inputs, details, undecided, arith)
 
-    def proven(
+    def proven_in(
         self,
         model: AttnOnlyTransformer,
         payload: dict[str, Any],
         tokens: Tensor,
-        *,
-        rigorous: bool = False,
+        arith: Arithmetic,
     ) -> Tensor:
-        B, gaps, cells = self._bounds(model, payload, rigorous)
+        B, gaps, cells = self._bounds(model, payload, arith)
         return proven_mask(B, gaps, cells, tokens.to(B.device))
 
     def _bounds(
-        self, model: AttnOnlyTransformer, payload: dict[str, Any], rigorous: bool
+        self, model: AttnOnlyTransformer, payload: dict[str, Any], arith: Arithmetic
     ) -> tuple[Num, Tensor, CellIndex]:
-        """B [q, m, c] (upper bounds on the wrong-logit margins; intervals if rigorous), the
+        """B [q, m, c] (upper bounds on the wrong-logit margins, enclosed in `arith`), the
         gaps and the cells."""
-        w = weights64(model, rigorous)
+        w = weights64(model, arith)
         dirs, gaps = self.parse_certificate(payload, w)
         cfg = self.config
-        qk = decompose_eqke(w, dirs, cfg.error, cfg.route)
+        qk = decompose_eqke(w, dirs, cfg.error, cfg.route, arith)
         B, cells = subcubic_bounds(
             w, qk, gaps, w.E_q, cfg.eu, dirs.W_EP_direction, cfg.uses_mean_diff, SOUND
         )

@@ -1,0 +1,47 @@
+"""The floating-point rounding model shared by the rigorous arithmetics (docs/soundness.md).
+
+IEEE-754 binary64, round to nearest: +, -, *, /, sqrt are correctly rounded (relative error
+<= U, plus an absolute 2^-1074 where a product or quotient underflows); sums and dot products
+of n terms are within gamma_n * sum |terms| in any order (Higham, Accuracy and Stability of
+Numerical Algorithms, §3.1, §3.5); exp, log and sigmoid, the only functions that are not
+correctly rounded, are assumed within LIBM_REL relative plus TINY absolute (the libraries
+document a few ulps; tests/test_interval.py checks them against exact references).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+U = 2.0**-53  # unit roundoff of binary64
+LIBM_REL = 2.0**-40  # assumed relative error bound of exp, log and sigmoid
+TINY = 2.0**-1000  # absolute slack for results in or near the subnormal range
+SUBNORMAL_ULP = 2.0**-1074
+INF = float("inf")
+
+_LIMITS: dict[tuple[torch.dtype, torch.device, float], Tensor] = {}
+
+
+def _limit(x: Tensor, value: float) -> Tensor:
+    """A cached 0-d tensor holding `value` (the direction of nextafter)."""
+    key = (x.dtype, x.device, value)
+    t = _LIMITS.get(key)
+    if t is None:
+        t = _LIMITS[key] = torch.tensor(value, dtype=x.dtype, device=x.device)
+    return t
+
+
+def round_down(x: Tensor) -> Tensor:
+    """The next float below x (encloses the exact result of one rounded operation)."""
+    return torch.nextafter(x, _limit(x, -INF))
+
+
+def round_up(x: Tensor) -> Tensor:
+    """The next float above x."""
+    return torch.nextafter(x, _limit(x, INF))
+
+
+def gamma(n: int) -> float:
+    """gamma_n = n U / (1 - n U): relative error bound of an n-term float sum or dot product
+    (any order, FMA allowed; Higham)."""
+    return n * U / (1 - n * U)
