@@ -84,6 +84,8 @@ def _seed_rows(results_dir: Path, seed: int) -> list[dict[str, Any]]:
                 "unexplained_dims": result.unexplained_dims,
                 "search_seconds": result.search_seconds,
                 "verify_seconds": result.seconds,
+                "rigorous": result.rigorous,
+                "arithmetic": result.arithmetic,
                 "exact_accuracy": accuracy,
                 "train_loss": stats.train_loss,
                 "train_accuracy": stats.train_accuracy,
@@ -301,3 +303,21 @@ def test_the_report_shows_where_the_bound_is_lost(report):
     index = (out_dir / "index.html").read_text()
     assert "Where the bound is lost: cubic (seed 123)" in index
     assert "lost: value-path pessimisation" in index
+
+
+def test_every_number_says_which_arithmetic_produced_it(store, report, tmp_path):
+    """The fixture's rows come from the default (rigorous) verification: Table 1 and
+    index.html say so; a results store written in float64 (--fast, or before the column
+    existed) is reported as not proofs."""
+    out_dir, info = report
+    assert {row["arithmetic"] for row in info["table1"] if row["n_seeds"]} == {"rigorous"}
+    assert "| Arithmetic |" in (out_dir / "table1.md").read_text()
+    page = (out_dir / "index.html").read_text()
+    assert "Every number in this report is a proof" in page
+    old = tmp_path / "old"
+    old.mkdir()
+    df = pd.read_csv(store / "results.csv").drop(columns=["rigorous", "arithmetic"])
+    df.to_csv(old / "results.csv", index=False)
+    table = report_module.table1(report_module.load_results(old))
+    assert {row["arithmetic"] for row in table if row["n_seeds"]} == {"float64"}
+    assert "NOT proofs" in report_module._mode_sentence(report_module.load_results(old))

@@ -27,13 +27,13 @@ from models import adversarial_models, ideal_model, random_model, trained_model,
 BOTH = [SeparableLite(), Separable()]
 
 
-def direct_bound(model, tokens: torch.Tensor, joint: bool) -> torch.Tensor:
+def direct_bound(model, tokens: torch.Tensor, joint: bool, P=None) -> torch.Tensor:
     """The quantity whose negativity each strategy certifies, evaluated input by input
     straight from the definitions (module docstring of proofs/separable.py, including the
     underflow guard), independent of the counting code: F + sum_S w_p (E + g_p(x_p)) for
     cells counted exactly, and F + W_S max_S h(x_p) for pure-rule cells (the lite strategy's
-    only rule for c >= 1)."""
-    P = path_matrices(model)
+    only rule for c >= 1). P: the path matrices (default: the model's, in float64)."""
+    P = path_matrices(model) if P is None else P
     v, k = P.d_vocab, P.n_ctx
     n = len(tokens)
     q, m = tokens[:, -1], tokens.max(dim=-1).values

@@ -116,3 +116,23 @@ def test_a_directory_holds_one_kind_of_sweep(reference):
     other = SweepSpec(seeds=(1,), strategies=("cubic",), config=CFG, recipe=RECIPE)
     with pytest.raises(CompactProofsError, match="different strategies"):
         run_sweep(reference, other)
+
+
+def test_rows_record_the_arithmetic_and_a_store_keeps_one(tmp_path):
+    """Rows say whether they are proofs; --fast and the default cannot share a store, and a
+    store written before the column existed (float64) is not resumed rigorously."""
+    spec = SweepSpec(seeds=(1,), strategies=STRATEGIES[:2], config=CFG, recipe=RECIPE)
+    run_sweep(tmp_path / "a", spec, jobs=1)
+    rows = pd.read_csv(tmp_path / "a" / "results.csv")
+    assert rows["rigorous"].all() and set(rows["arithmetic"]) <= {"ball", "interval"}
+    fast = SweepSpec(spec.seeds, spec.strategies, CFG, RECIPE, rigorous=False)
+    with pytest.raises(CompactProofsError, match="arithmetic"):
+        run_sweep(tmp_path / "a", fast, jobs=1)
+    run_sweep(tmp_path / "b", fast, jobs=1)
+    rows = pd.read_csv(tmp_path / "b" / "results.csv")
+    assert not rows["rigorous"].any() and set(rows["arithmetic"]) == {"float64"}
+    stored = (tmp_path / "b" / "sweep.json").read_text().replace('"rigorous": false', '"x": 0')
+    (tmp_path / "b" / "sweep.json").write_text(stored)  # as written by older versions
+    with pytest.raises(CompactProofsError, match="arithmetic"):
+        run_sweep(tmp_path / "b", spec, jobs=1)
+    run_sweep(tmp_path / "b", fast, jobs=1)  # resumed as what it is

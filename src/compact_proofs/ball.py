@@ -405,6 +405,35 @@ def matmul(a: BallLike, b: BallLike) -> Ball:
     return Ball(mid, _up(err), mag, False)
 
 
+def softmax(scores: Sequence[BallLike]) -> list[Ball]:
+    """Softmax weights of n groups from their (log-sum-exp) scores, broadcast together:
+    w_i = exp(x_i - t) / sum_j exp(x_j - t), t = the entrywise largest midpoint (exactly the
+    float64 operations of the plain formula).
+
+    Radius, for scores within r of exact (r the largest input radius): the exact weights are
+    within w (e^(2r) - 1) <= e^(2r) - 1 of the softmax of the midpoints (each numerator and
+    the denominator move by a factor within e^(+-r)). Against that softmax the computed
+    weights err by rounding only: with D_j = x_j - t <= 0 and D = 0 for the largest,
+    fl(D_j) is within U |D_j| of D_j, so exp(fl(D_j)) is within LIBM_REL e^(D_j) + 0.37 U +
+    TINY of e^(D_j) (t e^(-t) <= 1/e); the sum S >= 1 of the n terms adds gamma_n relative;
+    so each quotient is within 2 LIBM_REL + gamma_n + (n + 2)(0.4 U + TINY) + U of
+    e^(D_i) / S. We allow twice that. No magnitude needs measuring: weights lie in [0, 1].
+    """
+    scores = [lift(x) for x in scores]
+    n = len(scores)
+    top = scores[0].mid
+    for x in scores[1:]:
+        top = torch.maximum(top, x.mid)
+    exps = [(x.mid - top).exp() for x in scores]
+    total = exps[0]
+    for e in exps[1:]:
+        total = total + e
+    r = max(x.rad for x in scores)
+    rounding = 2 * LIBM_REL + gamma(n) + (n + 2) * (0.4 * U + TINY) + U
+    rad = _up(math.expm1(2 * r) * (1 + LIBM_REL) + 2 * rounding) if r < EXP_LIMIT else INF
+    return [Ball(e / total, rad, 1.0 + 2.0**-40, False) for e in exps]
+
+
 def _combine(mids: Sequence[Tensor], parts: Sequence[Ball], join: Callable) -> Ball:
     return Ball(
         join(mids),

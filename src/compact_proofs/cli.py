@@ -117,10 +117,25 @@ def _format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(out)
 
 
+ARITHMETIC_NOTE = {
+    True: "rigorous: every bound is a proof in exact real arithmetic on the float32 weights",
+    False: "float64 (--fast): NOT A PROOF, exact only up to floating-point rounding",
+}
+
+
+def _arithmetic_line(rigorous: bool, arithmetics: Sequence[str] = ()) -> str:
+    """The line that says what the printed numbers are."""
+    note = ARITHMETIC_NOTE[rigorous]
+    if rigorous and "interval" in arithmetics:
+        n = sum(a == "interval" for a in arithmetics)
+        note += f" ({n} re-verified with per-entry intervals)"
+    return f"arithmetic: {note}"
+
+
 def _print_results(results: list[ProofResult], model_name: str) -> None:
-    rigorous = any(r.rigorous for r in results)
-    arithmetic = "rigorous (outward-rounded intervals)" if rigorous else "float64"
-    print(f"model: {model_name}   arithmetic: {arithmetic}")
+    rigorous = all(r.rigorous for r in results)
+    print(f"model: {model_name}")
+    print(_arithmetic_line(rigorous, [r.arithmetic for r in results]))
     headers = [
         "strategy",
         "bound",
@@ -176,10 +191,17 @@ def _seed_list(text: str) -> list[int]:
         raise CompactProofsError(str(exc)) from None
 
 
-RIGOROUS_HELP = (
-    "verify with outward-rounded interval arithmetic: the bound then holds for the float32 "
-    "weights in exact real arithmetic (slower; docs/soundness.md)"
+FAST_HELP = (
+    "plain float64 instead of the default rigorous verification: a little faster, but the "
+    "numbers are NOT proofs (exact only up to rounding; docs/soundness.md)"
 )
+
+
+def fast_arg(p: argparse.ArgumentParser) -> None:
+    """--fast, and the old --rigorous (now the default) accepted silently for old scripts."""
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--fast", action="store_true", help=FAST_HELP)
+    group.add_argument("--rigorous", action="store_true", help=argparse.SUPPRESS)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -239,7 +261,7 @@ def cmd_accuracy(args: argparse.Namespace) -> int:
     if args.estimate:
         return _estimate(mf, name, args)
     start = time.perf_counter()
-    result = exact_accuracy(mf.model, progress=_progress_enabled())
+    result = exact_accuracy(mf.model, progress=_progress_enabled(), rigorous=not args.fast)
     seconds = time.perf_counter() - start
     record = {
         "model": name,
@@ -247,6 +269,7 @@ def cmd_accuracy(args: argparse.Namespace) -> int:
         "correct_count": result.correct,
         "total": result.total,
         "numerical_ties": result.ties,
+        "rigorous": not args.fast,
         "seconds": seconds,
     }
     if args.json:
@@ -256,6 +279,7 @@ def cmd_accuracy(args: argparse.Namespace) -> int:
             f"{name}: exact accuracy {result.accuracy:.7f} "
             f"({result.correct} / {result.total} inputs correct) in {seconds:.2f}s"
         )
+        print(_arithmetic_line(not args.fast))
     return 0
 
 
@@ -274,7 +298,7 @@ def cmd_prove(args: argparse.Namespace) -> int:
         disable=len(strategies) < 2 or not _progress_enabled(),
     ):
         try:
-            result, cert = prove(mf.model, strategy, rigorous=args.rigorous)
+            result, cert = prove(mf.model, strategy, rigorous=not args.fast)
         except UnsupportedModelError as exc:
             if len(strategies) == 1:
                 raise
@@ -299,7 +323,7 @@ def cmd_prove(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     mf, name = _load(args.model, _device(args.device))
     cert = load_certificates(args.certificate)
-    results = verify_certificates(mf.model, cert, rigorous=args.rigorous)
+    results = verify_certificates(mf.model, cert, rigorous=not args.fast)
     if args.json:
         _print_json(_result_records(results, name, cert.model_sha256))
     else:
@@ -366,6 +390,7 @@ def _sweep(
         strategies=tuple(s.id for s in resolve_strategies(strategies)),
         config=cfg,
         recipe=recipe,
+        rigorous=not args.fast,
     )
     return run_sweep(
         out,
@@ -402,6 +427,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             f"{summary.results_csv}: {summary.rows} rows for {summary.seeds_done} seeds "
             f"({summary.seeds_computed} computed now)"
         )
+        print(_arithmetic_line(not args.fast))
         _print_stages(summary)
     return 0
 
@@ -434,6 +460,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     build_report(out, out / "report", progress=_progress_enabled())
     report_seconds = time.perf_counter() - report_start
     print(f"{summary.rows} rows for {summary.seeds_done} seeds in {summary.results_csv}")
+    print(_arithmetic_line(not args.fast))
     print(f"sweep {sweep_seconds:.1f} s wall, report {report_seconds:.1f} s wall; stages:")
     _print_stages(summary)
     print((out / "report" / "table1.md").read_text())
@@ -582,6 +609,7 @@ def build_parser() -> argparse.ArgumentParser:
         "cubic proof certifies exactly, sample only the rest; narrower intervals)",
     )
     p.add_argument("--sample-seed", type=_seed, default=0, help="seed of the sampling (0)")
+    fast_arg(p)
     p.add_argument("--json", action="store_true", help="print JSON")
     device_arg(p)
     p.set_defaults(func=cmd_accuracy)
@@ -590,7 +618,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", nargs="?", help="model file (default: the bundled seed-123 model)")
     p.add_argument("--strategy", default="all", help="strategy id, comma list, or 'all'")
     p.add_argument("--certificate-out", help="write the certificates to this JSON file")
-    p.add_argument("--rigorous", action="store_true", help=RIGOROUS_HELP)
+    fast_arg(p)
     p.add_argument("--json", action="store_true", help="print JSON")
     device_arg(p)
     p.set_defaults(func=cmd_prove)
@@ -598,7 +626,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("verify", help="re-run verification of saved certificates")
     p.add_argument("model", help="model file (.safetensors)")
     p.add_argument("certificate", help="certificate file from `prove --certificate-out`")
-    p.add_argument("--rigorous", action="store_true", help=RIGOROUS_HELP)
+    fast_arg(p)
     p.add_argument("--json", action="store_true", help="print JSON")
     device_arg(p)
     p.set_defaults(func=cmd_verify)
@@ -617,6 +645,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strategy", default="all", help="strategy id, comma list, or 'all'")
     model_args(p)
     parallel_args(p)
+    fast_arg(p)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_sweep)
 
@@ -642,6 +671,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="reproduction", help="output directory (reproduction)")
     p.add_argument("--seeds", default="paper", help="seed set (default: the 151 paper seeds)")
     parallel_args(p)
+    fast_arg(p)
     p.set_defaults(func=cmd_reproduce)
 
     p = sub.add_parser(

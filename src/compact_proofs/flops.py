@@ -28,10 +28,11 @@ All dtypes are charged alike (the count is of operations, not only floating-poin
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -402,6 +403,21 @@ class FlopCounter(TorchDispatchMode):
     def add(self, flops: int, label: str) -> None:
         self.total += flops
         self.by_op[label] += flops
+
+
+@contextlib.contextmanager
+def uncounted() -> Iterator[None]:
+    """Run work that is not part of the proof without charging it: e.g. deciding whether a
+    tighter arithmetic could certify more (compact_proofs.proofs.base), which, like proof
+    search, only chooses what to verify. Torch operators inside reach no counter, and
+    `charge` calls are ignored."""
+    active = FlopCounter._active[:]
+    FlopCounter._active.clear()
+    try:
+        with _disable_current_modes():
+            yield
+    finally:
+        FlopCounter._active[:] = active
 
 
 def charge(flops: int, label: str) -> None:

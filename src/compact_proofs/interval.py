@@ -358,6 +358,25 @@ def cat(xs: list[Num], dim: int = 0) -> Num:
     return _join(torch.cat, xs, dim)
 
 
+def softmax(scores: list[Num]) -> list[Num]:
+    """Softmax weights of a few groups given each group's score (broadcast together), shifted
+    by an exact point t (any real shift gives the same weights): exp(x_i - t) / sum_j. With
+    intervals t is the upper end of the maximum, so every exponent is <= 0 and the
+    quotients enclose the exact weights; balls run the same float64 operations with a
+    radius derived once for all weights (ball.softmax)."""
+    if _kind(tuple(scores)) is Ball:
+        return ball.softmax(scores)  # type: ignore[arg-type]
+    top = scores[0]
+    for x in scores[1:]:
+        top = maximum(top, x)
+    top = upper(top)
+    exps = [exp(x - top) for x in scores]
+    total = exps[0]
+    for e in exps[1:]:
+        total = total + e
+    return [e / total for e in exps]
+
+
 def index_put(x: Num, index: tuple[Tensor, ...], values: Num) -> Num:
     """A copy of x with x[index] = values (out of place: nothing is written into x or into
     the ends of an interval, so no other enclosure can change)."""
@@ -455,6 +474,16 @@ def certainly_negative(x: Num) -> Tensor:
     if isinstance(x, Ball):
         return x.mid < -x.rad
     return x < 0
+
+
+def certainly_below(x: Num, bound: Tensor) -> Tensor:
+    """bool: x < bound for every member (bound a plain tensor of floats, broadcast; NaN:
+    False). For a ball the radius comes off the (usually smaller) bound, rounded down."""
+    if isinstance(x, Interval):
+        return x.hi < bound
+    if isinstance(x, Ball):
+        return x.mid < (round_down(bound - x.rad) if x.rad else bound)
+    return x < bound
 
 
 def possibly_negative(x: Num) -> Tensor:

@@ -147,6 +147,9 @@ def load_results(results_dir: Path) -> pd.DataFrame:
             f"{first['seed']} {first['strategy']}; rebuild it from the per-seed rows"
         )
     df["table1_rows"] = df["table1_rows"].fillna("")
+    # sweeps recorded before the column existed verified in float64
+    rigorous = df["rigorous"] if "rigorous" in df.columns else pd.Series(False, index=df.index)
+    df["rigorous"] = rigorous.map(lambda x: str(x) == "True")
     for column in ("attention_error_handling", "model_path"):
         if column not in df.columns:
             df[column] = np.nan
@@ -226,6 +229,7 @@ def table1(df: pd.DataFrame) -> list[dict[str, Any]]:
                 ),
                 "complexity": str(complexities.index[0]) if len(best) else None,
                 "complexities": ";".join(map(str, complexities.index)),
+                "arithmetic": _arithmetic(best["rigorous"]),
                 "best_strategy": (
                     str(best["strategy"].value_counts().index[0]) if len(best) else None
                 ),
@@ -240,6 +244,15 @@ def table1(df: pd.DataFrame) -> list[dict[str, Any]]:
             }
         )
     return table
+
+
+def _arithmetic(rigorous: pd.Series) -> str | None:
+    """What the numbers of a row are: 'rigorous', 'float64' or 'mixed' (None: no rows)."""
+    if rigorous.empty:
+        return None
+    if rigorous.all():
+        return "rigorous"
+    return "float64" if not rigorous.any() else "mixed"
 
 
 def pareto_frontier(df: pd.DataFrame) -> np.ndarray:
@@ -403,7 +416,13 @@ TABLE_HEADERS = (
     "Unexpl. dims",
     "Complexity",
     "Seeds",
+    "Arithmetic",
     "Paper (normalised)",
+)
+ARITHMETIC_LEGEND = (
+    "Arithmetic: rigorous = every bound is a proof in exact real arithmetic on the float32 "
+    "weights; float64 = plain float64 (--fast, or a sweep recorded before rigorous "
+    "verification was the default): exact only up to rounding, NOT a proof."
 )
 
 
@@ -438,6 +457,7 @@ def _cells(row: dict[str, Any]) -> list[str]:
         _fmt_number(row["unexplained_dims_mean"]),
         row["complexity"] or "—",
         str(row["n_seeds"]),
+        row["arithmetic"] or "—",
         _paper_cell(row),
     ]
 
@@ -459,12 +479,16 @@ def table1_markdown(table: list[dict[str, Any]]) -> str:
     """Table 1 as a Markdown table with a one-line caption."""
     lines = [
         "| " + " | ".join(TABLE_HEADERS) + " |",
-        "|" + "|".join(["---"] + ["---:"] * 5 + ["---", "---:", "---"]) + "|",
+        "|" + "|".join(["---"] + ["---:"] * 5 + ["---", "---:", "---", "---"]) + "|",
     ]
     lines += ["| " + " | ".join(_cells(row)) + " |" for row in table]
     return (
         "Table 1: per seed the best strategy of each row's set; mean ± std (population) over "
-        "seeds. Paper: 151 seeds (Gross et al. 2024).\n\n" + "\n".join(lines) + "\n"
+        "seeds. Paper: 151 seeds (Gross et al. 2024). "
+        + ARITHMETIC_LEGEND
+        + "\n\n"
+        + "\n".join(lines)
+        + "\n"
     )
 
 
@@ -474,7 +498,8 @@ def table1_latex(table: list[dict[str, Any]]) -> str:
     lines = [
         "% Table 1 (compact-proofs report): per seed the best strategy of each row's set;",
         "% mean $\\pm$ std (population) over seeds.",
-        r"\begin{tabular}{lllrrrlrl}",
+        "% " + ARITHMETIC_LEGEND,
+        r"\begin{tabular}{lllrrrlrll}",
         r"\hline",
         " & ".join(headers) + r" \\",
         r"\hline",
@@ -825,6 +850,16 @@ def _seed_list(seeds: Sequence[int]) -> str:
     return ", ".join(map(str, seeds)) if len(seeds) <= 12 else f"{len(seeds)} seeds"
 
 
+def _mode_sentence(df: pd.DataFrame) -> str:
+    """One sentence on what the report's numbers are."""
+    n = int(df["rigorous"].sum())
+    if n == len(df):
+        return "Every number in this report is a proof (rigorous verification)."
+    if n == 0:
+        return "Verified in plain float64: the numbers in this report are NOT proofs."
+    return f"Mixed: {n} of {len(df)} results are rigorous proofs, the rest float64 (not proofs)."
+
+
 def _index_html(
     df: pd.DataFrame,
     table: list[dict[str, Any]],
@@ -858,6 +893,7 @@ def _index_html(
         "<p>Per seed, the best (highest bound) strategy of each row's configuration set "
         "(SPEC §6.11); mean ± population std over seeds. Normalised bound = bound / exact "
         "accuracy. The last column is the paper's value over its 151 seeds.</p>",
+        f"<p><b>{html.escape(_mode_sentence(df))}</b> {html.escape(ARITHMETIC_LEGEND)}</p>",
         table1_html(table),
         "<p>Download: " + " · ".join(link(p) for p in table_files) + "</p>",
     ]

@@ -37,6 +37,8 @@ COLUMNS: tuple[str, ...] = (
     "unexplained_dims",
     "search_seconds",
     "verify_seconds",
+    "rigorous",  # True: a proof in exact real arithmetic; False: --fast float64, not a proof
+    "arithmetic",  # what decided it: ball, interval or float64
     "exact_accuracy",  # per-model diagnostics, repeated on each of its rows
     "train_loss",
     "train_accuracy",
@@ -96,7 +98,8 @@ def write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
-    """Rows of one CSV file with ints and floats parsed."""
+    """Rows of one CSV file with ints, floats and booleans parsed. Rows written before the
+    `rigorous` column existed were float64 verifications: they read as rigorous = False."""
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     for row in rows:
@@ -104,6 +107,8 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
             row[key] = int(row[key]) if row[key] != "" else None
         for key in FLOAT_COLUMNS & row.keys():
             row[key] = float(row[key]) if row[key] != "" else None
+        row["rigorous"] = row.get("rigorous") == "True"
+        row["arithmetic"] = row.get("arithmetic") or "float64"
     return rows
 
 

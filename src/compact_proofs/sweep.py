@@ -62,6 +62,7 @@ class SweepSpec:
     strategies: tuple[str, ...]
     config: ModelConfig = field(default_factory=ModelConfig)
     recipe: TrainingRecipe = field(default_factory=TrainingRecipe)
+    rigorous: bool = True  # False: --fast float64 verification (not a proof)
 
     def identity(self) -> dict[str, Any]:
         """Everything that must agree between runs writing into the same directory, as the
@@ -70,6 +71,7 @@ class SweepSpec:
             "strategies": list(self.strategies),
             "config": asdict(self.config),
             "recipe": asdict(self.recipe),
+            "rigorous": self.rigorous,
         }
         return json.loads(json.dumps(identity))
 
@@ -101,7 +103,9 @@ def train_seeds(results_dir: str, seeds: list[int], config: dict, recipe: dict) 
     return time.perf_counter() - start
 
 
-def prove_seed(results_dir: str, seed: int, strategy_ids: Sequence[str]) -> dict[str, float]:
+def prove_seed(
+    results_dir: str, seed: int, strategy_ids: Sequence[str], rigorous: bool = True
+) -> dict[str, float]:
     """Run every strategy on one seed's model and store its rows; returns stage seconds."""
     torch.set_num_threads(1)
     root = Path(results_dir)
@@ -112,7 +116,7 @@ def prove_seed(results_dir: str, seed: int, strategy_ids: Sequence[str]) -> dict
     results = {}
     for strategy_id in strategy_ids:
         try:
-            results[strategy_id] = prove(model, get_strategy(strategy_id))[0]
+            results[strategy_id] = prove(model, get_strategy(strategy_id), rigorous)[0]
         except CompactProofsError:  # e.g. sub-cubic on a model with biases: no row
             continue
         stage = _stage(strategy_id)
@@ -125,7 +129,9 @@ def prove_seed(results_dir: str, seed: int, strategy_ids: Sequence[str]) -> dict
         exact = results["brute-force"].correct_count
     else:
         start = time.perf_counter()
-        exact = exact_accuracy(model).correct if cfg.n_inputs <= MAX_INPUTS else None
+        exact = (
+            exact_accuracy(model, rigorous=rigorous).correct if cfg.n_inputs <= MAX_INPUTS else None
+        )
         seconds["exact accuracy"] = time.perf_counter() - start
     diagnostics = _model_diagnostics(mf, exact, root)
     rows = [_row(seed, get_strategy(i), r, diagnostics) for i, r in results.items()]
@@ -182,6 +188,8 @@ def _row(seed: int, strategy, result, diagnostics: dict[str, Any]) -> dict[str, 
         "unexplained_dims": result.unexplained_dims,
         "search_seconds": result.search_seconds,
         "verify_seconds": result.seconds,
+        "rigorous": result.rigorous,
+        "arithmetic": result.arithmetic,
         "eu_handling": config.eu if config else "",
         "attention_handling": config.attention if config else "",
         "attention_error_handling": config.error if config else "",
@@ -199,10 +207,12 @@ def _check_spec(results_dir: Path, spec: SweepSpec) -> None:
             stored = json.loads(path.read_text())
         except json.JSONDecodeError:
             raise CompactProofsError(f"{path} is corrupt; delete it to start over") from None
-        if {k: stored.get(k) for k in spec.identity()} != spec.identity():
+        # sweeps stored before rigorous verification was the default ran in float64
+        identity = spec.identity()
+        if {k: stored.get(k, False if k == "rigorous" else None) for k in identity} != identity:
             raise CompactProofsError(
-                f"{results_dir} holds a sweep with different strategies, architecture or "
-                "recipe; use another --out directory (or delete it)"
+                f"{results_dir} holds a sweep with different strategies, architecture, "
+                "recipe or arithmetic (--fast); use another --out directory (or delete it)"
             )
         seeds = sorted(set(stored.get("seeds", [])) | set(spec.seeds))
     else:
@@ -304,7 +314,10 @@ def run_sweep(
             lambda t: add({"training": t}),
         )
         _run_tasks(
-            [delayed(prove_seed)(str(results_dir), s, spec.strategies) for s in todo],
+            [
+                delayed(prove_seed)(str(results_dir), s, spec.strategies, spec.rigorous)
+                for s in todo
+            ],
             "proving",
             "model",
             progress,

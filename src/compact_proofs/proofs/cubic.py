@@ -58,7 +58,7 @@ from torch import Tensor
 from compact_proofs import interval as iv
 from compact_proofs.arithmetic import Arithmetic
 from compact_proofs.circuits import PathMatrices, path_matrices
-from compact_proofs.flops import charge
+from compact_proofs.flops import charge, uncounted
 from compact_proofs.interval import Num
 from compact_proofs.model import AttnOnlyTransformer, ModelConfig
 from compact_proofs.proofs.base import Strategy, Verdict
@@ -107,13 +107,11 @@ def three_way_softmax(a: Num, b: Num, c: Num) -> tuple[Num, Num, Num]:
 
     Equals summing softmax over the individual positions of each group; stable (every
     exponent is <= 0 and one is 0). A group with no positions has score -inf and weight 0.
-    The shift `top` is a point (any real shift gives the same weights), so with intervals the
-    quotients enclose the exact weights (slightly wider than a monotone form; cheaper).
+    The shift is an exact point (any real shift gives the same weights), so enclosures of
+    the scores give enclosures of the exact weights (`iv.softmax`).
     """
-    top = iv.shift_point(iv.maximum(iv.maximum(a, b), c))
-    ea, eb, ec = iv.exp(a - top), iv.exp(b - top), iv.exp(c - top)
-    total = ea + eb + ec
-    return ea / total, eb / total, ec / total
+    wa, wb, wc = iv.softmax([a, b, c])
+    return wa, wb, wc
 
 
 def cubic_tables(paths: PathMatrices, m_range: range | None = None) -> CubicTables:
@@ -196,10 +194,12 @@ def cubic_tables(paths: PathMatrices, m_range: range | None = None) -> CubicTabl
 
 
 def _undecided(B: Num, valid: Tensor, good: Tensor) -> int:
-    """Valid cells that some member of B's enclosure would prove but the enclosure does not."""
+    """Valid cells that some member of B's enclosure would prove but the enclosure does not
+    (not part of the proof: uncounted)."""
     if isinstance(B, Tensor):  # plain float64 decides everything
         return 0
-    return int((valid & iv.possibly_negative(B) & ~good).sum())
+    with uncounted():
+        return int((valid & iv.possibly_negative(B) & ~good).sum())
 
 
 def count_correct(tables: CubicTables, k: int) -> int:

@@ -29,7 +29,8 @@ class ProofResult:
     leading_complexity: str
     seconds: float  # wall time of verification
     search_seconds: float  # wall time of proof search (not part of the proof)
-    rigorous: bool = False  # verified with outward-rounded interval arithmetic
+    rigorous: bool = True  # a proof in exact real arithmetic (False: --fast float64, not one)
+    arithmetic: str = "ball"  # what decided it: "ball", "interval" or "float64"
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -40,9 +41,10 @@ def verify_payload(
     strategy: Strategy,
     payload: dict[str, Any],
     search_seconds: float = 0.0,
-    rigorous: bool = False,
+    rigorous: bool = True,
 ) -> ProofResult:
-    """Verify one certificate payload, measuring its FLOPs and wall time."""
+    """Verify one certificate payload, measuring its FLOPs and wall time (rigorous unless
+    `rigorous=False`: compact_proofs.proofs.base)."""
     warm_up()
     start = time.perf_counter()
     verdict, flops = strategy.verify_counted(model, payload, rigorous=rigorous)
@@ -59,12 +61,13 @@ def verify_payload(
         leading_complexity=strategy.leading_complexity,
         seconds=seconds,
         search_seconds=search_seconds,
-        rigorous=rigorous,
+        rigorous=verdict.rigorous,
+        arithmetic=verdict.arithmetic.value,
     )
 
 
 def prove(
-    model: AttnOnlyTransformer, strategy: Strategy, rigorous: bool = False
+    model: AttnOnlyTransformer, strategy: Strategy, rigorous: bool = True
 ) -> tuple[ProofResult, Certificate]:
     """Search, then verify. Returns the result and the certificate search produced."""
     start = time.perf_counter()
@@ -75,7 +78,7 @@ def prove(
 
 
 def verify_certificates(
-    model: AttnOnlyTransformer, cert: CertificateFile, rigorous: bool = False
+    model: AttnOnlyTransformer, cert: CertificateFile, rigorous: bool = True
 ) -> list[ProofResult]:
     """Re-run verification only, for every certificate in the file.
 

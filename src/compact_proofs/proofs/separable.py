@@ -68,7 +68,7 @@ from compact_proofs.arithmetic import Arithmetic
 from compact_proofs.ball import Ball
 from compact_proofs.circuits import PathMatrices, path_matrices
 from compact_proofs.errors import UnsupportedModelError
-from compact_proofs.flops import charge
+from compact_proofs.flops import charge, uncounted
 from compact_proofs.interval import Num, round_down
 from compact_proofs.model import AttnOnlyTransformer, ModelConfig
 from compact_proofs.proofs.base import Strategy, Verdict
@@ -218,8 +218,10 @@ class _JointModel:
 @dataclass(frozen=True)
 class JointTerms:
     """For rows (q[r], m[r]): thresholds T [r, set] (lower ends; -inf where the cell is
-    empty), terms U [p, r, x] (upper ends; +inf for x >= m), and for the pure rule
-    H [r, x] = e_tok (E + g_bar) with the positional weights W [r, p].
+    empty), terms U [p, r, x] (+inf for x >= m) whose exact values are <= U + u_rad, and
+    for the pure rule H [r, x] = e_tok (E + g_bar) with the positional weights W [r, p].
+    (Intervals: U holds the upper ends, u_rad = 0; balls: U the midpoints, u_rad their one
+    radius, taken off the threshold once instead of added to every term.)
 
     T_opt >= the upper ends of the thresholds and `u_slack` >= how much lower any term's
     lower end can be: a comparison that holds with those is *undecided*, not refuted (only
@@ -234,6 +236,22 @@ class JointTerms:
     arith: Arithmetic
     T_opt: Tensor
     u_slack: float
+    u_rad: float
+    sub_error: float  # balls: bound on the rounding of one subtraction T - U - ... (0: none)
+
+    def threshold(self, rows: Tensor | slice, s: int, c: int) -> Tensor:
+        """T' for the cells (rows, s) with c free positions: the last term's U below
+        `self.minus(self.minus(T', U_1), U_2)` proves sum of the c exact terms < exact T.
+        Intervals round every subtraction down (`minus`); balls take the radii of c terms
+        and the rounding of c - 1 plain subtractions off T once, rounded down."""
+        T = self.T[rows, s]
+        if not self.u_rad and not self.sub_error:
+            return T
+        return _sub_down(T, _up(c * self.u_rad + (c - 1) * self.sub_error), True)
+
+    def minus(self, a: Tensor, b: Tensor) -> Tensor:
+        """a - b, rounded down only in interval arithmetic (module docstring)."""
+        return _sub_down(a, b, self.arith is Arithmetic.INTERVAL)
 
 
 def _joint_model(paths: PathMatrices) -> _JointModel:
@@ -298,24 +316,44 @@ def joint_terms(
     E = jm.E[q, m]
     base = e_tok[None] * (E[None, :, None] + jm.g[:, :, m].permute(0, 2, 1))
     u = W.T[:, :, None] * base
-    U = _finite_or(iv.upper(u), INF).masked_fill(absent[None], INF)
+    U, u_rad = _upper_parts(u)
+    U = _finite_or(U, INF).masked_fill(absent[None], INF)
     H = e_tok * (E[:, None] + jm.g_bar[:, m].T)
-    return JointTerms(q, m, T, U, H, W, arith, T_opt, _slack(u))
+    sub_error = 0.0
+    if isinstance(F, Ball):  # |T - U - U| <= |T| + 2 |U|: the rounding of each subtraction
+        sub_error = _up(UNIT * (F.mag + F.rad + (k - 1) * (u.mag + u.rad)))
+    return JointTerms(q, m, T, U, H, W, arith, T_opt, _slack(u), u_rad, sub_error)
+
+
+def _upper_parts(x: Num) -> tuple[Tensor, float]:
+    """(X, r) with every member of x <= X + r entrywise: a ball's midpoints and radius (so
+    the radius is paid once per comparison, not once per entry), otherwise (upper end, 0)."""
+    if isinstance(x, Ball):
+        return x.mid, x.rad
+    return iv.upper(x), 0.0
+
+
+def _up(x: float) -> float:
+    """A float >= x for a non-negative x computed with a few roundings."""
+    return x * (1 + 2.0**-40)
 
 
 def _thresholds(F: Num, q: Tensor, m: Tensor, w_query: Num, w_max: Num) -> tuple[Tensor, Tensor]:
     """(T, T_opt) [r, set]: T = lower end of -F and T_opt >= its upper end (+ slack), both
     -inf where the cell is empty (q < m needs a max position) or its fixed attention
     underflowed (`_guard_underflow`)."""
-    T = _finite_or(-iv.upper(F), NEG_INF)
-    T_opt = _finite_or(-iv.lower(F) + _slack(F), NEG_INF) if isinstance(F, Ball) else T
     full = q != m  # the cell with every non-query position non-max
-    out = []
-    for x in (T, T_opt):
-        x = _guard_underflow(x, w_query, w_max)
+
+    def threshold(x: Tensor) -> Tensor:
+        x = _guard_underflow(_finite_or(x, NEG_INF), w_query, w_max)
         x[:, -1] = torch.where(full, NEG_INF, x[:, -1])
-        out.append(x)
-    return out[0], out[1]
+        return x
+
+    T = threshold(-iv.upper(F))
+    if not isinstance(F, Ball):
+        return T, T
+    with uncounted():  # only decides whether intervals could prove more
+        return T, threshold(-iv.lower(F) + _slack(F))
 
 
 def _exact_c(c: int, q_eq_m: bool | Tensor) -> bool | Tensor:
@@ -330,10 +368,11 @@ def _pure_members(t: JointTerms, S: list[int], s: int) -> tuple[Tensor, Tensor]:
     the tokens whose membership is undecided (a tighter enclosure might admit them)."""
     bound = _sum_cols(t.W, S)[:, None] * t.H
     present = torch.arange(t.U.shape[-1], device=t.q.device)[None, :] < t.m[:, None]
-    members = (iv.upper(bound) < t.T[:, s, None]) & present
+    members = iv.certainly_below(bound, t.T[:, s, None]) & present
     if not isinstance(bound, Ball):
         return members, torch.zeros_like(members)
-    maybe = (iv.lower(bound) < t.T_opt[:, s, None]) & present & ~members
+    with uncounted():
+        maybe = (iv.lower(bound) < t.T_opt[:, s, None]) & present & ~members
     return members, maybe
 
 
@@ -342,15 +381,15 @@ def _exact_count(
 ) -> tuple[Tensor, int]:
     """Per row: #{assignments of S (tokens < m) with sum_p u_p(x_p) < T}, |S| <= 3; and the
     number of undecided comparisons (`_undecided_searches`)."""
-    T = t.T[rows, s][:, None]  # [r, 1]
+    T = t.threshold(rows, s, len(S))[:, None]  # [r, 1]
     U = t.U[:, rows]
     last = sorted_U[S[-1]][rows]
     if len(S) == 1:
         n = (U[S[0]] < T).sum(dim=-1)
         return n, _undecided_searches(t, rows, s, len(S), last, T, n[:, None])
-    thr = _sub_down(T, U[S[0]], t.arith.rigorous)  # [r, x1]
+    thr = t.minus(T, U[S[0]])  # [r, x1]
     if len(S) == 3:
-        thr = _sub_down(thr[:, :, None], U[S[1]][:, None, :], t.arith.rigorous).flatten(1)
+        thr = t.minus(thr[:, :, None], U[S[1]][:, None, :]).flatten(1)
     n = torch.searchsorted(last, thr)
     return n.sum(dim=-1), _undecided_searches(t, rows, s, len(S), last, thr, n)
 
@@ -363,9 +402,10 @@ def _undecided_searches(
     by their slack: those comparisons are undecided, not refuted."""
     if t.T_opt is t.T and t.u_slack == 0.0:
         return 0
-    reach = thr + (t.T_opt[rows, s] - t.T[rows, s])[:, None] + c * t.u_slack
-    following = last.gather(1, n.clamp(max=last.shape[1] - 1))
-    return int(((n < last.shape[1]) & (following < reach)).sum())
+    with uncounted():  # not part of the proof
+        reach = thr + (t.T_opt[rows, s] - t.T[rows, s])[:, None] + c * t.u_slack
+        following = last.gather(1, n.clamp(max=last.shape[1] - 1))
+        return int(((n < last.shape[1]) & (following < reach)).sum())
 
 
 def joint_count(t: JointTerms) -> tuple[int, int]:
@@ -377,7 +417,9 @@ def joint_count(t: JointTerms) -> tuple[int, int]:
     for s, S in enumerate(_masks(t.U.shape[0])):
         if not S:
             total += int((t.T[:, s] > 0).sum())
-            undecided += int(((t.T[:, s] <= 0) & (t.T_opt[:, s] > 0)).sum())
+            if t.T_opt is not t.T:
+                with uncounted():
+                    undecided += int(((t.T[:, s] <= 0) & (t.T_opt[:, s] > 0)).sum())
             continue
         for rows, eq in ((q_eq_m, True), (~q_eq_m, False)):
             if not bool(rows.any()):
@@ -402,9 +444,9 @@ def joint_proven(t: JointTerms, tokens: Tensor, row: Tensor) -> Tensor:
         if not S:
             return T > 0
         u = [t.U[p, r, x[:, p]] for p in S]
-        thr = T
+        thr = t.threshold(r, s, len(S))
         for val in u[:-1]:
-            thr = _sub_down(thr, val, t.arith.rigorous)
+            thr = t.minus(thr, val)
         exact_ok = u[-1] < thr
         G = _pure_members(t, S, s)[0][r]
         pure_ok = torch.stack([G.gather(1, x[:, p : p + 1])[:, 0] for p in S]).all(dim=0)
@@ -431,8 +473,9 @@ def _by_cell(tokens: Tensor, m: Tensor, row: Tensor, judge) -> Tensor:
 
 @dataclass(frozen=True)
 class LiteTables:
-    """For rows (q[r], m[r]): h [r, x] (upper ends, +inf for x >= m), sorted along x, and
-    thresholds theta [r, set]: token x is in the set G of cell (r, set) iff h[r, x] < theta;
+    """For rows (q[r], m[r]): h [r, x] (+inf for x >= m; upper ends, or midpoints within
+    h_rad for balls), sorted along x, and thresholds theta [r, set]: token x is in the set G
+    of cell (r, set) iff h[r, x] < theta;
     theta[r, 0] is T itself (c = 0: proven iff T > 0). `theta_opt` >= theta moved by every
     slack of a ball enclosure (= theta otherwise): h < theta_opt is undecided, not refuted."""
 
@@ -442,6 +485,9 @@ class LiteTables:
     sorted_h: Tensor
     theta: Tensor
     theta_opt: Tensor
+    h_rad: float = 0.0  # exact h <= h + h_rad (balls: h holds midpoints)
+    T: Tensor | None = None  # the thresholds [r, set] (lower ends) theta comes from
+    W: Num | None = None  # the positional weights [r, k]
 
 
 def lite_tables(paths: PathMatrices, arith: Arithmetic) -> LiteTables:
@@ -455,12 +501,13 @@ def lite_tables(paths: PathMatrices, arith: Arithmetic) -> LiteTables:
     # g[x, m] = max_{j != m}(EVOU[x, j] + PVOU_pess[m, j]) - EVOU[x, m], only for x <= m
     pv_pess = _pvou_c(paths).amax(dim=0)  # [m, j]
     g_rows = (EVOU[q] + pv_pess[m]).amax(dim=-1) - EVOU[q, m]  # [r]: g[x = q, m]
-    never = torch.full((v, v), INF, dtype=torch.float64, device=device)
-    g = iv.index_put(never, (q, m), g_rows)  # [x, m]; +inf where x > m
+    unused = torch.zeros((v, v), dtype=torch.float64, device=device)
+    g = iv.index_put(unused, (q, m), g_rows)  # [x, m]; 0 where x > m (masked below)
     E = _direct(paths)[q, m]  # [r]
     absent = torch.arange(v, device=device)[None, :] >= m[:, None]
     h_enc = e_tok * (E[:, None] + g[:, m].T)
-    h = _finite_or(iv.upper(h_enc), INF).masked_fill(absent, INF)
+    h, h_rad = _upper_parts(h_enc)  # exact h <= h + h_rad
+    h = _finite_or(h, INF).masked_fill(absent, INF)
     # fixed part and thresholds
     W = e_pos[q]  # [r, k]
     e_max, w_query = e_tok[rows, m], e_tok[rows, q] * W[:, k - 1]
@@ -474,17 +521,21 @@ def lite_tables(paths: PathMatrices, arith: Arithmetic) -> LiteTables:
     )  # fmt: skip
     T, T_opt = _thresholds(F, q, m, w_query, e_max[:, None] * W[:, : k - 1])
     T = _guard_fast(T, paths, arith)
-    theta, theta_opt = [T[:, 0]], [T_opt[:, 0]]  # c = 0: T itself
-    for s, S in enumerate(masks[1:], start=1):
-        W_S = _sum_cols(W, S)
-        theta.append(_finite_or(_lower_quotient(T[:, s], W_S), NEG_INF))
-        if T_opt is not T:  # moved by the slack of h as well
-            reach = _upper_quotient(T_opt[:, s], W_S) + _slack(h_enc)
-            theta_opt.append(_finite_or(reach, NEG_INF))
+    W_S = [_sum_cols(W, S) for S in masks[1:]]
+
+    def level(s: int, w: Num) -> Tensor:
+        """h < level proves h + h_rad < T / w: G's membership test for the set s."""
+        theta = _lower_quotient(T[:, s], w)
+        return _finite_or(_sub_down(theta, _up(h_rad), True) if h_rad else theta, NEG_INF)
+
+    theta = torch.stack([T[:, 0], *(level(s, w) for s, w in enumerate(W_S, 1))], dim=-1)
+    theta_opt = theta
+    if T_opt is not T:  # moved by the slack of h as well
+        with uncounted():
+            reach = [_upper_quotient(T_opt[:, s], w) + _slack(h_enc) for s, w in enumerate(W_S, 1)]
+            theta_opt = torch.stack([T_opt[:, 0], *(_finite_or(x, NEG_INF) for x in reach)], dim=-1)
     sorted_h = h.sort(dim=-1).values
-    theta_t = torch.stack(theta, dim=-1)
-    theta_opt_t = torch.stack(theta_opt, dim=-1) if T_opt is not T else theta_t
-    return LiteTables(q, m, h, sorted_h, theta_t, theta_opt_t)
+    return LiteTables(q, m, h, sorted_h, theta, theta_opt, h_rad, T, W)
 
 
 def _lower_quotient(T: Tensor, W: Num) -> Tensor:
@@ -512,11 +563,12 @@ def lite_count(t: LiteTables, k: int) -> tuple[int, int]:
             total += int((t.theta[:, 0] > 0).sum())
     if t.theta_opt is t.theta:
         return total, 0
-    v = t.sorted_h.shape[-1]
-    following = t.sorted_h.gather(1, n.clamp(max=v - 1))
-    maybe = (n < v) & (following < t.theta_opt)
-    maybe[:, 0] = (t.theta[:, 0] <= 0) & (t.theta_opt[:, 0] > 0)
-    return total, int(maybe.sum())
+    with uncounted():  # not part of the proof
+        v = t.sorted_h.shape[-1]
+        following = t.sorted_h.gather(1, n.clamp(max=v - 1))
+        maybe = (n < v) & (following < t.theta_opt)
+        maybe[:, 0] = (t.theta[:, 0] <= 0) & (t.theta_opt[:, 0] > 0)
+        return total, int(maybe.sum())
 
 
 def lite_proven(t: LiteTables, tokens: Tensor, row: Tensor) -> Tensor:

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from compact_proofs import interval as iv
-from compact_proofs.flops import charge
+from compact_proofs.flops import charge, uncounted
 from compact_proofs.interval import Interval, Num
 from compact_proofs.proofs.subcubic.decompose import QKDecomposition, Weights64, rowrange
 
@@ -247,7 +247,8 @@ def count_undecided(B: Num, cells: CellIndex) -> int:
     (0 for plain float64, which decides everything)."""
     if isinstance(B, Tensor):
         return 0
-    return int((cells.valid & iv.possibly_negative(B) & ~iv.certainly_negative(B)).sum())
+    with uncounted():  # not part of the proof
+        return int((cells.valid & iv.possibly_negative(B) & ~iv.certainly_negative(B)).sum())
 
 
 def subcubic_bounds(
