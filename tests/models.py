@@ -159,3 +159,28 @@ def underflow_model(
         model.W_E[:, 5] = root * torch.randn(v, generator=gen)
         model.W_U[5, :] = root * torch.randn(v, generator=gen)
     return model
+
+
+def paper_size_worst_cases() -> dict[str, AttnOnlyTransformer]:
+    """Paper-size (v = 64, k = 4, d = 32) models that push every proof to its worst case for
+    memory and time: huge random weights (entries ~ 3: attention scores span thousands of
+    nats, so unnormalised attention weights underflow and the exact evaluator decides every
+    input on its own); the same attention with value weights of ~1e-30 (W_V, W_O, W_U: the
+    products of underflowing weights and tiny values are subnormal or 0 in float64); and
+    near-uniform attention (W_Q scaled by 1e-6: every position weighs about the same)."""
+    cfg = ModelConfig(d_vocab=64, n_ctx=4, d_model=32, d_head=32)
+    gen = torch.Generator().manual_seed(2026)
+    out = {}
+    for name, value_scale in (("huge weights", 3.0), ("subnormal products", 1e-30)):
+        model = AttnOnlyTransformer(cfg)
+        with torch.no_grad():
+            for p in (model.W_E, model.W_pos, model.W_Q, model.W_K):
+                p.copy_(3 * torch.randn(p.shape, generator=gen))
+            for p in (model.W_V, model.W_O, model.W_U):
+                p.copy_(value_scale * torch.randn(p.shape, generator=gen))
+        out[name] = model
+    uniform = random_model(cfg, 7)
+    with torch.no_grad():
+        uniform.W_Q.mul_(1e-6)
+    out["near-uniform attention"] = uniform
+    return out

@@ -269,7 +269,7 @@ def bound_for(model: AttnOnlyTransformer) -> tuple[FastPathBound, list[bool]]:
     paths = accuracy._midpoints(paths_iv, model.cfg.attn_scale)
     bound = FastPathBound(paths_iv, paths)
     refused = [
-        accuracy._count_for_query(paths, q, bound, paths.EUPU.device) is None
+        accuracy._count_for_query(paths, q, bound, paths.EUPU.device, lambda t: None) is None
         for q in range(model.cfg.d_vocab)
     ]
     return bound, refused
@@ -284,13 +284,13 @@ def test_error_bound_is_small_on_ordinary_models_and_refuses_absurd_ones(monkeyp
     assert all(refused)  # score errors of ~1e-4 nats: exp's relative error is unbounded
 
     calls: list[int] = []
-    original = accuracy._query_by_interval_forward
+    original = accuracy._query_inputs
 
-    def spy(forward, q):
+    def spy(v, k, q, device, out):
         calls.append(q)
-        return original(forward, q)
+        return original(v, k, q, device, out)
 
-    monkeypatch.setattr(accuracy, "_query_by_interval_forward", spy)
+    monkeypatch.setattr(accuracy, "_query_inputs", spy)
     model = STRESS["scale 1e6"]
     assert (
         exact_accuracy(model, rigorous=True).correct

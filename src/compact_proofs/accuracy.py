@@ -3,9 +3,9 @@
 A sequence x is *correct* iff the last-position logits satisfy logits[m] > logits[j] for every
 j != m, where m = max(x); exact ties count as wrong. "Exact" refers to the model's float32
 weights evaluated in real arithmetic: we compute in float64, and any sequence whose margin
-logits[m] - max_{j!=m} logits[j] is within a relative 1e-9 of zero is re-evaluated by the plain
-forward pass in float64 and, if still within tolerance, counted as wrong (reported as a
-numerical tie). The result is therefore never above the true accuracy, up to float64
+logits[m] - max_{j!=m} logits[j] is within a relative 1e-9 of zero is re-evaluated on its own
+by the path formula in float64 (`path_verdicts`; the forward pass for several heads) and, if
+still within tolerance, counted as wrong (reported as a numerical tie). The result is therefore never above the true accuracy, up to float64
 rounding in the decisions themselves (catastrophic cancellation can fool float64 in contrived
 models); `rigorous=True` below removes that caveat.
 
@@ -75,13 +75,14 @@ from compact_proofs.arithmetic import Arithmetic
 from compact_proofs.circuits import PathMatrices, path_matrices
 from compact_proofs.errors import UnsupportedModelError
 from compact_proofs.interval import SUBNORMAL_ULP as SUBNORMAL
-from compact_proofs.interval import Interval, U, gamma
+from compact_proofs.interval import Interval, Num, U, gamma
 from compact_proofs.model import AttnOnlyTransformer
 from compact_proofs.rigorous_forward import IntervalForward
 
 REL_TOL = 1e-9  # margins within REL_TOL * (logit scale) are treated as ties (wrong)
 MIN_WEIGHT = 1e-250  # attention weights summing below this are rechecked by the forward pass
 CHUNK_PAIRS = 2**18  # (prefix, last-token) pairs per vectorised chunk
+BATCH_INPUTS = 2**15  # undecided inputs per forward-pass batch
 MAX_INPUTS = 2**36  # refuse to enumerate more inputs than this (hours of work)
 INPUTS_PER_SECOND = 3e7  # rough throughput of the fast evaluator on 2 CPU cores (benchmarks)
 TINY_WEIGHT = 2.0**-900  # weights below this enter the rigorous bound absolutely (tau)
@@ -151,14 +152,95 @@ def is_correct(model: AttnOnlyTransformer, tokens: Tensor, rigorous: bool = Fals
     """Verdict per sequence (bool [n]), margins within REL_TOL of the logit scale wrong.
 
     Default: the plain float64 forward pass, margin > REL_TOL * max|logits|. With
-    `rigorous`: True only where the interval forward pass *proves* that inequality for the
-    exact real logits of the float32 weights (module docstring), so every True input is
-    classified correctly in exact arithmetic. Memory is bounded (chunked).
+    `rigorous`: True only where that inequality is *proven* for the exact real logits of
+    the float32 weights (`RigorousVerdicts`: the path formula in ball arithmetic, then the
+    interval forward pass), so every True input is classified correctly in exact
+    arithmetic. Memory is bounded (batches of BATCH_INPUTS).
     """
     if rigorous:
-        return IntervalForward(model).verdicts(tokens, REL_TOL)[0]
+        return RigorousVerdicts(model).verdicts(tokens)[0]
     margin, scale = forward_margin(model, tokens)
     return margin > REL_TOL * scale
+
+
+class RigorousVerdicts:
+    """Per-input rigorous verdicts (certified, undecided) bool [n], in batches of at most
+    BATCH_INPUTS. Single-head models: first the path formula (compact_proofs.circuits) in
+    ball arithmetic, l = EUPU[q] + sum_p a_p (EVOU[x_p] + PVOU[p]) with a the softmax of
+    (EQKE[q, x_p] + EQKP[q, p]) / sqrt(d_head): an input is certified if the ball proves
+    margin > REL_TOL max_j |l_j| and refuted if it proves margin < -REL_TOL max_j |l_j|;
+    then the interval forward pass for what the balls leave open (and for every input of a
+    multi-head model). The union of two proofs is a proof; the balls only save time (one
+    float64 evaluation with a radius per batch instead of intervals per entry)."""
+
+    def __init__(self, model: AttnOnlyTransformer) -> None:
+        self.model = model
+        self.paths = path_matrices(model, Arithmetic.BALL) if model.cfg.n_heads == 1 else None
+        self.forward: IntervalForward | None = None
+
+    def verdicts(self, tokens: Tensor) -> tuple[Tensor, Tensor]:
+        parts = [self._batch(batch) for batch in tokens.split(BATCH_INPUTS)]
+        if not parts:
+            empty = torch.zeros(0, dtype=torch.bool, device=tokens.device)
+            return empty, empty
+        return torch.cat([c for c, _ in parts]), torch.cat([u for _, u in parts])
+
+    def _batch(self, tokens: Tensor) -> tuple[Tensor, Tensor]:
+        certified = torch.zeros(len(tokens), dtype=torch.bool, device=tokens.device)
+        open_ = ~certified
+        if self.paths is not None:
+            certified, refuted = _ball_verdicts(self.paths, tokens)
+            open_ = ~(certified | refuted)
+        undecided = torch.zeros_like(certified)
+        if bool(open_.any()):
+            self.forward = self.forward or IntervalForward(self.model)
+            c, u = self.forward.verdicts(tokens[open_], REL_TOL)
+            certified[open_], undecided[open_] = c, u
+        return certified, undecided
+
+
+def path_logits(paths: PathMatrices, tokens: Tensor) -> Num:
+    """Last-position logits [n, v] of `tokens` by the path formula (compact_proofs.circuits),
+    in the arithmetic of `paths` (plain float64 or balls): O(k v) per input."""
+    q, k = tokens[:, -1], tokens.shape[1]
+    scores = (paths.EQKE[q[:, None], tokens] + paths.EQKP[q][:, :k]) / paths.attn_scale
+    alpha = scores.softmax(dim=-1)  # [n, k]
+    logits = paths.EUPU[q] + alpha @ paths.PVOU[:k]  # [n, v]
+    for p in range(k):
+        logits = logits + alpha[:, p, None] * paths.EVOU[tokens[:, p]]
+    return logits
+
+
+def _margins(logits: Num, tokens: Tensor) -> tuple[Num, Num]:
+    """(l_m - max_{j != m} l_j, max_j |l_j|) per input, m its max token."""
+    n = torch.arange(len(tokens), device=tokens.device)
+    m = tokens.max(dim=-1).values
+    is_m = torch.zeros(logits.shape, dtype=torch.bool, device=tokens.device)
+    is_m[n, m] = True
+    margin = logits[n, m] - logits.masked_fill(is_m, -float("inf")).amax(dim=-1)
+    return margin, logits.abs().amax(dim=-1)
+
+
+def _ball_verdicts(paths: PathMatrices, tokens: Tensor) -> tuple[Tensor, Tensor]:
+    """(certified, refuted) bool [n] by the path formula in ball arithmetic (balls: paths)."""
+    margin, scale = _margins(path_logits(paths, tokens), tokens)
+    certified = iv.lower(margin) > iv.upper(REL_TOL * scale)
+    refuted = iv.upper(margin) < -iv.upper(REL_TOL * scale)
+    return certified, refuted
+
+
+def path_verdicts(paths: PathMatrices, tokens: Tensor) -> tuple[Tensor, Tensor]:
+    """(correct, tie) bool [n] by the path formula in plain float64 (`paths` plain): margin
+    above REL_TOL max|l|, or within it (the float64 verdicts of exact accuracy)."""
+    correct, ties = [], []
+    for batch in tokens.split(BATCH_INPUTS):
+        margin, scale = _margins(path_logits(paths, batch), batch)
+        correct.append(margin > REL_TOL * scale)
+        ties.append(margin.abs() <= REL_TOL * scale)
+    if not correct:
+        empty = torch.zeros(0, dtype=torch.bool, device=tokens.device)
+        return empty, empty
+    return torch.cat(correct), torch.cat(ties)
 
 
 def _float64_copy(model: AttnOnlyTransformer) -> AttnOnlyTransformer:
@@ -190,7 +272,6 @@ def exact_accuracy(
     if cfg.n_heads != 1:
         return _accuracy_by_forward(model, progress, rigorous)
     v, k = cfg.d_vocab, cfg.n_ctx
-    forward: IntervalForward | None = None
     tolerance: Tolerance
     if rigorous:
         paths_iv = path_matrices(model, Arithmetic.INTERVAL)
@@ -204,28 +285,59 @@ def exact_accuracy(
         tol_unit = REL_TOL * value_scale
         tolerance = lambda q, shift, w: tol_unit  # noqa: E731
     device = paths.EUPU.device
-    correct, n_ties, ambiguous = 0, 0, []
+    open_inputs = OpenInputs(model, rigorous)
+    correct, n_ties = 0, 0
     for q in tqdm(range(v), desc="exact accuracy", unit="query", disable=not progress, leave=False):
-        counted = _count_for_query(paths, q, tolerance, device)
+        counted = _count_for_query(paths, q, tolerance, device, open_inputs.add)
         if counted is None:  # only in rigorous mode: the bound failed its run-time checks
-            forward = forward or IntervalForward(model)
-            c, t = _query_by_interval_forward(forward, q)
-            correct, n_ties = correct + c, n_ties + t
+            _query_inputs(v, k, q, device, open_inputs.add)  # every input decided one by one
             continue
-        correct += counted[0]
-        ambiguous.extend(counted[1])
-    if ambiguous:
-        tokens = torch.tensor(ambiguous, dtype=torch.int64, device=device).reshape(-1, k)
-        if rigorous:
-            forward = forward or IntervalForward(model)
-            certified, undecided = forward.verdicts(tokens, REL_TOL)
-            correct += int(certified.sum())
-            n_ties += int(undecided.sum())
-        else:
-            margin, scale = forward_margin(model, tokens)
-            correct += int((margin > REL_TOL * scale).sum())
-            n_ties += int((margin.abs() <= REL_TOL * scale).sum())
+        correct += counted
+    open_inputs.flush()
+    correct, n_ties = correct + open_inputs.correct, n_ties + open_inputs.ties
     return AccuracyResult(correct=correct, total=total, ties=n_ties)
+
+
+class OpenInputs:
+    """Inputs the factored evaluator leaves undecided, decided by a forward pass (the interval
+    one if `rigorous`) in batches of at most BATCH_INPUTS as they arrive: memory stays
+    O(BATCH_INPUTS (k + v)) however many inputs are undecided."""
+
+    def __init__(self, model: AttnOnlyTransformer, rigorous: bool) -> None:
+        self.model, self.rigorous = model, rigorous
+        self.verdicts: RigorousVerdicts | None = None
+        self.paths64: PathMatrices | None = None
+        self.pending: list[Tensor] = []
+        self.n_pending = 0
+        self.correct = self.ties = 0
+
+    def add(self, tokens: Tensor) -> None:
+        """Queue inputs [n, k]; decide the queue whenever it reaches BATCH_INPUTS."""
+        self.pending.append(tokens)
+        self.n_pending += len(tokens)
+        if self.n_pending >= BATCH_INPUTS:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        tokens = torch.cat(self.pending)
+        self.pending, self.n_pending = [], 0
+        for batch in tokens.split(BATCH_INPUTS):
+            if self.rigorous:
+                self.verdicts = self.verdicts or RigorousVerdicts(self.model)
+                certified, undecided = self.verdicts.verdicts(batch)
+                self.correct += int(certified.sum())
+                self.ties += int(undecided.sum())
+            else:
+                correct, ties = self._float64(batch)
+                self.correct += int(correct.sum())
+                self.ties += int(ties.sum())
+
+    def _float64(self, tokens: Tensor) -> tuple[Tensor, Tensor]:
+        """Float64 verdicts (correct, tie) of open inputs: the path formula (single head)."""
+        self.paths64 = self.paths64 or path_matrices(self.model)
+        return path_verdicts(self.paths64, tokens)
 
 
 def _midpoints(paths: PathMatrices, attn_scale: float) -> PathMatrices:
@@ -301,25 +413,26 @@ class FastPathBound:
         return tol_unit if ok else None
 
 
-def _query_by_interval_forward(forward: IntervalForward, q: int) -> tuple[int, int]:
-    """(certified, undecided) counts over all inputs with query token q (chunked)."""
-    cfg = forward.cfg
-    v, k = cfg.d_vocab, cfg.n_ctx
+def _query_inputs(
+    v: int, k: int, q: int, device: torch.device, out: Callable[[Tensor], None]
+) -> None:
+    """Every input with query token q, [n, k] chunks of at most BATCH_INPUTS, to `out`."""
     n = v ** (k - 1)
-    correct = undecided = 0
-    for start in range(0, n, CHUNK_PAIRS):
-        rest = all_sequences(v, k - 1, start, min(start + CHUNK_PAIRS, n), forward.device)
-        query = torch.full((len(rest), 1), q, dtype=torch.int64, device=forward.device)
-        c, u = forward.verdicts(torch.cat([rest, query], dim=1), REL_TOL)
-        correct, undecided = correct + int(c.sum()), undecided + int(u.sum())
-    return correct, undecided
+    for start in range(0, n, BATCH_INPUTS):
+        rest = all_sequences(v, k - 1, start, min(start + BATCH_INPUTS, n), device)
+        out(torch.cat([rest, torch.full((len(rest), 1), q, dtype=torch.int64, device=device)], 1))
 
 
 def _count_for_query(
-    paths: PathMatrices, q: int, tolerance: Tolerance, device: torch.device
-) -> tuple[int, list[int]] | None:
-    """Correct count among sequences with query token q, and a flat list of ambiguous ones;
-    None if `tolerance` refuses the query (it is then decided elsewhere)."""
+    paths: PathMatrices,
+    q: int,
+    tolerance: Tolerance,
+    device: torch.device,
+    undecided: Callable[[Tensor], None],
+) -> int | None:
+    """Correct count among sequences with query token q (those it cannot decide, [n, k]
+    token tensors, go to `undecided` chunk by chunk); None if `tolerance` refuses the query
+    (it is then decided elsewhere)."""
     v, k = paths.d_vocab, paths.n_ctx
     s = (paths.EQKE[q][None, :] + paths.EQKP[q][:, None]) / paths.attn_scale  # [k, v]
     s_query = s[k - 1, q]
@@ -335,8 +448,10 @@ def _count_for_query(
         margin = float(_margin_rows(y_query[None], torch.tensor([q], device=device))[0])
         tol = tol_unit * float(w_query)
         if margin > tol and float(w_query) >= MIN_WEIGHT:
-            return 1, []
-        return 0, ([] if margin < -tol and float(w_query) >= MIN_WEIGHT else [q])
+            return 1
+        if not (margin < -tol and float(w_query) >= MIN_WEIGHT):
+            undecided(torch.tensor([[q]], dtype=torch.int64, device=device))
+        return 0
 
     # Prefix positions 0..k-3: the `n_low` lowest are vectorised, higher ones looped over.
     n_prefix = k - 2
@@ -346,7 +461,7 @@ def _count_for_query(
     A_low, W_low, mu_low = _prefix_tables(Y, w, n_low, device)
     B, W_B = Y[k - 2], w[k - 2]
     top_B = B.topk(min(2, v), dim=-1)
-    correct, ambiguous = 0, []
+    correct = 0
     for high in itertools.product(range(v), repeat=n_prefix - n_low):
         A, W_A, mu = A_low + y_query, W_low + w_query, mu_low.clamp(min=q)
         for i, t in enumerate(high):  # high[i] is the token at position n_low + i
@@ -355,8 +470,8 @@ def _count_for_query(
         c, amb = _count_pairs(A, W_A, mu, B, W_B, top_B, tol_unit)
         correct += c
         if amb.numel():
-            ambiguous.extend(_ambiguous_tokens(amb, high, q, v, n_low, k))
-    return correct, ambiguous
+            undecided(_pair_tokens(amb, high, q, v, n_low))
+    return correct
 
 
 def _prefix_tables(
@@ -423,16 +538,15 @@ def _count_pairs(
     return n_sure + n_full, rest[(margin.abs() <= tol_r) | faint_r]
 
 
-def _ambiguous_tokens(
-    pairs: Tensor, high: tuple[int, ...], q: int, v: int, n_low: int, k: int
-) -> list[int]:
-    """Flatten ambiguous (prefix, t) pair indices back into token lists x_0..x_{k-1}."""
-    out: list[int] = []
-    for flat in pairs.tolist():
-        a, t = divmod(flat, v)
-        low = [(a // v**p) % v for p in range(n_low)]
-        out.extend([*low, *high, t, q])
-    return out
+def _pair_tokens(pairs: Tensor, high: tuple[int, ...], q: int, v: int, n_low: int) -> Tensor:
+    """The inputs x_0..x_{k-1} [n, k] of flat (prefix, t) pair indices: the prefix's n_low
+    lowest positions are the digits of a = pair // v (base v, least significant first), then
+    the looped positions `high`, the last non-query token t = pair % v, and the query q."""
+    a, t = pairs // v, pairs % v
+    columns = [(a // v**p) % v for p in range(n_low)]
+    columns += [torch.full_like(pairs, x) for x in high]
+    columns += [t, torch.full_like(pairs, q)]
+    return torch.stack(columns, dim=1)
 
 
 def _accuracy_by_forward(

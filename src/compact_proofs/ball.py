@@ -266,6 +266,18 @@ class Ball:
         err = self.rad + 4 * rounding
         return Ball(mid, _up(err), mag, self.inf or n == 0)  # empty sums: exact -inf
 
+    def softmax(self, dim: int) -> Ball:
+        """Softmax along `dim`, as `softmax` below for the entries of that dimension (the
+        same radius argument with n = their number)."""
+        top = self.mid.amax(dim=dim, keepdim=True)
+        e = (self.mid - top).exp()
+        return Ball(
+            e / e.sum(dim=dim, keepdim=True),
+            _softmax_rad(self.rad, self.shape[dim]),
+            1.0 + 2.0**-40,
+            False,
+        )
+
     def sigmoid(self) -> Ball:
         """sigmoid is 1/4-Lipschitz and in [0, 1]; torch's value within LIBM_REL of it."""
         mid = torch.sigmoid(self.mid)
@@ -428,10 +440,16 @@ def softmax(scores: Sequence[BallLike]) -> list[Ball]:
     total = exps[0]
     for e in exps[1:]:
         total = total + e
-    r = max(x.rad for x in scores)
-    rounding = 2 * LIBM_REL + gamma(n) + (n + 2) * (0.4 * U + TINY) + U
-    rad = _up(math.expm1(2 * r) * (1 + LIBM_REL) + 2 * rounding) if r < EXP_LIMIT else INF
+    rad = _softmax_rad(max(x.rad for x in scores), n)
     return [Ball(e / total, rad, 1.0 + 2.0**-40, False) for e in exps]
+
+
+def _softmax_rad(r: float, n: int) -> float:
+    """Radius of n softmax weights from scores within r of exact (`softmax`)."""
+    if not r < EXP_LIMIT:
+        return INF
+    rounding = 2 * LIBM_REL + gamma(n) + (n + 2) * (0.4 * U + TINY) + U
+    return _up(math.expm1(2 * r) * (1 + LIBM_REL) + 2 * rounding)
 
 
 def _combine(mids: Sequence[Tensor], parts: Sequence[Ball], join: Callable) -> Ball:
