@@ -33,7 +33,6 @@ from compact_proofs.cli import main
 from compact_proofs.errors import (
     CertificateError,
     ModelFileError,
-    UnknownStrategyError,
     UnsupportedModelError,
 )
 from compact_proofs.model import AttnOnlyTransformer, ModelConfig
@@ -328,7 +327,7 @@ def _nan_direction(doc):
         (lambda d: d.update(format_version=2), CertificateError),
         (lambda d: d.pop("certificates"), CertificateError),
         (lambda d: d["model_config"].update(d_vocab=9), CertificateError),
-        (lambda d: d["certificates"][0].update(strategy="quintic"), UnknownStrategyError),
+        (lambda d: d["certificates"][0].update(strategy="quintic"), CertificateError),
         (lambda d: d["certificates"][2]["payload"].update(config="cubic"), CertificateError),
         (lambda d: d["certificates"][2]["payload"].pop("min_gaps"), CertificateError),
         (

@@ -467,6 +467,7 @@ def certificate_cases(doc: dict) -> dict[str, tuple[str | bytes, str]]:
         "config-bool": (with_(model_config={**cfg, "n_heads": True}), "integers"),
         "config-absurd": (with_(model_config={**cfg, "d_model": 2**60}), "exceeds"),
         "config-too-many-inputs": (with_(model_config={**cfg, "n_ctx": 400}), "d_vocab^n_ctx"),
+        "config-float": (with_(model_config={**cfg, "n_ctx": float(cfg["n_ctx"])}), "integers"),
         "certificates-string": (with_(certificates="abc"), "must be a list"),
         "entry-number": (with_(certificates=[1]), "entry 0"),
         "entry-missing-payload": (with_(certificates=[{"strategy": "cubic"}]), "entry 0"),
@@ -926,3 +927,58 @@ def test_checker_refuses_hostile_certificates(hostile_certificates):
         else:
             accepted.append(name)
     assert "duplicate-key" not in accepted and "format-version-true" not in accepted, accepted
+
+
+# -- one schema: verify and check agree on every file (docs/certificate-format.md) ----------
+
+
+def _verify_refuses(model, path: Path) -> bool:
+    try:
+        verify_certificates(model, load_certificates(path))
+    except CompactProofsError as exc:
+        assert_one_line(exc)
+        return True
+    return False
+
+
+def _check_refuses(model_path: Path, path: Path) -> bool:
+    from compact_proofs.checker import check_certificates
+
+    try:
+        check_certificates(model_path, path)
+    except CompactProofsError as exc:
+        assert_one_line(exc)
+        return True
+    return False
+
+
+def test_verify_and_check_accept_and_refuse_the_same_files(base, hostile_certificates, tmp_path):
+    """Every hand-built hostile certificate, the valid one, and files that are well-formed
+    but made for another configuration or with an extra field: `verify` and `check` enforce
+    one written schema, so they refuse exactly the same files."""
+    doc, cfg = base["cert_doc"], base["cert_doc"]["model_config"]
+    extra = {
+        "valid": doc,
+        "config-other-n_ctx": {**doc, "model_config": {**cfg, "n_ctx": cfg["n_ctx"] + 1}},
+        "config-other-d_head": {**doc, "model_config": {**cfg, "d_head": cfg["d_head"] + 1}},
+        "extra-top-level-field": {**doc, "comment": "made by hand"},
+        "extra-payload-tensor": {
+            **doc,
+            "certificates": [
+                {"strategy": "cubic", "payload": {"x": {"__tensor__": {"dtype": "float64"}}}}
+            ],
+        },
+    }
+    files = {name: path for name, (path, _) in hostile_certificates.items()}
+    for name, content in extra.items():
+        files[name] = tmp_path / f"{name}.json"
+        files[name].write_text(json.dumps(content))
+    disagree = {}
+    for name, path in files.items():
+        verdicts = (_verify_refuses(base["model"], path), _check_refuses(base["model_path"], path))
+        if verdicts[0] != verdicts[1]:
+            disagree[name] = verdicts
+    assert not disagree, f"(verify refuses, check refuses): {disagree}"
+    assert not _verify_refuses(base["model"], files["valid"])
+    assert _verify_refuses(base["model"], files["config-other-n_ctx"])
+    assert _verify_refuses(base["model"], files["extra-top-level-field"])

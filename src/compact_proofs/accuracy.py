@@ -5,7 +5,8 @@ j != m, where m = max(x); exact ties count as wrong. "Exact" refers to the model
 weights evaluated in real arithmetic: we compute in float64, and any sequence whose margin
 logits[m] - max_{j!=m} logits[j] is within a relative 1e-9 of zero is re-evaluated on its own
 by the path formula in float64 (`path_verdicts`; the forward pass for several heads) and, if
-still within tolerance, counted as wrong (reported as a numerical tie). The result is therefore never above the true accuracy, up to float64
+still within tolerance, counted as wrong (reported as a numerical tie).
+The result is therefore never above the true accuracy, up to float64
 rounding in the decisions themselves (catastrophic cancellation can fool float64 in contrived
 models); `rigorous=True` below removes that caveat.
 

@@ -75,7 +75,15 @@ def strict_json(raw: bytes | str) -> Any:
     def constant(name: str) -> Any:
         raise ValueError(f"{name} is not JSON")
 
-    return json.loads(raw, object_pairs_hook=pairs, parse_constant=constant)
+    def finite(text: str) -> float:
+        value = float(text)
+        if not np.isfinite(value):
+            raise ValueError(f"number {text[:20]} is out of range")
+        return value
+
+    return json.loads(
+        raw, object_pairs_hook=pairs, parse_constant=constant, parse_float=finite
+    )
 
 
 def _header(path: Path) -> None:
@@ -98,6 +106,10 @@ TL_NAMES = {
 IGNORED = re.compile(r"^blocks\.0\.attn\.(IGNORE|mask)$|(^|\.)hook_[^.]*(\.|$)")
 CERT_FORMAT = "compact-proofs-certificate"
 TENSOR_DTYPES = {"uint8", "int16", "int32", "int64", "float32", "float64", "bool"}
+TOP_LEVEL = {"format", "format_version", "library_version", "model_sha256", "model_config",
+             "certificates"}  # fmt: skip
+CONFIG_KEYS = {"d_vocab", "n_ctx", "d_model", "d_head", "n_heads"}
+MAX_JSON_VALUES = 2**20  # '{', '[' and ',' bytes in a certificate file
 
 EU = ("mean_query+max_diff", "svd_query+max_diff", "max_diff", "max_diff_exact",
       "global_max_diff_exact")  # fmt: skip
@@ -124,6 +136,7 @@ def _subcubic_ids() -> dict[str, tuple[str, str, str]]:
 
 
 SUBCUBIC = _subcubic_ids()
+KNOWN_STRATEGIES = {"brute-force", "cubic", "separable", "separable-lite", *SUBCUBIC}
 
 
 @dataclass(frozen=True)
@@ -231,45 +244,121 @@ def weights_digest(model: Model) -> str:
 def decode_tensor(obj: Any) -> np.ndarray:
     """{"__tensor__": {"dtype", "shape", "base64"}} (little-endian raw bytes) -> array."""
     try:
-        spec = obj["__tensor__"]
-        dtype, shape = spec["dtype"], [int(s) for s in spec["shape"]]
-        if dtype not in TENSOR_DTYPES or any(s < 0 for s in shape):
-            raise ValueError
-        raw = base64.b64decode(spec["base64"], validate=True)
-        return np.frombuffer(raw, dtype=np.dtype(dtype).newbyteorder("<")).reshape(shape)
-    except Exception:
+        dtype, shape, raw = _tensor_bytes(obj)
+    except ValueError:
         raise CertificateError("certificate holds a malformed tensor; regenerate it") from None
+    return np.frombuffer(raw, dtype=dtype.newbyteorder("<")).reshape(shape)
 
 
 def load_certificate_file(path: str | Path) -> dict[str, Any]:
-    """Parse a certificate file; return its JSON object after checking the envelope fields."""
+    """Parse a certificate file and check it against docs/certificate-format.md (every rule
+    but the two that need the model: digest and configuration, `check_certificates`)."""
     path = Path(path)
     if not path.is_file():
         raise CertificateError(f"certificate file not found: {path} (check the path)")
     if path.stat().st_size > MAX_CERTIFICATE_BYTES:
         raise CertificateError(f"{path} is larger than {MAX_CERTIFICATE_BYTES} bytes")
+    raw = path.read_bytes()
+    if raw.count(b"{") + raw.count(b"[") + raw.count(b",") > MAX_JSON_VALUES:
+        raise CertificateError(f"{path}: more than {MAX_JSON_VALUES} JSON values")
     try:
-        doc = strict_json(path.read_bytes())
+        doc = strict_json(raw)
     except (ValueError, RecursionError):
-        raise CertificateError(f"{path} is not a certificate (not JSON)") from None
+        raise CertificateError(f"{path} is not a certificate (not strict JSON)") from None
     if not isinstance(doc, dict) or doc.get("format") != CERT_FORMAT:
         raise CertificateError(f"{path} is not a compact-proofs certificate file")
     if not _same_ints(doc.get("format_version"), 1):
         raise CertificateError(f"{path}: unsupported format version {doc.get('format_version')!r}")
-    certs = doc.get("certificates")
-    if (
-        not isinstance(doc.get("model_sha256"), str)
-        or not isinstance(doc.get("model_config"), dict)
-        or not isinstance(certs, list)
-        or not all(
-            isinstance(c, dict)
-            and isinstance(c.get("strategy"), str)
-            and isinstance(c.get("payload"), dict)
-            for c in certs
-        )
-    ):
-        raise CertificateError(f"{path}: certificate file is malformed (missing or bad fields)")
+    problem = _envelope_problem(doc)
+    if problem:
+        raise CertificateError(f"{path}: certificate file is malformed ({problem})")
+    for i, cert in enumerate(doc["certificates"]):
+        for tensor in _encoded_tensors(cert["payload"]):
+            try:
+                _tensor_bytes(tensor)
+            except ValueError as exc:
+                raise CertificateError(f"{path}: entry {i}: malformed tensor ({exc})") from None
     return doc
+
+
+def _envelope_problem(doc: dict[str, Any]) -> str | None:
+    """What breaks the file's top-level rules (docs/certificate-format.md), or None."""
+    if set(doc) != TOP_LEVEL:
+        return f"its keys must be exactly {', '.join(sorted(TOP_LEVEL))}"
+    if not isinstance(doc["library_version"], str):
+        return "library_version must be a string"
+    if not isinstance(doc["model_sha256"], str) or not re.fullmatch(
+        r"[0-9a-f]{64}", doc["model_sha256"]
+    ):
+        return "model_sha256 must be 64 lowercase hex digits"
+    config = doc["model_config"]
+    if not (
+        isinstance(config, dict)
+        and set(config) == CONFIG_KEYS
+        and all(type(x) is int and x >= 1 for x in config.values())
+    ):
+        return f"model_config must hold exactly the positive integers {sorted(CONFIG_KEYS)}"
+    certs = doc["certificates"]
+    if not isinstance(certs, list):
+        return "certificates must be a list"
+    for i, c in enumerate(certs):
+        if not (
+            isinstance(c, dict)
+            and set(c) == {"strategy", "payload"}
+            and isinstance(c["strategy"], str)
+            and isinstance(c["payload"], dict)
+        ):
+            return f"entry {i} must be exactly a string strategy and an object payload"
+        if c["strategy"] not in KNOWN_STRATEGIES:
+            return f"entry {i} names unknown strategy {c['strategy'][:60]!r}"
+    return None
+
+
+def _encoded_tensors(payload: Any) -> list[Any]:
+    """Every value of the form {"__tensor__": ...} inside a payload (iteratively)."""
+    found, stack = [], [payload]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict) and "__tensor__" in node:
+            found.append(node)
+        elif isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return found
+
+
+def _tensor_bytes(obj: Any) -> tuple[np.dtype, list[int], bytes]:
+    """(dtype, shape, raw bytes) of an encoded tensor; ValueError if it breaks the rules."""
+    if not isinstance(obj, dict) or set(obj) != {"__tensor__"}:
+        raise ValueError("an encoded tensor is an object with the single key __tensor__")
+    spec = obj["__tensor__"]
+    if not isinstance(spec, dict) or set(spec) != {"dtype", "shape", "base64"}:
+        raise ValueError("__tensor__ holds exactly dtype, shape and base64")
+    dtype, shape, text = spec["dtype"], spec["shape"], spec["base64"]
+    if not isinstance(dtype, str) or dtype not in TENSOR_DTYPES:
+        raise ValueError("unknown dtype")
+    if not (
+        isinstance(shape, list)
+        and len(shape) <= 8
+        and all(type(n) is int and n >= 0 for n in shape)
+    ):
+        raise ValueError("shape must be at most 8 integers >= 0")
+    itemsize = np.dtype(dtype).itemsize
+    numel = 1
+    for n in shape:
+        numel = min(numel * n, MAX_CERTIFICATE_BYTES + 1)
+    if numel * itemsize > MAX_CERTIFICATE_BYTES:
+        raise ValueError("shape larger than the limit")
+    if not isinstance(text, str) or len(text) != 4 * ((numel * itemsize + 2) // 3):
+        raise ValueError("base64 length does not match dtype and shape")
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except Exception:
+        raise ValueError("invalid base64") from None
+    if len(raw) != numel * itemsize or (dtype == "bool" and any(b > 1 for b in raw)):
+        raise ValueError("bytes do not match dtype and shape")
+    return np.dtype(dtype), shape, raw
 
 
 # -- path matrices (SPEC §3, biases folded exactly) -------------------------------------------

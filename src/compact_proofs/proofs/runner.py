@@ -82,7 +82,8 @@ def verify_certificates(
 ) -> list[ProofResult]:
     """Re-run verification only, for every certificate in the file.
 
-    Raises CertificateError if the file was made for a different model.
+    Raises CertificateError if the file was made for a different model: its weights digest
+    and its model_config must both be this model's (docs/certificate-format.md).
     """
     digest = weights_digest(model)
     if cert.model_sha256 != digest:
@@ -90,6 +91,11 @@ def verify_certificates(
             "certificate was made for a different model (weights digest "
             f"{cert.model_sha256[:12]}..., this model is {digest[:12]}...); "
             "re-run `compact-proofs prove` on this model"
+        )
+    if cert.model_config != model.cfg:
+        raise CertificateError(
+            f"certificate's model_config {asdict(cert.model_config)} does not match the "
+            f"model's {asdict(model.cfg)}; re-run `compact-proofs prove` on this model"
         )
     return [
         verify_payload(model, get_strategy(c.strategy), c.payload, rigorous=rigorous)
