@@ -81,9 +81,7 @@ def strict_json(raw: bytes | str) -> Any:
             raise ValueError(f"number {text[:20]} is out of range")
         return value
 
-    return json.loads(
-        raw, object_pairs_hook=pairs, parse_constant=constant, parse_float=finite
-    )
+    return json.loads(raw, object_pairs_hook=pairs, parse_constant=constant, parse_float=finite)
 
 
 def _header(path: Path) -> None:

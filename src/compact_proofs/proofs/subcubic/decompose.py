@@ -146,7 +146,11 @@ def sigma1_upper_bound(X: Num, Y: Num, squarings: int = SIGMA_SQUARINGS) -> Num:
 
 
 def _sigma1_ball(X: Ball, Y: Ball, squarings: int) -> Ball:
-    """`sigma1_upper_bound` for balls: an exact point >= the exact sigma_1(XY).
+    """`sigma1_upper_bound` for balls: a ball whose upper end is >= the exact sigma_1(XY),
+    centred on the plain float64 estimate (so that a cell which the estimate would prove is
+    reported undecided, not refuted, and intervals can try it). Only the upper end need be
+    sound: the error bounds it feeds are used as upper bounds, every proof decision holds
+    for every member, in particular the upper end.
 
     N~ = fl(fl(X~^T X~) fl(Y~ Y~^T)) from the midpoints, with ||N~ - N||_F bounded from the
     balls' radii in Frobenius norm (`_gram_product`). The exact
@@ -166,6 +170,7 @@ def _sigma1_ball(X: Ball, Y: Ball, squarings: int) -> Ball:
     if not (scale > 0 and math.isfinite(err)):
         return iv.frobenius(X) * iv.frobenius(Y)
     M, err, log_scale = M / scale, err / scale * UP, _log_up(scale)
+    log_estimate = math.log(scale)  # the same quantities without error terms
     norm = _frobenius_up(M)
     err = _up_add(err, U * norm + d * d * SUBNORMAL_ULP)
     for _ in range(squarings):
@@ -178,6 +183,7 @@ def _sigma1_ball(X: Ball, Y: Ball, squarings: int) -> Ball:
         new_norm = _frobenius_up(M)
         err = _up_add(grown / s * UP, U * new_norm + d * d * SUBNORMAL_ULP)
         norm, log_scale = new_norm, _up_add(2 * log_scale, _log_up(s))
+        log_estimate = 2 * log_estimate + math.log(s)
     diag = M.diagonal()
     trace = float(diag.sum()) + gamma(d) * float(diag.abs().sum()) * UP
     trace = _up_add(trace, math.sqrt(d) * UP * err)
@@ -187,7 +193,10 @@ def _sigma1_ball(X: Ball, Y: Ball, squarings: int) -> Ball:
     p = 2**squarings
     exponent = math.nextafter(_up_add(_log_up(trace), log_scale) / (2 * p), math.inf)
     bound = math.exp(exponent) * (1 + LIBM_REL) * UP + TINY
-    return Ball.point(torch.tensor(bound, dtype=torch.float64))
+    plain = max(float(diag.sum()), torch.finfo(torch.float64).tiny)
+    estimate = min(math.exp((math.log(plain) + log_estimate) / (2 * p)), bound)
+    rad = math.nextafter((bound - estimate) * UP, math.inf)  # estimate + rad >= bound
+    return Ball(torch.tensor(estimate, dtype=torch.float64), rad, estimate, False)
 
 
 def _gram_product(X: Ball, Y: Ball) -> tuple[Tensor, float]:
