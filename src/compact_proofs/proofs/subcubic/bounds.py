@@ -188,7 +188,11 @@ def largest_wrong_logit(
     EU_rows = EU_rows[ms]
     g_min = torch.where(cells.q <= cells.m, gaps, v + 1).amin(dim=-3)  # [..., m, c]
     at = cells.m[0] - g_min  # cells.m[0]: [v, 1] over (m, c)
-    W = iv.where(at >= 0, W_run[at.clamp(min=0)], INF)  # [..., m, c]
+    # W is an empty maximum where at < 0: no cell with a non-max token exists there (q != m
+    # needs m - q >= g >= g_min; q = m with c >= 1 needs m >= g), so such cells are invalid
+    # or the all-max input, whose bounds are replaced below. A finite 0 keeps their garbage
+    # finite (no infinities to track through the products).
+    W = iv.where(at >= 0, W_run[at.clamp(min=0)], 0.0)  # [..., m, c]
     valid = cells.valid
     # a_bar: any real number keeps the bound sound; choose it on midpoints, as an exact point
     a_sel = iv.where((iv.mid(R_max)[:, None] >= iv.mid(W))[..., None, :, :], A_hi, A_lo)
