@@ -164,3 +164,20 @@ def test_certainly_negative_is_false_on_nan_and_straddling():
 def test_sum_of_overflowing_terms_is_unbounded_not_nan():
     big = Interval.point(torch.tensor([1e308, 1e308, -1.0], dtype=torch.float64)).sum(0)
     assert float(big.hi) == math.inf and not math.isnan(float(big.lo))
+
+
+def test_points_never_alias_their_ends():
+    """An interval's ends are distinct tensors and every update is out of place: writing into
+    one end of a point once silently made separable-lite's g[x, m] a point at its upper end
+    (`_scatter_rows` wrote into `point_like(...)`, whose lo and hi were one tensor)."""
+    t = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)
+    for p in (Interval.point(t), iv.point_like(Interval.point(t), t)):
+        assert p.lo is not p.hi and p.is_point
+        p.lo[0] = -5.0
+        assert float(p.hi[0]) == 1.0 and float(t[0]) == 1.0
+    base = iv.point_like(Interval.point(t), torch.zeros(3, dtype=torch.float64))
+    values = Interval(torch.tensor([1.0, 2.0]).double(), torch.tensor([1.5, 2.5]).double())
+    out = iv.index_put(base, (torch.tensor([0, 2]),), values)
+    assert out.lo.tolist() == [1.0, 0.0, 2.0] and out.hi.tolist() == [1.5, 0.0, 2.5]
+    assert base.lo.tolist() == base.hi.tolist() == [0.0, 0.0, 0.0]  # untouched
+    assert not out.is_point

@@ -73,8 +73,8 @@ class Interval:
     def point(x: Tensor | float) -> Interval:
         """The degenerate interval [x, x] (x taken as an exact real)."""
         t = x if isinstance(x, Tensor) else torch.tensor(float(x), dtype=torch.float64)
-        t = t.to(torch.float64)
-        return Interval(t, t.clone(), exact=True)
+        lo = t.to(torch.float64, copy=True)  # owned by the interval, like hi
+        return Interval(lo, lo.clone(), exact=True)
 
     @property
     def is_point(self) -> bool:
