@@ -258,8 +258,9 @@ def exact_accuracy(
 
     Post: `correct` is the number of sequences whose float64 margin exceeds the tolerance;
     with `rigorous`, the number of sequences proven to have an exact margin above it (never
-    more than the number correct in exact arithmetic). Memory stays O(CHUNK_PAIRS * d_vocab)
-    whatever n_ctx is.
+    more than the number correct in exact arithmetic). Memory stays O(CHUNK_PAIRS * d_vocab +
+    BATCH_INPUTS * (n_ctx + d_vocab)) floats whatever n_ctx and the weights' values are
+    (under 1 GB at d_vocab = 64, n_ctx = 4 on the worst cases of benchmarks/memory.py).
     """
     cfg = model.cfg
     total = cfg.n_inputs

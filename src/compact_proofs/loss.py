@@ -249,6 +249,9 @@ def loss_breakdown(
 
     Supports the sub-cubic configurations and cubic; raises UnsupportedModelError otherwise.
     Post: sum(r.inputs for r in rows) == exact_correct - certified, every r.inputs >= 0.
+    Memory: the inputs are attributed in chunks (as exact accuracy enumerates them), plus
+    the verifiers' tables: O(v^3) floats for cubic, O(v^3 k) for the sub-cubic gap tables,
+    whatever the weights' values (under 1 GB at v = 64, k = 4: benchmarks/memory.py).
     """
     start = time.perf_counter()
     strategy, payload, causes, steps, chunks = _ladder(model, strategy_id, payload)

@@ -94,7 +94,8 @@ def table_cells(r: NoiseResult) -> list[str]:
 
 def run_all(model: AttnOnlyTransformer, draws: int = 10, seed: int = 0) -> list[NoiseResult]:
     """The experiment for every route-A error handling (default configuration otherwise), on
-    one shared decomposition and the same random draws."""
+    one shared decomposition and the same random draws. Memory O(v^2 k + v d) floats per
+    draw (one at a time), whatever the weights' values."""
     parts = _RouteA.of(model)
     return [
         _experiment(parts, SubcubicConfig(error=error), draws, seed) for error in ROUTE_A_ERRORS

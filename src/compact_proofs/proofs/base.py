@@ -15,7 +15,8 @@ Subclasses implement the proof once, for any arithmetic (`verify_in`, `proven_in
 compact_proofs.arithmetic). Rigorous verification runs it in ball arithmetic (float64 values
 with one certified error radius per tensor) and, only if some decision was left undecided by
 those radii, again in interval arithmetic, keeping whichever certifies more. Both are proofs;
-the choice only affects how tight the rounding accounting is.
+the choice only affects how tight the rounding accounting is. The proof length (FLOPs) is that
+of the proof kept: an abandoned ball attempt only chose what to verify, like search.
 
 Soundness contract of every `verify`: every input it counts is classified correctly by the
 model (last-position logit of the max token strictly above all others). Hence
@@ -27,6 +28,7 @@ The proof's length is the FLOP count of `verify` (see `compact_proofs.flops`).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,14 +83,22 @@ class Strategy(ABC):
         self, model: AttnOnlyTransformer, payload: dict[str, Any], *, rigorous: bool = True
     ) -> Verdict:
         """The proof: a pure function of (model, payload). Must be sound (module docstring)."""
+        return self._decided(lambda arith: (self.verify_in(model, payload, arith), 0), rigorous)[0]
+
+    def _decided(
+        self, run: Callable[[Arithmetic], tuple[Verdict, int]], rigorous: bool
+    ) -> tuple[Verdict, int]:
+        """`run` in float64 (not rigorous), or in balls and, if they left decisions
+        undecided, in intervals, keeping the proof that certifies more; with the FLOPs of
+        the proof kept (an abandoned attempt only chose what to verify)."""
         if not rigorous:
-            return self.verify_in(model, payload, Arithmetic.FAST)
-        verdict = self.verify_in(model, payload, Arithmetic.BALL)
+            return run(Arithmetic.FAST)
+        verdict, flops = run(Arithmetic.BALL)
         if verdict.undecided:
-            tighter = self.verify_in(model, payload, Arithmetic.INTERVAL)
+            tighter, tighter_flops = run(Arithmetic.INTERVAL)
             if tighter.correct_count > verdict.correct_count:
-                return tighter
-        return verdict
+                return tighter, tighter_flops
+        return verdict, flops
 
     def proven(
         self,
@@ -122,8 +132,11 @@ class Strategy(ABC):
     def verify_counted(
         self, model: AttnOnlyTransformer, payload: dict[str, Any], *, rigorous: bool = True
     ) -> tuple[Verdict, int]:
-        """Run `verify` and measure its FLOPs by instrumenting the computation."""
-        return count_flops(lambda: self.verify(model, payload, rigorous=rigorous))
+        """Run `verify` and measure its FLOPs by instrumenting the computation (of the proof
+        whose verdict is returned)."""
+        return self._decided(
+            lambda arith: count_flops(lambda: self.verify_in(model, payload, arith)), rigorous
+        )
 
     def describe(self, cfg: ModelConfig) -> dict[str, Any]:
         """Metadata for `compact-proofs strategies --json` (unexplained dims for `cfg`)."""

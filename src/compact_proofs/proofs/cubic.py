@@ -246,7 +246,9 @@ class Cubic(Strategy):
     def verify_in(
         self, model: AttnOnlyTransformer, payload: dict[str, Any], arith: Arithmetic
     ) -> Verdict:
-        """Tables for all cells, in chunks of max tokens so that memory stays bounded."""
+        """Tables for all cells, in chunks of max tokens: memory O(CHUNK_ELEMENTS) floats per
+        table (~64 MB each, a dozen alive) plus O(v^2 + k v) for the path matrices, whatever
+        the weights' values."""
         paths = path_matrices(model, arith)
         v, k = model.cfg.d_vocab, model.cfg.n_ctx
         step = max(1, CHUNK_ELEMENTS // (2 * v * v))

@@ -617,6 +617,8 @@ class Separable(_SeparableBase):
     def verify_in(
         self, model: AttnOnlyTransformer, payload: dict[str, Any], arith: Arithmetic
     ) -> Verdict:
+        """Rows in chunks of ROW_CHUNK_ELEMENTS (rows x sets x tokens): memory O(k
+        ROW_CHUNK_ELEMENTS + k v^2) floats, whatever the weights' values."""
         paths = self._paths(model, arith)
         jm = _joint_model(paths)
         v, k = model.cfg.d_vocab, model.cfg.n_ctx
@@ -654,6 +656,8 @@ class SeparableLite(_SeparableBase):
     def verify_in(
         self, model: AttnOnlyTransformer, payload: dict[str, Any], arith: Arithmetic
     ) -> Verdict:
+        """All rows at once: memory O(v^3 / 2 + 2^(k-1) v^2) floats, whatever the weights'
+        values."""
         t = lite_tables(self._paths(model, arith), arith)
         correct, undecided = lite_count(t, model.cfg.n_ctx)
         return Verdict(correct, model.cfg.n_inputs, {}, undecided, arith)

@@ -97,6 +97,8 @@ class SubcubicStrategy(Strategy):
     def verify_in(
         self, model: AttnOnlyTransformer, payload: dict[str, Any], arith: Arithmetic
     ) -> Verdict:
+        """Memory O(v^2 k + v d + d^2) floats (tables over cells (q, m, c)), whatever the
+        weights' values."""
         B, gaps, cells = self._bounds(model, payload, arith)
         correct = count_correct(B, gaps, cells, model.cfg.n_ctx, SOUND)
         undecided = count_undecided(B, cells)
