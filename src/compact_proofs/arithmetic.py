@@ -21,9 +21,9 @@ from enum import Enum
 import torch
 from torch import Tensor
 
-from compact_proofs.ball import UP, Ball
+from compact_proofs.ball import Ball
 from compact_proofs.interval import Interval, Num, enclose_sqrt
-from compact_proofs.rounding import U
+from compact_proofs.rounding import UP, U
 
 
 class Arithmetic(Enum):

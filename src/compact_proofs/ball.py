@@ -17,8 +17,8 @@ float operations from the rounding model of docs/soundness.md (unit roundoff U =
 + - * / of torch is correctly rounded, with an absolute 2^-1074 for underflowing products and
 quotients; sums and matrix products of n terms within gamma_n sum |terms| in any order; exp,
 log and sigmoid within LIBM_REL relative plus TINY absolute). Those Python computations are on
-non-negative numbers and are inflated by `_up` (a relative 2^-40, far more than the few
-roundings of each rule), so they are upper bounds of the exact expressions. Overflow is
+non-negative numbers and are inflated by `rounding.up` (a relative 2^-40, far more than the
+few roundings of each rule), so they are upper bounds of the exact expressions. Overflow is
 excluded by the magnitude bounds: an operation whose result bound could reach MAG_LIMIT gets
 `rad = inf`. Reductions that the rules need (the largest argument of exp, the smallest divisor)
 are measured on `mid` itself, so nothing about the values is assumed.
@@ -36,19 +36,21 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from compact_proofs.rounding import LIBM_REL, SUBNORMAL_ULP, TINY, U, gamma, round_down, round_up
+from compact_proofs.rounding import (
+    LIBM_REL,
+    SUBNORMAL_ULP,
+    TINY,
+    UP,
+    U,
+    gamma,
+    round_down,
+    round_up,
+)
+from compact_proofs.rounding import up as _up
 
 INF = float("inf")
-UP = 1.0 + 2.0**-40  # inflation of every bound computed in Python floats (a few roundings each)
 MAG_LIMIT = 2.0**1000  # magnitudes at or above this could overflow: no information
 EXP_LIMIT = 700.0  # exp of anything larger may overflow in the bounds
-
-
-def _up(x: float) -> float:
-    """An upper bound of a non-negative quantity computed with a few rounded operations
-    (NaN, from inf * 0, becomes inf: no information)."""
-    y = x * UP
-    return y if y == y else INF
 
 
 def _finite_abs_max(t: Tensor) -> tuple[float, bool]:

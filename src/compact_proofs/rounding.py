@@ -41,6 +41,17 @@ def round_up(x: Tensor) -> Tensor:
     return torch.nextafter(x, _limit(x, INF))
 
 
+UP = 1.0 + 2.0**-40  # inflation of a bound computed with a few rounded Python float operations
+
+
+def up(x: float) -> float:
+    """An upper bound of a non-negative quantity x computed with a few rounded float
+    operations (each off by at most 2^-53 relative): x inflated by 2^-40. NaN (from inf * 0)
+    becomes inf: no information."""
+    y = x * UP
+    return y if y == y else INF
+
+
 def gamma(n: int) -> float:
     """gamma_n = n U / (1 - n U): relative error bound of an n-term float sum or dot product
     (any order, FMA allowed; Higham)."""

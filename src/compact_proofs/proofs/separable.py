@@ -73,6 +73,7 @@ from compact_proofs.interval import Num, round_down
 from compact_proofs.model import AttnOnlyTransformer, ModelConfig
 from compact_proofs.proofs.base import Strategy, Verdict
 from compact_proofs.rounding import U as UNIT
+from compact_proofs.rounding import up as _up
 
 NEG_INF, INF = float("-inf"), float("inf")
 MAX_N_CTX = 10
@@ -331,11 +332,6 @@ def _upper_parts(x: Num) -> tuple[Tensor, float]:
     if isinstance(x, Ball):
         return x.mid, x.rad
     return iv.upper(x), 0.0
-
-
-def _up(x: float) -> float:
-    """A float >= x for a non-negative x computed with a few roundings."""
-    return x * (1 + 2.0**-40)
 
 
 def _thresholds(F: Num, q: Tensor, m: Tensor, w_query: Num, w_max: Num) -> tuple[Tensor, Tensor]:

@@ -38,13 +38,14 @@ from torch import Tensor
 
 from compact_proofs import interval as iv
 from compact_proofs.arithmetic import Arithmetic, exact, sqrt_of
-from compact_proofs.ball import UP, Ball
+from compact_proofs.ball import Ball
 from compact_proofs.circuits import require_single_head
 from compact_proofs.errors import UnsupportedModelError
 from compact_proofs.interval import Interval, Num
 from compact_proofs.model import AttnOnlyTransformer
 from compact_proofs.modelfile import TL_NAMES
-from compact_proofs.rounding import LIBM_REL, SUBNORMAL_ULP, TINY, U, gamma
+from compact_proofs.rounding import LIBM_REL, SUBNORMAL_ULP, TINY, UP, U, gamma
+from compact_proofs.rounding import up as _up
 
 SIGMA_SQUARINGS = 8  # certified sigma_1 bound overestimates by at most d^(1 / 2^(9))
 SQRT2_UP = 1.4142135623730951  # the float nearest sqrt(2) is above it: an upper bound
@@ -217,12 +218,6 @@ def _gram_product(X: Ball, Y: Ball) -> tuple[Tensor, float]:
     d = P.shape[1]
     err = gamma(d) * F_P * F_Q + e_P * (F_Q + e_Q) + F_P * e_Q + P.numel() * SUBNORMAL_ULP
     return P @ Q, _up(err)
-
-
-def _up(x: float) -> float:
-    """A float >= x for a non-negative x computed with a few roundings (NaN: inf)."""
-    y = x * UP
-    return y if y == y else math.inf
 
 
 def _up_add(a: float, b: float) -> float:
