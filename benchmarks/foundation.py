@@ -24,14 +24,14 @@ from collections.abc import Callable
 
 import torch
 
-from compact_proofs.accuracy import all_sequences, exact_accuracy
-from compact_proofs.circuits import path_matrices
 from compact_proofs.cli import bundled_model_path
-from compact_proofs.flops import count_flops
-from compact_proofs.model import ModelConfig
-from compact_proofs.modelfile import load_model
+from compact_proofs.model.file_format import load_model
+from compact_proofs.model.training import train
+from compact_proofs.model.transformer import ModelConfig
 from compact_proofs.proofs.cubic import Cubic
-from compact_proofs.training import train
+from compact_proofs.proofs.exhaustive import all_sequences, exact_accuracy
+from compact_proofs.proofs.flops import count_flops
+from compact_proofs.proofs.paths import path_matrices
 
 
 def median_seconds(fn: Callable[[], object], repeats: int) -> float:

@@ -40,12 +40,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from compact_proofs.accuracy import exact_accuracy
-from compact_proofs.certificates import CertificateFile, load_certificates, save_certificates
 from compact_proofs.errors import CompactProofsError
-from compact_proofs.model import ModelConfig, build_model
-from compact_proofs.modelfile import METADATA_KEY, load_model, save_model, weights_digest
-from compact_proofs.proofs import get_strategy
+from compact_proofs.model.file_format import METADATA_KEY, load_model, save_model, weights_digest
+from compact_proofs.model.transformer import ModelConfig, build_model
+from compact_proofs.proofs.certificates import CertificateFile, load_certificates, save_certificates
+from compact_proofs.proofs.exhaustive import exact_accuracy
+from compact_proofs.proofs.registry import get_strategy
 from compact_proofs.proofs.runner import prove, verify_certificates
 from compact_proofs.proofs.subcubic.config import SubcubicConfig
 

@@ -22,14 +22,14 @@ from typing import Any
 
 import torch
 
-from compact_proofs.batched_training import train_many
-from compact_proofs.estimate import estimate_accuracy
-from compact_proofs.model import ModelConfig
-from compact_proofs.proofs import get_strategy
+from compact_proofs.analysis.estimate import estimate_accuracy
+from compact_proofs.analysis.stratified import stratified_estimate
+from compact_proofs.model.batched_training import train_many
+from compact_proofs.model.seeds import SELECTED_SEED
+from compact_proofs.model.transformer import ModelConfig
+from compact_proofs.proofs.registry import get_strategy
 from compact_proofs.proofs.runner import prove
 from compact_proofs.proofs.subcubic.config import SubcubicConfig
-from compact_proofs.seeds import SELECTED_SEED
-from compact_proofs.stratified import stratified_estimate
 
 
 def peak_gb() -> float:

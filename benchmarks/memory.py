@@ -26,7 +26,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from compact_proofs.modelfile import save_model  # noqa: E402
+from compact_proofs.model.file_format import save_model  # noqa: E402
 
 from models import paper_size_worst_cases  # noqa: E402
 

@@ -16,11 +16,11 @@ from pathlib import Path
 
 from joblib import Parallel, delayed, parallel_config
 
-from compact_proofs.model import ModelConfig
-from compact_proofs.results import model_path
-from compact_proofs.seeds import parse_seeds
-from compact_proofs.sweep import train_seeds
-from compact_proofs.training import TrainingRecipe
+from compact_proofs.model.seeds import parse_seeds
+from compact_proofs.model.training import TrainingRecipe
+from compact_proofs.model.transformer import ModelConfig
+from compact_proofs.pipeline.results import model_path
+from compact_proofs.pipeline.sweep import train_seeds
 
 
 def arguments(description: str) -> argparse.Namespace:

@@ -20,12 +20,12 @@ from pathlib import Path
 
 import torch
 
-from compact_proofs.model import ModelConfig
-from compact_proofs.proofs import STRATEGIES
-from compact_proofs.report import build_report
-from compact_proofs.seeds import parse_seeds
-from compact_proofs.sweep import SweepSpec, run_sweep
-from compact_proofs.training import TrainingRecipe
+from compact_proofs.model.seeds import parse_seeds
+from compact_proofs.model.training import TrainingRecipe
+from compact_proofs.model.transformer import ModelConfig
+from compact_proofs.pipeline.report import build_report
+from compact_proofs.pipeline.sweep import SweepSpec, run_sweep
+from compact_proofs.proofs.registry import STRATEGIES
 
 
 def main() -> None:

@@ -26,12 +26,12 @@ from pathlib import Path
 
 import torch
 
-from compact_proofs.certificates import Certificate, CertificateFile, save_certificates
-from compact_proofs.checker import check_certificates
-from compact_proofs.flops import warm_up
-from compact_proofs.modelfile import atomic_write, load_model, weights_digest
-from compact_proofs.proofs import STRATEGIES
-from compact_proofs.results import model_path
+from compact_proofs.model.file_format import atomic_write, load_model, weights_digest
+from compact_proofs.pipeline.results import model_path
+from compact_proofs.proofs.certificates import Certificate, CertificateFile, save_certificates
+from compact_proofs.proofs.flops import warm_up
+from compact_proofs.proofs.registry import STRATEGIES
+from compact_proofs.soundness.checker import check_certificates
 from paper_models import arguments, run_per_seed
 
 FAMILIES = ("brute-force", "cubic", "sub-cubic", "separable-lite", "separable")

@@ -5,7 +5,7 @@
 For every seed (model trained by the batched trainer and cached under CACHE/models, shared with
 crosscheck.py and rigorous.py): the exact accuracy, then for `cubic`, `separable-lite` and
 `separable` the float64 count with its FLOPs and verification time, the rigorous count and
-time, and the independent checker's count (compact_proofs.checker, numpy) where it supports
+time, and the independent checker's count (soundness.checker, numpy) where it supports
 the strategy. Per-seed results are cached in CACHE/separable. Prints one summary row per
 strategy: mean ± std and min of the normalised bound, mean log2 FLOPs, seconds per model in
 each mode, how many seeds have rigorous == float64 and checker == main, and whether every
@@ -23,12 +23,12 @@ from pathlib import Path
 
 import torch
 
-from compact_proofs import checker
-from compact_proofs.accuracy import exact_accuracy
-from compact_proofs.flops import count_flops, log2
-from compact_proofs.modelfile import atomic_write, load_model
-from compact_proofs.proofs import get_strategy
-from compact_proofs.results import model_path
+from compact_proofs.model.file_format import atomic_write, load_model
+from compact_proofs.pipeline.results import model_path
+from compact_proofs.proofs.exhaustive import exact_accuracy
+from compact_proofs.proofs.flops import count_flops, log2
+from compact_proofs.proofs.registry import get_strategy
+from compact_proofs.soundness import checker
 from paper_models import arguments, run_per_seed
 
 IDS = ("cubic", "separable-lite", "separable")

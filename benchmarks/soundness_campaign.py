@@ -6,14 +6,14 @@
 For a stream of tiny adversarial models (all v^k <= 1296 inputs enumerable), and for EVERY one
 of the registered strategies, the campaign searches a certificate, asks which inputs the proof
 certifies, and checks every certified input one by one against the exact-arithmetic verdict
-(`compact_proofs.exact.ExactReference`), in four modes:
+(`compact_proofs.soundness.exact.ExactReference`), in four modes:
 
 * `default`: what `prove`/`verify` do without flags (ball arithmetic, intervals where balls
   leave a decision undecided);
 * `ball` and `interval`: each rigorous arithmetic on its own (`proven_in`, `verify_in`), so
   the interval path is exercised even where the default never needs it;
 * `fast` (`--fast`, rigorous=False): plain float64, also compared with the float64 forward
-  verdict (`compact_proofs.accuracy.is_correct`).
+  verdict (`compact_proofs.proofs.exhaustive.is_correct`).
 
 Sub-cubic certificates are also tampered with (random, zero and huge directions; gaps all 1,
 random, the largest encodable) and must stay sound. It also checks that
@@ -60,15 +60,15 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT / "tests") not in sys.path:
     sys.path.insert(0, str(ROOT / "tests"))
 
-from compact_proofs.accuracy import all_sequences, forward_margin, is_correct  # noqa: E402
-from compact_proofs.arithmetic import Arithmetic  # noqa: E402
-from compact_proofs.certificates import decode_tensor, encode_tensor  # noqa: E402
 from compact_proofs.errors import CertificateError, UnsupportedModelError  # noqa: E402
-from compact_proofs.exact import CORRECT, UNDECIDED, WRONG, ExactReference  # noqa: E402
-from compact_proofs.model import AttnOnlyTransformer, ModelConfig  # noqa: E402
-from compact_proofs.modelfile import save_model  # noqa: E402
-from compact_proofs.proofs import STRATEGIES, Strategy  # noqa: E402
-from compact_proofs.training import TrainingRecipe, train  # noqa: E402
+from compact_proofs.model.file_format import save_model  # noqa: E402
+from compact_proofs.model.training import TrainingRecipe, train  # noqa: E402
+from compact_proofs.model.transformer import AttnOnlyTransformer, ModelConfig  # noqa: E402
+from compact_proofs.proofs.tensor_codec import decode_tensor, encode_tensor  # noqa: E402
+from compact_proofs.proofs.exhaustive import all_sequences, forward_margin, is_correct  # noqa: E402
+from compact_proofs.proofs.registry import STRATEGIES, Strategy  # noqa: E402
+from compact_proofs.soundness.arithmetic import Arithmetic  # noqa: E402
+from compact_proofs.soundness.exact import CORRECT, UNDECIDED, WRONG, ExactReference  # noqa: E402
 
 from models import (  # noqa: E402
     float64_cancellation,

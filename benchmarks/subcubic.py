@@ -26,10 +26,10 @@ from pathlib import Path
 
 import torch
 
-from compact_proofs.accuracy import exact_accuracy
 from compact_proofs.cli import bundled_model_path
-from compact_proofs.modelfile import load_model
-from compact_proofs.proofs import STRATEGIES, get_strategy
+from compact_proofs.model.file_format import load_model
+from compact_proofs.proofs.exhaustive import exact_accuracy
+from compact_proofs.proofs.registry import STRATEGIES, get_strategy
 from compact_proofs.proofs.runner import prove
 from compact_proofs.proofs.subcubic.config import ALL_CONFIGS, TABLE1_ROW, table1_rows
 from compact_proofs.proofs.subcubic.original import original_count

@@ -16,12 +16,12 @@ import platform
 
 import torch
 
-from compact_proofs.accuracy import exact_accuracy, is_correct
-from compact_proofs.batched_training import train_many
 from compact_proofs.cli import bundled_model_path
-from compact_proofs.model import AttnOnlyTransformer, ModelConfig
-from compact_proofs.modelfile import load_model
-from compact_proofs.seeds import SELECTED_SEED
+from compact_proofs.model.batched_training import train_many
+from compact_proofs.model.file_format import load_model
+from compact_proofs.model.seeds import SELECTED_SEED
+from compact_proofs.model.transformer import AttnOnlyTransformer, ModelConfig
+from compact_proofs.proofs.exhaustive import exact_accuracy, is_correct
 from foundation import median_seconds
 
 

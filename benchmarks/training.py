@@ -20,10 +20,10 @@ import time
 
 import torch
 
-from compact_proofs.batched_training import DEFAULT_CHUNK, train_many
-from compact_proofs.model import ModelConfig
-from compact_proofs.seeds import PAPER_SEEDS
-from compact_proofs.training import TrainingRecipe, train
+from compact_proofs.model.batched_training import DEFAULT_CHUNK, train_many
+from compact_proofs.model.seeds import PAPER_SEEDS
+from compact_proofs.model.training import TrainingRecipe, train
+from compact_proofs.model.transformer import ModelConfig
 
 
 def load() -> str:

@@ -11,8 +11,8 @@ re-saves it in the project's format with provenance metadata. The weights are un
 import sys
 
 from compact_proofs.cli import bundled_model_path
-from compact_proofs.modelfile import load_model, save_model
-from compact_proofs.seeds import SELECTED_SEED, model_seed, train_stream_seed
+from compact_proofs.model.file_format import load_model, save_model
+from compact_proofs.model.seeds import SELECTED_SEED, model_seed, train_stream_seed
 
 source = sys.argv[1]
 mf = load_model(source)

@@ -6,8 +6,8 @@ import functools
 
 import torch
 
-from compact_proofs.model import AttnOnlyTransformer, ModelConfig, build_model
-from compact_proofs.training import TrainingRecipe, train
+from compact_proofs.model.training import TrainingRecipe, train
+from compact_proofs.model.transformer import AttnOnlyTransformer, ModelConfig, build_model
 
 
 def random_model(

@@ -7,10 +7,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from compact_proofs import accuracy
-from compact_proofs.accuracy import all_sequences, exact_accuracy, is_correct
-from compact_proofs.model import ModelConfig
-from compact_proofs.modelfile import load_model
+from compact_proofs.model.file_format import load_model
+from compact_proofs.model.transformer import ModelConfig
+from compact_proofs.proofs import exhaustive as accuracy
+from compact_proofs.proofs.exhaustive import all_sequences, exact_accuracy, is_correct
 
 from conftest import FIXTURES
 from models import adversarial_models, ideal_model, random_model, trained_model

@@ -16,15 +16,16 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from compact_proofs import ball, interval
-from compact_proofs.accuracy import all_sequences
-from compact_proofs.arithmetic import Arithmetic
-from compact_proofs.ball import Ball
-from compact_proofs.circuits import PathMatrices, path_matrices
-from compact_proofs.interval import Interval
-from compact_proofs.model import ModelConfig
-from compact_proofs.proofs import get_strategy, separable
+from compact_proofs.model.transformer import ModelConfig
+from compact_proofs.proofs import separable
+from compact_proofs.proofs.exhaustive import all_sequences
+from compact_proofs.proofs.paths import PathMatrices, path_matrices
+from compact_proofs.proofs.registry import get_strategy
 from compact_proofs.proofs.subcubic.decompose import sigma1_upper_bound
+from compact_proofs.soundness import ball, interval
+from compact_proofs.soundness.arithmetic import Arithmetic
+from compact_proofs.soundness.ball import Ball
+from compact_proofs.soundness.interval import Interval
 from test_separable import direct_bound
 
 from models import ideal_model, random_model

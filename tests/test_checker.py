@@ -1,4 +1,4 @@
-"""The independent checker (compact_proofs.checker) against the main verifier.
+"""The independent checker (compact_proofs.soundness.checker) against the main verifier.
 
 Agreement means exact equality of certified counts between `checker` and the main verifier
 (`strategy.verify(model, payload)`, non-rigorous) for all 104 strategies (the paper's 102 and
@@ -22,28 +22,24 @@ import numpy as np
 import pytest
 import torch
 
-from compact_proofs import checker
-from compact_proofs.certificates import (
-    Certificate,
-    CertificateFile,
-    encode_tensor,
-    save_certificates,
-)
 from compact_proofs.cli import main
 from compact_proofs.errors import (
     CertificateError,
     ModelFileError,
     UnsupportedModelError,
 )
-from compact_proofs.model import AttnOnlyTransformer, ModelConfig
-from compact_proofs.modelfile import load_model, save_model, weights_digest
-from compact_proofs.proofs import STRATEGIES
+from compact_proofs.model.file_format import load_model, save_model, weights_digest
+from compact_proofs.model.transformer import AttnOnlyTransformer, ModelConfig
+from compact_proofs.proofs.certificates import Certificate, CertificateFile, save_certificates
+from compact_proofs.proofs.registry import STRATEGIES
+from compact_proofs.proofs.tensor_codec import encode_tensor
+from compact_proofs.soundness import checker
 
 from conftest import FIXTURES
 from models import adversarial_models, ideal_model, random_model, trained_model
 
 SRC = Path(__file__).resolve().parents[1] / "src"
-CHECKER_SOURCE = SRC / "compact_proofs" / "checker.py"
+CHECKER_SOURCE = SRC / "compact_proofs" / "soundness" / "checker.py"
 # the fixtures' exact accuracies as the paper's own implementation reported them
 FIXTURE_EXACT = {50: 16771350, 104: 16767679, 123: 16763235}
 ZOO = (
@@ -434,10 +430,16 @@ def test_checker_imports_only_stdlib_numpy_safetensors_and_errors():
 
 def test_importing_the_checker_loads_no_project_code():
     code = (
-        "import sys, compact_proofs.checker; "
+        "import sys, compact_proofs.soundness.checker; "
         "print(sorted(m for m in sys.modules if m.startswith('compact_proofs') or m == 'torch'))"
     )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     loaded = set(eval(run.stdout))
-    assert loaded <= {"compact_proofs", "compact_proofs.checker", "compact_proofs.errors"}
+    assert loaded <= {
+        "compact_proofs",
+        "compact_proofs._version",
+        "compact_proofs.soundness",
+        "compact_proofs.soundness.checker",
+        "compact_proofs.errors",
+    }
     assert not any(f"compact_proofs.{name}" in loaded for name in FORBIDDEN)

@@ -31,12 +31,18 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from compact_proofs import __version__
-from compact_proofs.accuracy import exact_accuracy
-from compact_proofs.certificates import CertificateFile, save_certificates
 from compact_proofs.cli import bundled_model_path, main
-from compact_proofs.model import ModelConfig, build_model
-from compact_proofs.modelfile import METADATA_KEY, TL_NAMES, load_model, save_model, weights_digest
-from compact_proofs.proofs import STRATEGIES, get_strategy
+from compact_proofs.model.file_format import (
+    METADATA_KEY,
+    TL_NAMES,
+    load_model,
+    save_model,
+    weights_digest,
+)
+from compact_proofs.model.transformer import ModelConfig, build_model
+from compact_proofs.proofs.certificates import CertificateFile, save_certificates
+from compact_proofs.proofs.exhaustive import exact_accuracy
+from compact_proofs.proofs.registry import STRATEGIES, get_strategy
 from compact_proofs.proofs.runner import prove
 from compact_proofs.proofs.subcubic.config import SubcubicConfig
 

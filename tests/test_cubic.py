@@ -8,11 +8,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from compact_proofs.accuracy import all_sequences, exact_accuracy, is_correct
-from compact_proofs.circuits import path_matrices
-from compact_proofs.model import ModelConfig
-from compact_proofs.modelfile import load_model
+from compact_proofs.model.file_format import load_model
+from compact_proofs.model.transformer import ModelConfig
 from compact_proofs.proofs.cubic import Cubic, count_correct, cubic_tables, proven_mask
+from compact_proofs.proofs.exhaustive import all_sequences, exact_accuracy, is_correct
+from compact_proofs.proofs.paths import path_matrices
 
 from conftest import FIXTURES
 from models import adversarial_models, ideal_model, random_model, trained_model

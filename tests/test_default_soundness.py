@@ -16,12 +16,12 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from compact_proofs.accuracy import all_sequences
 from compact_proofs.errors import UnsupportedModelError
-from compact_proofs.exact import CORRECT, exact_verdicts
-from compact_proofs.model import AttnOnlyTransformer, ModelConfig
-from compact_proofs.proofs import STRATEGIES, get_strategy
+from compact_proofs.model.transformer import AttnOnlyTransformer, ModelConfig
+from compact_proofs.proofs.exhaustive import all_sequences
+from compact_proofs.proofs.registry import STRATEGIES, get_strategy
 from compact_proofs.proofs.subcubic.strategy import SubcubicStrategy
+from compact_proofs.soundness.exact import CORRECT, exact_verdicts
 
 from models import random_model, underflow_model
 

@@ -6,12 +6,12 @@ import json
 
 import pytest
 
-from compact_proofs.accuracy import exact_accuracy
+from compact_proofs.analysis.estimate import clopper_pearson, estimate_accuracy
 from compact_proofs.cli import main
 from compact_proofs.errors import UnsupportedModelError
-from compact_proofs.estimate import clopper_pearson, estimate_accuracy
-from compact_proofs.model import ModelConfig
-from compact_proofs.modelfile import save_model
+from compact_proofs.model.file_format import save_model
+from compact_proofs.model.transformer import ModelConfig
+from compact_proofs.proofs.exhaustive import exact_accuracy
 
 from models import random_model, trained_model
 

@@ -1,4 +1,4 @@
-"""The exact-arithmetic reference (compact_proofs.exact): certified enclosures, agreement with
+"""The exact-arithmetic reference (soundness.exact): certified enclosures, agreement with
 the float64 forward pass away from ties, and exact tie detection."""
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from compact_proofs.accuracy import all_sequences, forward_margin, is_correct
-from compact_proofs.exact import (
+from compact_proofs.model.transformer import AttnOnlyTransformer, ModelConfig
+from compact_proofs.proofs.exhaustive import all_sequences, forward_margin, is_correct
+from compact_proofs.soundness.exact import (
     CORRECT,
     UNDECIDED,
     WRONG,
@@ -22,7 +23,6 @@ from compact_proofs.exact import (
     exp_interval,
     sqrt_interval,
 )
-from compact_proofs.model import AttnOnlyTransformer, ModelConfig
 
 from models import adversarial_models, float64_cancellation, ideal_model, random_model
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from compact_proofs.flops import (
+from compact_proofs.proofs.flops import (
     FlopCounter,
     FlopCountError,
     charge,

@@ -27,15 +27,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import save_file
 
-from compact_proofs import certificates, modelfile
-from compact_proofs.accuracy import exact_accuracy
-from compact_proofs.certificates import (
-    CertificateFile,
-    decode_tensor,
-    encode_tensor,
-    load_certificates,
-    save_certificates,
-)
 from compact_proofs.cli import main
 from compact_proofs.errors import (
     CertificateError,
@@ -43,8 +34,8 @@ from compact_proofs.errors import (
     ModelFileError,
     UnsupportedModelError,
 )
-from compact_proofs.model import AttnOnlyTransformer, ModelConfig, build_model
-from compact_proofs.modelfile import (
+from compact_proofs.model import file_format as modelfile
+from compact_proofs.model.file_format import (
     METADATA_KEY,
     TL_NAMES,
     ModelFile,
@@ -52,9 +43,14 @@ from compact_proofs.modelfile import (
     save_model,
     weights_digest,
 )
-from compact_proofs.proofs import get_strategy
+from compact_proofs.model.transformer import AttnOnlyTransformer, ModelConfig, build_model
+from compact_proofs.proofs import certificates, tensor_codec
+from compact_proofs.proofs.certificates import CertificateFile, load_certificates, save_certificates
+from compact_proofs.proofs.exhaustive import exact_accuracy
+from compact_proofs.proofs.registry import get_strategy
 from compact_proofs.proofs.runner import prove, verify_certificates
 from compact_proofs.proofs.subcubic.config import SubcubicConfig
+from compact_proofs.proofs.tensor_codec import decode_tensor, encode_tensor
 
 CFG = ModelConfig(d_vocab=8, n_ctx=3, d_model=4, d_head=4, n_heads=1)
 SUBCUBIC = SubcubicConfig().id
@@ -775,7 +771,7 @@ def test_fuzzed_certificate_json(base, tmp_path, data):
 
 @FUZZ
 @given(
-    dtype=st.sampled_from([*sorted(certificates._DTYPES), "float16", "int8", "<f8", ""]),
+    dtype=st.sampled_from([*sorted(tensor_codec.DTYPES), "float16", "int8", "<f8", ""]),
     shape=st.lists(st.integers(-2, 2**41), max_size=4),
     text=st.text(alphabet="ABCDEFGHabcdefgh0123456789+/=!", max_size=40),
 )
@@ -902,7 +898,7 @@ CHECKER_MAY_IGNORE = {
 
 
 def test_checker_refuses_hostile_models(hostile_models):
-    from compact_proofs.checker import load_model_file
+    from compact_proofs.soundness.checker import load_model_file
 
     accepted = []
     for name, (path, _, _) in hostile_models.items():
@@ -916,7 +912,7 @@ def test_checker_refuses_hostile_models(hostile_models):
 
 
 def test_checker_refuses_hostile_certificates(hostile_certificates):
-    from compact_proofs.checker import load_certificate_file
+    from compact_proofs.soundness.checker import load_certificate_file
 
     accepted = []
     for name, (path, _) in hostile_certificates.items():
@@ -942,7 +938,7 @@ def _verify_refuses(model, path: Path) -> bool:
 
 
 def _check_refuses(model_path: Path, path: Path) -> bool:
-    from compact_proofs.checker import check_certificates
+    from compact_proofs.soundness.checker import check_certificates
 
     try:
         check_certificates(model_path, path)

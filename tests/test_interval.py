@@ -11,8 +11,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from compact_proofs import interval as iv
-from compact_proofs.interval import Interval, enclose_sqrt, matmul
+from compact_proofs.soundness import interval as iv
+from compact_proofs.soundness.interval import Interval, enclose_sqrt, matmul
 
 finite = st.floats(min_value=-1e30, max_value=1e30, allow_nan=False, allow_infinity=False)
 moderate = st.floats(min_value=-700, max_value=700, allow_nan=False, allow_infinity=False)

@@ -9,11 +9,7 @@ import json
 import pytest
 import torch
 
-from compact_proofs.accuracy import all_sequences, exact_accuracy, is_correct
-from compact_proofs.certificates import decode_tensor
-from compact_proofs.cli import main
-from compact_proofs.errors import UnknownStrategyError, UnsupportedModelError
-from compact_proofs.loss import (
+from compact_proofs.analysis.loss_breakdown import (
     CUBIC_CAUSES,
     DEFAULT_STRATEGY,
     NONE,
@@ -24,10 +20,14 @@ from compact_proofs.loss import (
     loss_breakdown,
     plot_loss_breakdown,
 )
-from compact_proofs.model import ModelConfig
-from compact_proofs.modelfile import save_model
-from compact_proofs.proofs import get_strategy
+from compact_proofs.cli import main
+from compact_proofs.errors import UnknownStrategyError, UnsupportedModelError
+from compact_proofs.model.file_format import save_model
+from compact_proofs.model.transformer import ModelConfig
+from compact_proofs.proofs.exhaustive import all_sequences, exact_accuracy, is_correct
+from compact_proofs.proofs.registry import get_strategy
 from compact_proofs.proofs.subcubic.config import DEFAULT_CONFIG, SubcubicConfig
+from compact_proofs.proofs.tensor_codec import decode_tensor
 
 from models import ideal_model, random_model, trained_model
 

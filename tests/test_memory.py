@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from compact_proofs import accuracy
-from compact_proofs.accuracy import exact_accuracy
-from compact_proofs.model import ModelConfig
-from compact_proofs.proofs import STRATEGIES
+from compact_proofs.model.transformer import ModelConfig
+from compact_proofs.proofs import exhaustive as accuracy
+from compact_proofs.proofs.exhaustive import exact_accuracy
+from compact_proofs.proofs.registry import STRATEGIES
 
 from models import random_model
 
@@ -36,9 +36,9 @@ SCRIPT = textwrap.dedent(
     import torch
     sys.path.insert(0, sys.argv[1])
     from models import paper_size_worst_cases
-    from compact_proofs.accuracy import exact_accuracy
-    from compact_proofs.noise import run_all
-    from compact_proofs.proofs import STRATEGIES
+    from compact_proofs.proofs.exhaustive import exact_accuracy
+    from compact_proofs.analysis.noise import run_all
+    from compact_proofs.proofs.registry import STRATEGIES
     from compact_proofs.proofs.runner import prove
 
     torch.set_num_threads(1)

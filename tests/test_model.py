@@ -9,11 +9,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from compact_proofs.circuits import path_matrices
-from compact_proofs.losses import log1p_log_softmax
-from compact_proofs.model import ModelConfig, build_model
-from compact_proofs.modelfile import TL_NAMES, load_model, save_model, weights_digest
-from compact_proofs.seeds import (
+from compact_proofs.model.file_format import TL_NAMES, load_model, save_model, weights_digest
+from compact_proofs.model.losses import log1p_log_softmax
+from compact_proofs.model.seeds import (
     PAPER_SEEDS,
     SELECTED_SEED,
     heldout_stream_seed,
@@ -22,6 +20,8 @@ from compact_proofs.seeds import (
     reseed,
     train_stream_seed,
 )
+from compact_proofs.model.transformer import ModelConfig, build_model
+from compact_proofs.proofs.paths import path_matrices
 
 from conftest import FIXTURES
 from models import random_model

@@ -6,10 +6,10 @@ import json
 
 import pytest
 
+from compact_proofs.analysis.noise import noise_experiment
 from compact_proofs.cli import main
-from compact_proofs.modelfile import save_model
-from compact_proofs.noise import noise_experiment
-from compact_proofs.proofs import get_strategy
+from compact_proofs.model.file_format import save_model
+from compact_proofs.proofs.registry import get_strategy
 from compact_proofs.proofs.subcubic.config import SubcubicConfig
 
 from models import trained_model

@@ -6,13 +6,13 @@ import json
 
 import pytest
 
-from compact_proofs.accuracy import exact_accuracy
-from compact_proofs.certificates import CertificateFile, load_certificates, save_certificates
 from compact_proofs.cli import main
 from compact_proofs.errors import CertificateError, UnsupportedModelError
-from compact_proofs.model import ModelConfig
-from compact_proofs.modelfile import save_model, weights_digest
-from compact_proofs.proofs import STRATEGIES, get_strategy, resolve_strategies
+from compact_proofs.model.file_format import save_model, weights_digest
+from compact_proofs.model.transformer import ModelConfig
+from compact_proofs.proofs.certificates import CertificateFile, load_certificates, save_certificates
+from compact_proofs.proofs.exhaustive import exact_accuracy
+from compact_proofs.proofs.registry import STRATEGIES, get_strategy, resolve_strategies
 from compact_proofs.proofs.runner import prove, verify_certificates
 
 from models import ideal_model, random_model

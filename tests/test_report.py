@@ -13,21 +13,21 @@ import pandas as pd
 import pytest
 import torch
 
-from compact_proofs import report as report_module
-from compact_proofs import results
-from compact_proofs.accuracy import exact_accuracy
-from compact_proofs.circuits import path_matrices
 from compact_proofs.errors import CompactProofsError
-from compact_proofs.flops import log2
-from compact_proofs.model import ModelConfig
-from compact_proofs.modelfile import save_model, weights_digest
-from compact_proofs.proofs import STRATEGIES
+from compact_proofs.model.file_format import save_model, weights_digest
+from compact_proofs.model.training import TrainingRecipe, train
+from compact_proofs.model.transformer import ModelConfig
+from compact_proofs.pipeline import report as report_module
+from compact_proofs.pipeline import results
+from compact_proofs.pipeline.report import TABLE1_ORDER, build_report, pareto_frontier
+from compact_proofs.pipeline.sweep import ROWS
+from compact_proofs.proofs.exhaustive import exact_accuracy
+from compact_proofs.proofs.flops import log2
+from compact_proofs.proofs.paths import path_matrices
+from compact_proofs.proofs.registry import STRATEGIES
 from compact_proofs.proofs.runner import prove
 from compact_proofs.proofs.subcubic.config import SubcubicConfig, table1_rows
 from compact_proofs.proofs.subcubic.strategy import SubcubicStrategy
-from compact_proofs.report import TABLE1_ORDER, build_report, pareto_frontier
-from compact_proofs.sweep import ROWS
-from compact_proofs.training import TrainingRecipe, train
 
 SEEDS = (1, 2, 123)
 CFG = ModelConfig(d_vocab=6, n_ctx=3, d_model=8, d_head=8)

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import pytest
 
-from compact_proofs import interval as iv
-from compact_proofs.accuracy import all_sequences
-from compact_proofs.arithmetic import Arithmetic
-from compact_proofs.circuits import path_matrices
-from compact_proofs.exact import CORRECT, exact_verdicts
-from compact_proofs.modelfile import load_model
-from compact_proofs.proofs import STRATEGIES, get_strategy
+from compact_proofs.model.file_format import load_model
+from compact_proofs.proofs.exhaustive import all_sequences
+from compact_proofs.proofs.paths import path_matrices
+from compact_proofs.proofs.registry import STRATEGIES, get_strategy
 from compact_proofs.proofs.subcubic.config import ALL_CONFIGS
+from compact_proofs.soundness import interval as iv
+from compact_proofs.soundness.arithmetic import Arithmetic
+from compact_proofs.soundness.exact import CORRECT, exact_verdicts
 
 from conftest import FIXTURES
 from models import adversarial_models, trained_model

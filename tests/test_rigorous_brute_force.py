@@ -13,8 +13,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from compact_proofs import accuracy, rigorous_forward
-from compact_proofs.accuracy import (
+from compact_proofs.model.file_format import load_model
+from compact_proofs.model.transformer import AttnOnlyTransformer, ModelConfig
+from compact_proofs.proofs import exhaustive as accuracy
+from compact_proofs.proofs.brute_force import BruteForce, black_box_flops
+from compact_proofs.proofs.exhaustive import (
     REL_TOL,
     FastPathBound,
     all_sequences,
@@ -22,14 +25,12 @@ from compact_proofs.accuracy import (
     forward_margin,
     is_correct,
 )
-from compact_proofs.arithmetic import Arithmetic
-from compact_proofs.circuits import path_matrices
-from compact_proofs.exact import CORRECT, ExactReference, exact_verdicts
-from compact_proofs.interval import Interval
-from compact_proofs.model import AttnOnlyTransformer, ModelConfig
-from compact_proofs.modelfile import load_model
-from compact_proofs.proofs.brute_force import BruteForce, black_box_flops
-from compact_proofs.rigorous_forward import IntervalForward, certify, softmax_enclosure
+from compact_proofs.proofs.paths import path_matrices
+from compact_proofs.soundness import rigorous_forward
+from compact_proofs.soundness.arithmetic import Arithmetic
+from compact_proofs.soundness.exact import CORRECT, ExactReference, exact_verdicts
+from compact_proofs.soundness.interval import Interval
+from compact_proofs.soundness.rigorous_forward import IntervalForward, certify, softmax_enclosure
 
 from conftest import FIXTURES
 from models import adversarial_models, ideal_model, random_model
@@ -179,7 +180,7 @@ def test_interval_forward_encloses_float64_forward(name):
     "name", ["non-zero biases", "two heads, biases", "near tie +1e-12", "cancellation -"]
 )
 def test_interval_forward_meets_exact_logit_differences(name):
-    """The exact rational enclosures of l_m - l_j (compact_proofs.exact, width ~2^-64
+    """The exact rational enclosures of l_m - l_j (compact_proofs.soundness.exact, width ~2^-64
     relative) overlap ours for every input and j: an enclosure cannot miss the exact value."""
     model = STRESS[name]
     tokens = inputs(model)
@@ -199,7 +200,7 @@ def test_interval_forward_meets_exact_logit_differences(name):
 @pytest.mark.parametrize("name", list(STRESS))
 def test_certified_inputs_are_correct(name):
     """Every input certified by the rigorous verdict is correct in exact arithmetic
-    (compact_proofs.exact) and by the float64 forward pass."""
+    (compact_proofs.soundness.exact) and by the float64 forward pass."""
     model = STRESS[name]
     tokens = inputs(model)
     certified = is_correct(model, tokens, rigorous=True)

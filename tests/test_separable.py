@@ -10,16 +10,16 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from compact_proofs.accuracy import all_sequences, exact_accuracy, is_correct
-from compact_proofs.circuits import path_matrices
 from compact_proofs.errors import UnsupportedModelError
-from compact_proofs.exact import CORRECT, exact_verdicts
-from compact_proofs.flops import count_flops
-from compact_proofs.model import ModelConfig
-from compact_proofs.modelfile import load_model
-from compact_proofs.proofs import STRATEGIES, get_strategy
+from compact_proofs.model.file_format import load_model
+from compact_proofs.model.transformer import ModelConfig
 from compact_proofs.proofs.cubic import Cubic
+from compact_proofs.proofs.exhaustive import all_sequences, exact_accuracy, is_correct
+from compact_proofs.proofs.flops import count_flops
+from compact_proofs.proofs.paths import path_matrices
+from compact_proofs.proofs.registry import STRATEGIES, get_strategy
 from compact_proofs.proofs.separable import Separable, SeparableLite
+from compact_proofs.soundness.exact import CORRECT, exact_verdicts
 
 from conftest import FIXTURES
 from models import adversarial_models, ideal_model, random_model, trained_model, underflow_model

@@ -3,7 +3,7 @@
 For hypothesis-drawn models from every adversarial family, strategies certify inputs in the
 default mode, in each rigorous arithmetic (balls, intervals) and in --fast float64, from
 searched and tampered certificates; every certified input must be correct in exact arithmetic
-(compact_proofs.exact), `verify`'s count must equal the certified set's size and not exceed
+(soundness.exact), `verify`'s count must equal the certified set's size and not exceed
 the exact number of correct inputs, and in fast mode the float64 forward verdict may reject a
 certified input only where exact arithmetic proves it correct.
 
@@ -28,12 +28,12 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from compact_proofs.arithmetic import Arithmetic
-from compact_proofs.model import AttnOnlyTransformer, ModelConfig
-from compact_proofs.modelfile import load_model
-from compact_proofs.proofs import STRATEGIES, get_strategy
+from compact_proofs.model.file_format import load_model
+from compact_proofs.model.transformer import AttnOnlyTransformer, ModelConfig
 from compact_proofs.proofs.base import Strategy, Verdict
+from compact_proofs.proofs.registry import STRATEGIES, get_strategy
 from compact_proofs.proofs.subcubic.strategy import SubcubicStrategy
+from compact_proofs.soundness.arithmetic import Arithmetic
 
 from models import ideal_model
 

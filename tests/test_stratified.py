@@ -8,13 +8,18 @@ import pytest
 import torch
 from scipy.stats import chisquare
 
-from compact_proofs.accuracy import all_sequences, exact_accuracy
-from compact_proofs.circuits import path_matrices
+from compact_proofs.analysis.estimate import estimate_accuracy
+from compact_proofs.analysis.stratified import (
+    _cell_weights,
+    _draw,
+    certify_cells,
+    stratified_estimate,
+)
 from compact_proofs.cli import main
-from compact_proofs.estimate import estimate_accuracy
-from compact_proofs.modelfile import save_model
+from compact_proofs.model.file_format import save_model
 from compact_proofs.proofs.cubic import Cubic, cubic_tables, proven_mask
-from compact_proofs.stratified import _cell_weights, _draw, certify_cells, stratified_estimate
+from compact_proofs.proofs.exhaustive import all_sequences, exact_accuracy
+from compact_proofs.proofs.paths import path_matrices
 
 from models import ideal_model, trained_model
 

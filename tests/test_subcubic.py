@@ -12,12 +12,16 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from compact_proofs.accuracy import all_sequences, exact_accuracy, is_correct
-from compact_proofs.certificates import decode_tensor, encode_tensor
 from compact_proofs.errors import CertificateError, UnsupportedModelError
-from compact_proofs.model import ModelConfig
-from compact_proofs.modelfile import load_model
-from compact_proofs.proofs import PAPER_STRATEGIES, STRATEGIES, get_strategy, resolve_strategies
+from compact_proofs.model.file_format import load_model
+from compact_proofs.model.transformer import ModelConfig
+from compact_proofs.proofs.exhaustive import all_sequences, exact_accuracy, is_correct
+from compact_proofs.proofs.registry import (
+    PAPER_STRATEGIES,
+    STRATEGIES,
+    get_strategy,
+    resolve_strategies,
+)
 from compact_proofs.proofs.runner import prove, verify_payload
 from compact_proofs.proofs.subcubic.bounds import (
     ORIGINAL,
@@ -35,6 +39,7 @@ from compact_proofs.proofs.subcubic.decompose import (
 from compact_proofs.proofs.subcubic.original import original_count
 from compact_proofs.proofs.subcubic.search import find_directions, find_min_gaps
 from compact_proofs.proofs.subcubic.strategy import SubcubicStrategy
+from compact_proofs.proofs.tensor_codec import decode_tensor, encode_tensor
 
 from conftest import FIXTURES
 from models import adversarial_models, ideal_model, random_model, trained_model

@@ -14,11 +14,11 @@ import pandas as pd
 import pytest
 
 from compact_proofs.errors import CompactProofsError
-from compact_proofs.model import ModelConfig
+from compact_proofs.model.training import TrainingRecipe
+from compact_proofs.model.transformer import ModelConfig
+from compact_proofs.pipeline.results import COLUMNS, done_seeds
+from compact_proofs.pipeline.sweep import SweepSpec, run_sweep
 from compact_proofs.proofs.subcubic.config import SubcubicConfig
-from compact_proofs.results import COLUMNS, done_seeds
-from compact_proofs.sweep import SweepSpec, run_sweep
-from compact_proofs.training import TrainingRecipe
 
 pytestmark = pytest.mark.slow
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from compact_proofs.accuracy import exact_accuracy
-from compact_proofs.model import ModelConfig
-from compact_proofs.seeds import train_stream_seed
-from compact_proofs.training import TrainingRecipe, provenance, sample_batch, train
+from compact_proofs.model.seeds import train_stream_seed
+from compact_proofs.model.training import TrainingRecipe, provenance, sample_batch, train
+from compact_proofs.model.transformer import ModelConfig
+from compact_proofs.proofs.exhaustive import exact_accuracy
 
 SMALL = ModelConfig(d_vocab=8, n_ctx=3, d_model=12, d_head=12)
 

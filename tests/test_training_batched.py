@@ -19,13 +19,18 @@ import math
 import pytest
 import torch
 
-from compact_proofs.accuracy import exact_accuracy
-from compact_proofs.batched_training import _draw_block, _SeedStack, train_many
-from compact_proofs.losses import max_of_k_loss
-from compact_proofs.model import WEIGHT_NAMES, AttnOnlyTransformer, ModelConfig, build_model
+from compact_proofs.model.batched_training import _draw_block, _SeedStack, train_many
+from compact_proofs.model.losses import max_of_k_loss
+from compact_proofs.model.seeds import model_seed, train_stream_seed
+from compact_proofs.model.training import TrainingRecipe, sample_batch, train
+from compact_proofs.model.transformer import (
+    WEIGHT_NAMES,
+    AttnOnlyTransformer,
+    ModelConfig,
+    build_model,
+)
 from compact_proofs.proofs.cubic import Cubic
-from compact_proofs.seeds import model_seed, train_stream_seed
-from compact_proofs.training import TrainingRecipe, sample_batch, train
+from compact_proofs.proofs.exhaustive import exact_accuracy
 
 SMALL = ModelConfig(d_vocab=8, n_ctx=3, d_model=12, d_head=12)
 MULTI_HEAD = ModelConfig(d_vocab=10, n_ctx=5, d_model=16, d_head=6, n_heads=3)

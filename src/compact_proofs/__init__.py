@@ -1,9 +1,49 @@
 """compact-proofs: computer-checked lower bounds on the accuracy of Max-of-K transformers.
 
 Reference implementation of "Compact Proofs of Model Performance via Mechanistic
-Interpretability" (Gross et al., NeurIPS 2024). Data flows one way:
+Interpretability" (Gross et al., NeurIPS 2024). The package is layered; imports run one way
+(docs/architecture.md):
 
-    model -> training -> accuracy / circuits -> proofs -> flops -> cli
+    cli -> pipeline -> analysis -> proofs -> soundness -> model
+
+`soundness.checker` is the independent certificate checker: it imports nothing of the rest.
+The names below are the public API, re-exported lazily so that `import compact_proofs` (and
+the command line's `--help`) does not import torch.
 """
 
-__version__ = "0.1.0"
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from compact_proofs._version import __version__
+
+_API: dict[str, str] = {
+    "AttnOnlyTransformer": "compact_proofs.model.transformer",
+    "ModelConfig": "compact_proofs.model.transformer",
+    "ModelFile": "compact_proofs.model.file_format",
+    "load_model": "compact_proofs.model.file_format",
+    "save_model": "compact_proofs.model.file_format",
+    "TrainingRecipe": "compact_proofs.model.training",
+    "train": "compact_proofs.model.training",
+    "exact_accuracy": "compact_proofs.proofs.exhaustive",
+    "STRATEGIES": "compact_proofs.proofs.registry",
+    "get_strategy": "compact_proofs.proofs.registry",
+    "resolve_strategies": "compact_proofs.proofs.registry",
+    "prove": "compact_proofs.proofs.runner",
+    "verify_certificates": "compact_proofs.proofs.runner",
+    "check_certificates": "compact_proofs.soundness.checker",
+}
+
+__all__ = ["__version__", *_API]
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name's module on first use (PEP 562)."""
+    if name not in _API:
+        raise AttributeError(f"module 'compact_proofs' has no attribute {name!r}")
+    return getattr(importlib.import_module(_API[name]), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -27,23 +27,28 @@ from typing import Any, NoReturn
 import torch
 from tqdm.auto import tqdm
 
-from compact_proofs import __version__, noise
-from compact_proofs.accuracy import exact_accuracy
-from compact_proofs.certificates import CertificateFile, load_certificates, save_certificates
-from compact_proofs.checker import check_certificates
-from compact_proofs.circuits import require_single_head
+from compact_proofs._version import __version__
+from compact_proofs.analysis import noise
+from compact_proofs.analysis.estimate import estimate_accuracy
+from compact_proofs.analysis.loss_breakdown import (
+    DEFAULT_STRATEGY,
+    breakdown_markdown,
+    loss_breakdown,
+)
+from compact_proofs.analysis.stratified import stratified_estimate
 from compact_proofs.errors import CompactProofsError, UnsupportedModelError
-from compact_proofs.estimate import estimate_accuracy
-from compact_proofs.flops import log2
-from compact_proofs.loss import DEFAULT_STRATEGY, breakdown_markdown, loss_breakdown
-from compact_proofs.model import ModelConfig
-from compact_proofs.modelfile import ModelFile, load_model, save_model, weights_digest
-from compact_proofs.proofs import STRATEGIES, resolve_strategies
+from compact_proofs.model.file_format import ModelFile, load_model, save_model, weights_digest
+from compact_proofs.model.seeds import SELECTED_SEED, parse_seeds
+from compact_proofs.model.training import TrainingRecipe, provenance, train
+from compact_proofs.model.transformer import ModelConfig
+from compact_proofs.pipeline.sweep import SweepSpec, SweepSummary, run_sweep
+from compact_proofs.proofs.certificates import CertificateFile, load_certificates, save_certificates
+from compact_proofs.proofs.exhaustive import exact_accuracy
+from compact_proofs.proofs.flops import log2
+from compact_proofs.proofs.paths import require_single_head
+from compact_proofs.proofs.registry import STRATEGIES, resolve_strategies
 from compact_proofs.proofs.runner import ProofResult, prove, verify_certificates
-from compact_proofs.seeds import SELECTED_SEED, parse_seeds
-from compact_proofs.stratified import stratified_estimate
-from compact_proofs.sweep import SweepSpec, SweepSummary, run_sweep
-from compact_proofs.training import TrainingRecipe, provenance, train
+from compact_proofs.soundness.checker import check_certificates
 
 BUNDLED_MODEL = f"max-of-4-seed-{SELECTED_SEED}.safetensors"
 EXACT_ACCURACY_LIMIT = 2**25  # train records exact accuracy when there are at most this many inputs
@@ -433,7 +438,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from compact_proofs.report import build_report  # matplotlib is slow to import
+    from compact_proofs.pipeline.report import build_report  # matplotlib is slow to import
 
     report = build_report(
         Path(args.results),
@@ -450,7 +455,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from compact_proofs.report import build_report
+    from compact_proofs.pipeline.report import build_report
 
     out = Path(args.out)
     start = time.perf_counter()
@@ -491,7 +496,7 @@ def cmd_loss(args: argparse.Namespace) -> int:
         return 0
     print(f"model: {name}")
     print(breakdown_markdown(result, steps=True))
-    print(f"({result.seconds:.1f} s; causes credited in the order of compact_proofs.loss)")
+    print(f"({result.seconds:.1f} s; causes credited in the order of analysis.loss_breakdown)")
     return 0
 
 

@@ -12,7 +12,7 @@ A strategy is a pair of functions:
   (over all inputs its sum is `correct_count`); used by soundness tests.
 
 Subclasses implement the proof once, for any arithmetic (`verify_in`, `proven_in`;
-compact_proofs.arithmetic). Rigorous verification runs it in ball arithmetic (float64 values
+soundness.arithmetic). Rigorous verification runs it in ball arithmetic (float64 values
 with one certified error radius per tensor) and, only if some decision was left undecided by
 those radii, again in interval arithmetic, keeping whichever certifies more. Both are proofs;
 the choice only affects how tight the rounding accounting is. The proof length (FLOPs) is that
@@ -22,7 +22,7 @@ Soundness contract of every `verify`: every input it counts is classified correc
 model (last-position logit of the max token strictly above all others). Hence
 `correct_count / total` is a lower bound on the model's accuracy, whatever the payload says.
 
-The proof's length is the FLOP count of `verify` (see `compact_proofs.flops`).
+The proof's length is the FLOP count of `verify` (see `compact_proofs.proofs.flops`).
 """
 
 from __future__ import annotations
@@ -34,9 +34,9 @@ from typing import Any
 
 from torch import Tensor
 
-from compact_proofs.arithmetic import Arithmetic
-from compact_proofs.flops import count_flops
-from compact_proofs.model import AttnOnlyTransformer, ModelConfig
+from compact_proofs.model.transformer import AttnOnlyTransformer, ModelConfig
+from compact_proofs.proofs.flops import count_flops
+from compact_proofs.soundness.arithmetic import Arithmetic
 
 
 @dataclass

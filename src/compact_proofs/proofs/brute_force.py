@@ -4,7 +4,7 @@ The proof treats the model as a black box and runs it on all v^k inputs. Its len
 count of that black-box computation: the full forward pass (all positions, as a
 TransformerLens model computes it), the ground-truth max, the loss and the accuracy check, on
 batches of 4096 sequences, measured by instrumenting one batch and multiplying by the number
-of batches (SPEC §7.1). The *result* is computed by `compact_proofs.accuracy.exact_accuracy`,
+of batches (SPEC §7.1). The *result* is computed by `proofs.exhaustive.exact_accuracy`,
 which reaches the same verdict for every input far faster by exploiting the path decomposition.
 
 In the rigorous arithmetics (the default), `verify` counts and `proven` certifies only inputs
@@ -23,13 +23,18 @@ from typing import Any
 
 import torch
 
-from compact_proofs.accuracy import all_sequences, exact_accuracy, is_correct, path_verdicts
-from compact_proofs.arithmetic import Arithmetic
-from compact_proofs.circuits import path_matrices
-from compact_proofs.flops import count_flops
-from compact_proofs.losses import max_of_k_loss
-from compact_proofs.model import AttnOnlyTransformer, ModelConfig
+from compact_proofs.model.losses import max_of_k_loss
+from compact_proofs.model.transformer import AttnOnlyTransformer, ModelConfig
 from compact_proofs.proofs.base import Strategy, Verdict
+from compact_proofs.proofs.exhaustive import (
+    all_sequences,
+    exact_accuracy,
+    is_correct,
+    path_verdicts,
+)
+from compact_proofs.proofs.flops import count_flops
+from compact_proofs.proofs.paths import path_matrices
+from compact_proofs.soundness.arithmetic import Arithmetic
 
 BATCH = 4096
 

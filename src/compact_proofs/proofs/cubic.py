@@ -38,7 +38,7 @@ Soundness (why checking pure sequences with two orderings suffices):
 Counting: correct = #{valid (q, m): B0 < 0} + sum_{valid (q,m,c), c>=1} C(k-1, c) N^c with
 N = #{t < m: B[q, m, t, c] < 0}. The cells partition all v^k inputs (SPEC §12.4).
 
-Arithmetic (compact_proofs.arithmetic): the same formulas run on balls (float64 with one
+Arithmetic (compact_proofs.soundness.arithmetic): the same formulas run on balls (float64 with one
 certified radius per tensor) or intervals that enclose their exact real values, a cell
 counting only if its whole enclosure lies below 0 (docs/soundness.md); or, with --fast, in
 plain float64 with strict `< 0` tests. Orderings under uncertainty: step 3 needs only the
@@ -55,13 +55,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from compact_proofs import interval as iv
-from compact_proofs.arithmetic import Arithmetic
-from compact_proofs.circuits import PathMatrices, path_matrices
-from compact_proofs.flops import charge, uncounted
-from compact_proofs.interval import Num
-from compact_proofs.model import AttnOnlyTransformer, ModelConfig
+from compact_proofs.model.transformer import AttnOnlyTransformer, ModelConfig
 from compact_proofs.proofs.base import Strategy, Verdict
+from compact_proofs.proofs.flops import charge, uncounted
+from compact_proofs.proofs.paths import PathMatrices, path_matrices
+from compact_proofs.soundness import interval as iv
+from compact_proofs.soundness.arithmetic import Arithmetic
+from compact_proofs.soundness.interval import Num
 
 NEG_INF = float("-inf")
 CHUNK_ELEMENTS = 2**23  # cells (ordering x q x m x t) per chunk: ~64 MB per float64 table

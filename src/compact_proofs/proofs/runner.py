@@ -6,12 +6,12 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from compact_proofs.certificates import Certificate, CertificateFile
 from compact_proofs.errors import CertificateError
-from compact_proofs.flops import warm_up
-from compact_proofs.model import AttnOnlyTransformer
-from compact_proofs.modelfile import weights_digest
-from compact_proofs.proofs import Strategy, get_strategy
+from compact_proofs.model.file_format import weights_digest
+from compact_proofs.model.transformer import AttnOnlyTransformer
+from compact_proofs.proofs.certificates import Certificate, CertificateFile
+from compact_proofs.proofs.flops import warm_up
+from compact_proofs.proofs.registry import Strategy, get_strategy
 
 
 @dataclass(frozen=True)

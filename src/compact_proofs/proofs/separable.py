@@ -33,7 +33,7 @@ non-max tokens are judged one by one instead of by their worst pure sequence.
     every assignment from G = {x < m : h(x) < T / W_S} is proven: |G|^c inputs (exact for
     c <= 1). One sort per row and one binary search per cell.
 
-Arithmetic (compact_proofs.arithmetic). In the rigorous arithmetics (balls, or intervals when
+Arithmetic (soundness.arithmetic). In the rigorous arithmetics (balls, or intervals when
 balls leave a decision undecided) the same formulas enclose their exact real values: T is
 taken at its lower end, terms at their upper ends, and differences/quotients of thresholds
 are rounded down, so every accepted comparison holds for the exact real values. Every weight
@@ -63,17 +63,17 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from compact_proofs import interval as iv
-from compact_proofs.arithmetic import Arithmetic
-from compact_proofs.ball import Ball
-from compact_proofs.circuits import PathMatrices, path_matrices
 from compact_proofs.errors import UnsupportedModelError
-from compact_proofs.flops import charge, uncounted
-from compact_proofs.interval import Num, round_down
-from compact_proofs.model import AttnOnlyTransformer, ModelConfig
+from compact_proofs.model.transformer import AttnOnlyTransformer, ModelConfig
 from compact_proofs.proofs.base import Strategy, Verdict
-from compact_proofs.rounding import U as UNIT
-from compact_proofs.rounding import up as _up
+from compact_proofs.proofs.flops import charge, uncounted
+from compact_proofs.proofs.paths import PathMatrices, path_matrices
+from compact_proofs.soundness import interval as iv
+from compact_proofs.soundness.arithmetic import Arithmetic
+from compact_proofs.soundness.ball import Ball
+from compact_proofs.soundness.interval import Num, round_down
+from compact_proofs.soundness.rounding import U as UNIT
+from compact_proofs.soundness.rounding import up as _up
 
 NEG_INF, INF = float("-inf"), float("inf")
 MAX_N_CTX = 10

@@ -14,7 +14,7 @@ Soundness departures from the original (docs/method.md):
   evaluated at both attention extremes A_lo, A_hi and the larger value is used.
 * counting (SPEC §11.3): a gap g leaves m - g + 1 token values 0..m-g, not m - g.
 
-Rigorous mode: the same code runs on `Interval`s (compact_proofs.interval), enclosing the exact
+Rigorous mode: the same code runs on `Interval`s (soundness.interval), enclosing the exact
 real value of every bound; choices that any outcome keeps sound (which attention extreme feeds
 the mean a_bar, a_bar itself) are made on midpoints, and a cell counts only if its interval
 lies below 0 (docs/soundness.md).
@@ -28,10 +28,10 @@ from math import comb
 import torch
 from torch import Tensor
 
-from compact_proofs import interval as iv
-from compact_proofs.flops import charge, uncounted
-from compact_proofs.interval import Interval, Num
+from compact_proofs.proofs.flops import charge, uncounted
 from compact_proofs.proofs.subcubic.decompose import QKDecomposition, Weights64, rowrange
+from compact_proofs.soundness import interval as iv
+from compact_proofs.soundness.interval import Interval, Num
 
 INF = float("inf")
 NEG_INF = float("-inf")

@@ -24,7 +24,7 @@ to EQKE_hat and Err = E_rr Q_r K_r^T Ebar_rr^T exactly, for any directions.
 Route C (exact_EQKE+max_diff_exact): EQKE_hat = EQKE_bar, err_bound = 0.
 
 Every function here is written with operations that also accept `Interval`s
-(compact_proofs.interval): with `weights64(model, rigorous=True)` the same code encloses the
+(soundness.interval): with `weights64(model, rigorous=True)` the same code encloses the
 exact real values of EQKE_hat, pos_err and err_bound (docs/soundness.md).
 """
 
@@ -36,16 +36,16 @@ from dataclasses import dataclass, fields
 import torch
 from torch import Tensor
 
-from compact_proofs import interval as iv
-from compact_proofs.arithmetic import Arithmetic, exact, sqrt_of
-from compact_proofs.ball import Ball
-from compact_proofs.circuits import require_single_head
 from compact_proofs.errors import UnsupportedModelError
-from compact_proofs.interval import Interval, Num
-from compact_proofs.model import AttnOnlyTransformer
-from compact_proofs.modelfile import TL_NAMES
-from compact_proofs.rounding import LIBM_REL, SUBNORMAL_ULP, TINY, UP, U, gamma
-from compact_proofs.rounding import up as _up
+from compact_proofs.model.file_format import TL_NAMES
+from compact_proofs.model.transformer import AttnOnlyTransformer
+from compact_proofs.proofs.paths import require_single_head
+from compact_proofs.soundness import interval as iv
+from compact_proofs.soundness.arithmetic import Arithmetic, exact, sqrt_of
+from compact_proofs.soundness.ball import Ball
+from compact_proofs.soundness.interval import Interval, Num
+from compact_proofs.soundness.rounding import LIBM_REL, SUBNORMAL_ULP, TINY, UP, U, gamma
+from compact_proofs.soundness.rounding import up as _up
 
 SIGMA_SQUARINGS = 8  # certified sigma_1 bound overestimates by at most d^(1 / 2^(9))
 SQRT2_UP = 1.4142135623730951  # the float nearest sqrt(2) is above it: an upper bound

@@ -8,7 +8,7 @@ sound ones.
 
 from __future__ import annotations
 
-from compact_proofs.model import AttnOnlyTransformer
+from compact_proofs.model.transformer import AttnOnlyTransformer
 from compact_proofs.proofs.subcubic.bounds import ORIGINAL, count_correct, subcubic_bounds
 from compact_proofs.proofs.subcubic.config import SubcubicConfig
 from compact_proofs.proofs.subcubic.decompose import decompose_eqke, weights64

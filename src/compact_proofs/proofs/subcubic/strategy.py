@@ -20,12 +20,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from compact_proofs import interval as iv
-from compact_proofs.arithmetic import Arithmetic
-from compact_proofs.certificates import decode_tensor, encode_tensor
 from compact_proofs.errors import CertificateError
-from compact_proofs.interval import Num
-from compact_proofs.model import AttnOnlyTransformer, ModelConfig
+from compact_proofs.model.transformer import AttnOnlyTransformer, ModelConfig
 from compact_proofs.proofs.base import Strategy, Verdict
 from compact_proofs.proofs.subcubic.bounds import (
     SOUND,
@@ -43,6 +39,10 @@ from compact_proofs.proofs.subcubic.decompose import (
     weights64,
 )
 from compact_proofs.proofs.subcubic.search import find_directions, find_min_gaps
+from compact_proofs.proofs.tensor_codec import decode_tensor, encode_tensor
+from compact_proofs.soundness import interval as iv
+from compact_proofs.soundness.arithmetic import Arithmetic
+from compact_proofs.soundness.interval import Num
 
 DIRECTION_NAMES = tuple(f.name for f in fields(Directions))
 

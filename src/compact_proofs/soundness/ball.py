@@ -25,7 +25,7 @@ are measured on `mid` itself, so nothing about the values is assumed.
 
 One radius for a whole tensor is coarse where entries differ by many orders of magnitude, but
 it costs almost nothing: a decision whose margin is not clear of the radius is reported as
-undecided, and strategies then re-verify with per-entry intervals (compact_proofs.interval).
+undecided, and strategies then re-verify with per-entry intervals (soundness.interval).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from compact_proofs.rounding import (
+from compact_proofs.soundness.rounding import (
     LIBM_REL,
     SUBNORMAL_ULP,
     TINY,
@@ -46,7 +46,7 @@ from compact_proofs.rounding import (
     round_down,
     round_up,
 )
-from compact_proofs.rounding import up as _up
+from compact_proofs.soundness.rounding import up as _up
 
 INF = float("inf")
 MAG_LIMIT = 2.0**1000  # magnitudes at or above this could overflow: no information

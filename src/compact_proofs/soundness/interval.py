@@ -37,9 +37,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from compact_proofs import ball
-from compact_proofs.ball import Ball
-from compact_proofs.rounding import (
+from compact_proofs.soundness import ball
+from compact_proofs.soundness.ball import Ball
+from compact_proofs.soundness.rounding import (
     INF,
     LIBM_REL,
     SUBNORMAL_ULP,
@@ -288,7 +288,7 @@ def enclose_sqrt(n: int) -> Interval:
 #
 # A proof formula written with these functions and the operators runs unchanged in three
 # arithmetics: plain float64 tensors (what torch does), `Interval`s (outward rounding per
-# entry) and `Ball`s (compact_proofs.ball: float64 values with one radius per tensor).
+# entry) and `Ball`s (compact_proofs.soundness.ball: float64 values with one radius per tensor).
 # Operands of one call are all of one kind, or plain tensors / numbers (exact points).
 
 

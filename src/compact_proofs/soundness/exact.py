@@ -58,7 +58,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from compact_proofs.model import AttnOnlyTransformer
+from compact_proofs.model.transformer import AttnOnlyTransformer
 
 CORRECT = 1
 WRONG = 0

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from compact_proofs.model import AttnOnlyTransformer
+from compact_proofs.model.transformer import AttnOnlyTransformer
 from compact_proofs.proofs.subcubic.bounds import SOUND, count_correct, subcubic_bounds
 from compact_proofs.proofs.subcubic.config import SubcubicConfig
 from compact_proofs.proofs.subcubic.decompose import (

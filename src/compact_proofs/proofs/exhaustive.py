@@ -24,7 +24,7 @@ are evaluated in full (O(v)). Cost O(v^k) + O(v * #inconclusive) per model.
 Rigorous mode (`rigorous=True`; docs/soundness.md, "Brute force (exact accuracy)"). The count
 is then *proven*: every input counted has, in exact real arithmetic on the float32 weights,
 margin l_m - max_{j!=m} l_j > REL_TOL * max_j |l_j| >= 0, so it is classified correctly.
-Per-input verdicts come from an interval forward pass (`compact_proofs.rigorous_forward`),
+Per-input verdicts come from an interval forward pass (`compact_proofs.soundness.rigorous_forward`),
 certified iff it proves that inequality. `exact_accuracy` keeps the fast evaluator, run on
 the midpoints of the interval path matrices (circuits.path_matrices(model, INTERVAL)), and
 makes its "sure" decisions rigorous by an a-priori error bound checked at run time:
@@ -71,14 +71,14 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from compact_proofs import interval as iv
-from compact_proofs.arithmetic import Arithmetic
-from compact_proofs.circuits import PathMatrices, path_matrices
 from compact_proofs.errors import UnsupportedModelError
-from compact_proofs.interval import SUBNORMAL_ULP as SUBNORMAL
-from compact_proofs.interval import Interval, Num, U, gamma
-from compact_proofs.model import AttnOnlyTransformer
-from compact_proofs.rigorous_forward import IntervalForward
+from compact_proofs.model.transformer import AttnOnlyTransformer
+from compact_proofs.proofs.paths import PathMatrices, path_matrices
+from compact_proofs.soundness import interval as iv
+from compact_proofs.soundness.arithmetic import Arithmetic
+from compact_proofs.soundness.interval import SUBNORMAL_ULP as SUBNORMAL
+from compact_proofs.soundness.interval import Interval, Num, U, gamma
+from compact_proofs.soundness.rigorous_forward import IntervalForward
 
 REL_TOL = 1e-9  # margins within REL_TOL * (logit scale) are treated as ties (wrong)
 MIN_WEIGHT = 1e-250  # attention weights summing below this are rechecked by the forward pass
@@ -166,7 +166,7 @@ def is_correct(model: AttnOnlyTransformer, tokens: Tensor, rigorous: bool = Fals
 
 class RigorousVerdicts:
     """Per-input rigorous verdicts (certified, undecided) bool [n], in batches of at most
-    BATCH_INPUTS. Single-head models: first the path formula (compact_proofs.circuits) in
+    BATCH_INPUTS. Single-head models: first the path formula (compact_proofs.proofs.paths) in
     ball arithmetic, l = EUPU[q] + sum_p a_p (EVOU[x_p] + PVOU[p]) with a the softmax of
     (EQKE[q, x_p] + EQKP[q, p]) / sqrt(d_head): an input is certified if the ball proves
     margin > REL_TOL max_j |l_j| and refuted if it proves margin < -REL_TOL max_j |l_j|;
@@ -201,7 +201,7 @@ class RigorousVerdicts:
 
 
 def path_logits(paths: PathMatrices, tokens: Tensor) -> Num:
-    """Last-position logits [n, v] of `tokens` by the path formula (compact_proofs.circuits),
+    """Last-position logits [n, v] of `tokens` by the path formula (compact_proofs.proofs.paths),
     in the arithmetic of `paths` (plain float64 or balls): O(k v) per input."""
     q, k = tokens[:, -1], tokens.shape[1]
     scores = (paths.EQKE[q[:, None], tokens] + paths.EQKP[q][:, :k]) / paths.attn_scale

@@ -365,7 +365,7 @@ def op_cost(func: Any, args: tuple, kwargs: dict, out: Any) -> int:
     rule = _RULES.get(func.overloadpacket)
     if rule is None:
         raise FlopCountError(
-            f"no FLOP cost rule for operator {func}; add one to compact_proofs.flops"
+            f"no FLOP cost rule for operator {func}; add one to compact_proofs.proofs.flops"
         )
     return int(rule(args, kwargs or {}, out))
 

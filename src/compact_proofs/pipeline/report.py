@@ -1,7 +1,7 @@
 """The report of a sweep: the paper's Table 1, its figures and a browsable index.html.
 
 `build_report(results_dir, out_dir)` reads `results_dir/results.csv` (the results store of
-`compact_proofs.results`: one row per (seed, strategy)) and writes into `out_dir`:
+`compact_proofs.pipeline.results`: one row per (seed, strategy)) and writes into `out_dir`:
 
 * `table1.md`, `table1.tex`, `table1.csv` — Table 1 (SPEC §6.11, `table1` below);
 * `bound_vs_flops_all.*`, `bound_vs_flops_frontier.*` — normalised bound against proof length
@@ -41,14 +41,16 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from tqdm.auto import tqdm
 
-from compact_proofs import loss, noise
+from compact_proofs.analysis import loss_breakdown as loss
+from compact_proofs.analysis import noise
+from compact_proofs.analysis.noise import NoiseResult
 from compact_proofs.errors import CompactProofsError
-from compact_proofs.modelfile import atomic_write, load_model
-from compact_proofs.noise import NoiseResult
-from compact_proofs.proofs import NEW_STRATEGIES
+from compact_proofs.model.file_format import atomic_write, load_model
+from compact_proofs.model.seeds import SELECTED_SEED
+from compact_proofs.pipeline.sweep import ROWS
+from compact_proofs.proofs.paths import path_matrices
+from compact_proofs.proofs.registry import NEW_STRATEGIES
 from compact_proofs.proofs.subcubic.config import TABLE1_ROW
-from compact_proofs.seeds import SELECTED_SEED
-from compact_proofs.sweep import ROWS
 
 # -- Table 1 definition ---------------------------------------------------------------------
 
@@ -704,7 +706,7 @@ def plot_bound_vs_sigma_ratio(points: pd.DataFrame) -> tuple[Figure, list[dict[s
 
 
 def plot_noise(results: Sequence[NoiseResult], seed: int) -> Figure:
-    """The structureless-noise experiment (compact_proofs.noise) for one model: per route-A
+    """The structureless-noise experiment (compact_proofs.analysis.noise) for one model: per route-A
     error handling, the random residuals' values (grey dots) and the real one (red diamond),
     for the residual's error bound (left) and the certified normalised bound (right)."""
     fig = Figure(figsize=(11, 4.8), layout="constrained")
@@ -779,8 +781,6 @@ def plot_path_matrices(matrices: dict[str, np.ndarray], seed: int) -> Figure:
 def load_path_matrices(model_file: Path) -> tuple[dict[str, np.ndarray] | None, str | None]:
     """The path matrices of the model in `model_file` as float64 arrays, or (None, reason)
     when the file is missing or unreadable, or the model is not single-head."""
-    from compact_proofs.circuits import path_matrices
-
     if not model_file.is_file():
         return None, f"model file {model_file} not found"
     try:
@@ -1111,8 +1111,8 @@ def build_report(
                 SEED_FORMATS,
                 f"Where the bound is lost: {strategy}, seed {figure_seed}",
                 "Correctly classified inputs the proof does not certify, by cause (sequential "
-                "ablation ladder of compact_proofs.loss: each cause is credited with the inputs "
-                "that removing its relaxation, after the earlier ones, first certifies).",
+                "ablation ladder of analysis.loss_breakdown: each cause is credited with the "
+                "inputs that removing its relaxation, after the earlier ones, first certifies).",
             )
             sections.append(
                 (

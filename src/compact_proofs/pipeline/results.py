@@ -19,7 +19,7 @@ import io
 from pathlib import Path
 from typing import Any
 
-from compact_proofs.modelfile import atomic_write
+from compact_proofs.model.file_format import atomic_write
 
 COLUMNS: tuple[str, ...] = (
     "seed",  # top-level training seed

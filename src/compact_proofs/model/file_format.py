@@ -36,9 +36,9 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from compact_proofs import __version__
+from compact_proofs._version import __version__
 from compact_proofs.errors import CompactProofsError, ModelFileError, UnsupportedModelError
-from compact_proofs.model import AttnOnlyTransformer, ModelConfig
+from compact_proofs.model.transformer import AttnOnlyTransformer, ModelConfig
 
 FORMAT_VERSION = 1
 METADATA_KEY = "compact_proofs"

@@ -33,15 +33,15 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from compact_proofs.circuits import path_matrices
-from compact_proofs.estimate import (
+from compact_proofs.analysis.estimate import (
     AccuracyEstimate,
     check_sampling,
     clopper_pearson,
     count_correct_samples,
 )
-from compact_proofs.model import AttnOnlyTransformer
+from compact_proofs.model.transformer import AttnOnlyTransformer
 from compact_proofs.proofs.cubic import CHUNK_ELEMENTS, count_correct, cubic_tables
+from compact_proofs.proofs.paths import path_matrices
 
 BATCH = 2**14  # samples generated and judged together
 

@@ -24,23 +24,23 @@ import torch
 from joblib import Parallel, delayed, parallel_config
 from tqdm.auto import tqdm
 
-from compact_proofs.accuracy import MAX_INPUTS, exact_accuracy
-from compact_proofs.batched_training import train_many
 from compact_proofs.errors import CompactProofsError
-from compact_proofs.model import ModelConfig
-from compact_proofs.modelfile import atomic_write, load_model, save_model, weights_digest
-from compact_proofs.proofs import get_strategy
-from compact_proofs.proofs.runner import prove
-from compact_proofs.proofs.subcubic.config import table1_rows
-from compact_proofs.proofs.subcubic.strategy import SubcubicStrategy
-from compact_proofs.results import (
+from compact_proofs.model.batched_training import train_many
+from compact_proofs.model.file_format import atomic_write, load_model, save_model, weights_digest
+from compact_proofs.model.training import TrainingRecipe, provenance
+from compact_proofs.model.transformer import ModelConfig
+from compact_proofs.pipeline.results import (
     consolidate,
     done_seeds,
     model_path,
     rows_path,
     write_rows,
 )
-from compact_proofs.training import TrainingRecipe, provenance
+from compact_proofs.proofs.exhaustive import MAX_INPUTS, exact_accuracy
+from compact_proofs.proofs.registry import get_strategy
+from compact_proofs.proofs.runner import prove
+from compact_proofs.proofs.subcubic.config import table1_rows
+from compact_proofs.proofs.subcubic.strategy import SubcubicStrategy
 
 BACKENDS = ("local", "dask")
 # Table 1 rows of the strategies that are a row of their own (the paper's two baselines and

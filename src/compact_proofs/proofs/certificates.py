@@ -18,40 +18,34 @@ sound whatever they are. Every problem raises CertificateError with a one-line m
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
-import math
 import os
 import re
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-
-from compact_proofs import __version__
+from compact_proofs._version import __version__
 from compact_proofs.errors import CertificateError, UnknownStrategyError
-from compact_proofs.model import ModelConfig
-from compact_proofs.modelfile import (
+from compact_proofs.model.file_format import (
     atomic_write,
-    bounded_numel,
     config_size_problem,
     parse_json_bounded,
     short_repr,
 )
+from compact_proofs.model.transformer import ModelConfig
+from compact_proofs.proofs.registry import get_strategy
+from compact_proofs.proofs.tensor_codec import (
+    REGENERATE,
+    is_encoded_tensor,
+    tensor_spec,
+)
 
 FORMAT = "compact-proofs-certificate"
 FORMAT_VERSION = 1
-_DTYPES = {"uint8", "int16", "int32", "int64", "float32", "float64", "bool"}
 # Limits checked before anything is decoded (hostile files):
 MAX_CERTIFICATE_BYTES = 2**30  # all 102 strategies at d_vocab 512 take about 300 MB
 MAX_JSON_ITEMS = 2**20  # JSON values in the file (a real one has about 30 per strategy)
-MAX_TENSOR_NDIM = 8
-MAX_TENSOR_BYTES = 2**30  # one encoded tensor's decoded size
-_BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
-_REGENERATE = "regenerate it with `compact-proofs prove MODEL --certificate-out FILE`"
 _TOP_LEVEL = {"format", "format_version", "library_version", "model_sha256", "model_config",
               "certificates"}  # fmt: skip
 
@@ -71,82 +65,6 @@ class CertificateFile:
     model_sha256: str
     model_config: ModelConfig
     certificates: list[Certificate]
-
-
-# -- tensors -----------------------------------------------------------------------------------
-
-
-def encode_tensor(t: torch.Tensor) -> dict[str, Any]:
-    """JSON-safe encoding of a tensor (exact: raw little-endian bytes in base64)."""
-    a = t.detach().cpu().contiguous().numpy()
-    return {
-        "__tensor__": {
-            "dtype": str(a.dtype),
-            "shape": list(a.shape),
-            "base64": base64.b64encode(a.astype(a.dtype.newbyteorder("<")).tobytes()).decode(),
-        }
-    }
-
-
-def decode_tensor(obj: Any) -> torch.Tensor:
-    """Inverse of `encode_tensor`; raises CertificateError on malformed input.
-
-    The declared dtype and shape are checked, and the base64 text's length against them,
-    before anything is decoded; bool tensors must hold only bytes 0 and 1. Values are not
-    otherwise checked (NaN included): that is the caller's business.
-    """
-    dtype, shape, text = _tensor_spec(obj)
-    try:
-        raw = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        raise _bad_tensor("its base64 text is not valid base64") from None
-    nbytes = dtype.itemsize * math.prod(shape)  # bounded: _tensor_spec checked it
-    if len(raw) != nbytes:
-        raise _bad_tensor(f"its base64 text decodes to {len(raw)} bytes, not {nbytes}")
-    array = np.frombuffer(raw, dtype=dtype.newbyteorder("<")).astype(dtype).reshape(shape)
-    if dtype == np.bool_ and bool((np.frombuffer(raw, dtype=np.uint8) > 1).any()):
-        raise _bad_tensor("a bool tensor holds bytes other than 0 and 1")
-    return torch.from_numpy(array)
-
-
-def _is_encoded_tensor(obj: Any) -> bool:
-    """Whether `obj` claims to be an encoded tensor (a dict with the key `__tensor__`)."""
-    return isinstance(obj, dict) and "__tensor__" in obj
-
-
-def _bad_tensor(detail: str) -> CertificateError:
-    return CertificateError(f"certificate holds a malformed tensor ({detail}); {_REGENERATE}")
-
-
-def _tensor_spec(obj: Any) -> tuple[np.dtype, tuple[int, ...], str]:
-    """Validate an encoded tensor without decoding it: (dtype, shape, base64 text)."""
-    if not isinstance(obj, dict) or set(obj) != {"__tensor__"}:
-        raise _bad_tensor("expected an object with the single key '__tensor__'")
-    spec = obj["__tensor__"]
-    if not isinstance(spec, dict) or set(spec) != {"dtype", "shape", "base64"}:
-        raise _bad_tensor("'__tensor__' must hold exactly dtype, shape and base64")
-    dtype, shape, text = spec["dtype"], spec["shape"], spec["base64"]
-    if not isinstance(dtype, str) or dtype not in _DTYPES:
-        raise _bad_tensor(f"dtype must be one of {', '.join(sorted(_DTYPES))}")
-    if (
-        not isinstance(shape, list)
-        or len(shape) > MAX_TENSOR_NDIM
-        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape)
-    ):
-        raise _bad_tensor(f"shape must be a list of at most {MAX_TENSOR_NDIM} integers >= 0")
-    if not isinstance(text, str) or not _BASE64.fullmatch(text):
-        raise _bad_tensor("base64 must be a string of base64 characters")
-    np_dtype = np.dtype(dtype)
-    numel = bounded_numel(shape, MAX_TENSOR_BYTES // np_dtype.itemsize)
-    if numel is None:
-        raise _bad_tensor(f"declared shape exceeds the limit of {MAX_TENSOR_BYTES} bytes")
-    nbytes = numel * np_dtype.itemsize
-    if len(text) != 4 * ((nbytes + 2) // 3):
-        raise _bad_tensor(
-            f"shape {shape} of {dtype} needs {nbytes} bytes but the base64 text has "
-            f"{len(text)} characters"
-        )
-    return np_dtype, tuple(shape), text
 
 
 # -- files -------------------------------------------------------------------------------------
@@ -227,10 +145,10 @@ def _check_format(path: Path, doc: Any) -> None:
     if missing or unknown:
         problem = f"missing {', '.join(missing)}" if missing else f"unknown {short_repr(unknown)}"
         raise CertificateError(
-            f"{path}: certificate file is malformed (fields: {problem}); {_REGENERATE}"
+            f"{path}: certificate file is malformed (fields: {problem}); {REGENERATE}"
         )
     if not isinstance(doc["library_version"], str):
-        raise CertificateError(f"{path}: library_version must be a string; {_REGENERATE}")
+        raise CertificateError(f"{path}: library_version must be a string; {REGENERATE}")
 
 
 def _check_digest(path: Path, digest: Any) -> str:
@@ -265,16 +183,14 @@ def _check_config(path: Path, config: Any) -> ModelConfig:
 
 def _check_entries(path: Path, entries: Any) -> list[Certificate]:
     """`certificates`: a list of {"strategy": known id, "payload": object}."""
-    from compact_proofs.proofs import get_strategy  # the registry imports this module
-
     if not isinstance(entries, list):
-        raise CertificateError(f"{path}: 'certificates' must be a list; {_REGENERATE}")
+        raise CertificateError(f"{path}: 'certificates' must be a list; {REGENERATE}")
     out = []
     for i, entry in enumerate(entries):
         if not isinstance(entry, dict) or set(entry) != {"strategy", "payload"}:
             raise CertificateError(
                 f"{path}: certificate entry {i} must be an object with exactly strategy and "
-                f"payload; {_REGENERATE}"
+                f"payload; {REGENERATE}"
             )
         strategy, payload = entry["strategy"], entry["payload"]
         if not isinstance(strategy, str) or not isinstance(payload, dict):
@@ -299,9 +215,9 @@ def _check_tensors(path: Path, index: int, payload: dict[str, Any]) -> None:
     stack: list[Any] = [payload]
     while stack:
         node = stack.pop()
-        if _is_encoded_tensor(node):
+        if is_encoded_tensor(node):
             try:
-                _tensor_spec(node)
+                tensor_spec(node)
             except CertificateError as exc:
                 raise CertificateError(f"{path}: certificate entry {index}: {exc}") from None
         elif isinstance(node, dict):

@@ -5,7 +5,7 @@ Contract. `IntervalForward(model).logits(tokens)` returns an `Interval` [n, d_vo
 `AttnOnlyTransformer.forward` defines, evaluated in *exact real arithmetic* on the model's
 stored parameters (float32 -> float64 is exact, so the weights are exact points). Any number of
 heads and any biases. Soundness rests only on the inclusion isotonicity of the operations of
-`compact_proofs.interval` (its rounding model, incl. LIBM_REL for exp, is documented there).
+`soundness.interval` (its rounding model, incl. LIBM_REL for exp, is documented there).
 
 `certify(logits, m, rel_tol)` turns such an enclosure into verdicts: an input is *certified*
 iff the enclosure proves l_m - l_j > rel_tol * max_i |l_i| for every j != m (m the max token),
@@ -52,10 +52,17 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from compact_proofs import interval as iv
-from compact_proofs.interval import SUBNORMAL_ULP as SUBNORMAL
-from compact_proofs.interval import Interval, enclose_sqrt, gamma, matmul, round_down, round_up
-from compact_proofs.model import AttnOnlyTransformer
+from compact_proofs.model.transformer import AttnOnlyTransformer
+from compact_proofs.soundness import interval as iv
+from compact_proofs.soundness.interval import SUBNORMAL_ULP as SUBNORMAL
+from compact_proofs.soundness.interval import (
+    Interval,
+    enclose_sqrt,
+    gamma,
+    matmul,
+    round_down,
+    round_up,
+)
 
 INF = float("inf")
 EXP_CAP = 700.0  # exp(700) ~ 1e304: k such terms still sum to a finite float

@@ -5,7 +5,7 @@ the sampling, the true accuracy lies in [lower, upper].
 
 * `uniform`: n inputs drawn uniformly with replacement; the exact binomial (Clopper–Pearson)
   interval for the fraction classified correctly.
-* `stratified-cubic` (compact_proofs.stratified): inputs the cubic proof certifies are counted
+* `stratified-cubic` (analysis.stratified): inputs the cubic proof certifies are counted
   exactly and only the rest is sampled — a far narrower interval for the same n.
 
 Each sampled input is judged exactly as `accuracy.is_correct` does (float64 forward pass, ties
@@ -23,8 +23,8 @@ from scipy.stats import beta
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from compact_proofs.accuracy import is_correct
-from compact_proofs.model import AttnOnlyTransformer
+from compact_proofs.model.transformer import AttnOnlyTransformer
+from compact_proofs.proofs.exhaustive import is_correct
 
 BATCH = 2**15
 

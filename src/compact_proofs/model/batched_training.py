@@ -19,15 +19,15 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from compact_proofs.model import AttnOnlyTransformer, ModelConfig, build_model
-from compact_proofs.seeds import heldout_stream_seed, model_seed, train_stream_seed
-from compact_proofs.training import (
+from compact_proofs.model.seeds import heldout_stream_seed, model_seed, train_stream_seed
+from compact_proofs.model.training import (
     TrainingRecipe,
     TrainingStats,
     evaluate_stream,
     sample_batch,
     single_threaded,
 )
+from compact_proofs.model.transformer import AttnOnlyTransformer, ModelConfig, build_model
 
 DEFAULT_CHUNK = 64
 """Seeds trained in lockstep by `train_many` by default (~50 MB of memory at paper size)."""

@@ -8,7 +8,7 @@ reseed(seed, "model"), and the log1p-accurate log-softmax loss at the last posit
 Deterministic: training runs single-threaded on the CPU, so the same call gives bit-identical
 weights on every run and machine with the same torch build.
 
-`compact_proofs.batched_training.train_many` trains many seeds at once.
+`compact_proofs.model.batched_training.train_many` trains many seeds at once.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from compact_proofs.losses import max_of_k_loss
-from compact_proofs.model import AttnOnlyTransformer, ModelConfig, build_model
-from compact_proofs.seeds import heldout_stream_seed, model_seed, train_stream_seed
+from compact_proofs.model.losses import max_of_k_loss
+from compact_proofs.model.seeds import heldout_stream_seed, model_seed, train_stream_seed
+from compact_proofs.model.transformer import AttnOnlyTransformer, ModelConfig, build_model
 
 
 @dataclass(frozen=True)

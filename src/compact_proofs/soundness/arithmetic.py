@@ -4,9 +4,9 @@
 * `FAST`: plain float64 on the float32 weights. Exact up to rounding — *not a proof*: on
   models built for it (catastrophic cancellation, underflow) it certifies misclassified inputs.
   Opt-in only (`--fast`).
-* `BALL`: float64 values with one certified error radius per tensor (compact_proofs.ball). A
+* `BALL`: float64 values with one certified error radius per tensor (soundness.ball). A
   proof in exact real arithmetic about the float32 weights, at about float64 speed.
-* `INTERVAL`: outward-rounded intervals per entry (compact_proofs.interval). A proof too;
+* `INTERVAL`: outward-rounded intervals per entry (compact_proofs.soundness.interval). A proof too;
   tighter where entries differ by many orders of magnitude, and several times slower.
 
 The default (rigorous) verification runs BALL and re-runs INTERVAL only when some decision was
@@ -21,9 +21,9 @@ from enum import Enum
 import torch
 from torch import Tensor
 
-from compact_proofs.ball import Ball
-from compact_proofs.interval import Interval, Num, enclose_sqrt
-from compact_proofs.rounding import UP, U
+from compact_proofs.soundness.ball import Ball
+from compact_proofs.soundness.interval import Interval, Num, enclose_sqrt
+from compact_proofs.soundness.rounding import UP, U
 
 
 class Arithmetic(Enum):

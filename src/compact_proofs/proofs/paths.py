@@ -12,7 +12,7 @@ works on these matrices handles non-zero biases exactly.
 
 Only single-head models decompose this way; `path_matrices` rejects n_heads > 1.
 
-In a rigorous arithmetic (compact_proofs.arithmetic) every matrix is a `Ball` or `Interval`
+In a rigorous arithmetic (soundness.arithmetic) every matrix is a `Ball` or `Interval`
 enclosing its exact real value for the float32 weights, and `attn_scale` an enclosure of
 sqrt(d_head) (docs/soundness.md).
 """
@@ -21,11 +21,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from compact_proofs.arithmetic import Arithmetic, exact, sqrt_of
-from compact_proofs.ball import Ball
 from compact_proofs.errors import UnsupportedModelError
-from compact_proofs.interval import Interval, Num
-from compact_proofs.model import AttnOnlyTransformer
+from compact_proofs.model.transformer import AttnOnlyTransformer
+from compact_proofs.soundness.arithmetic import Arithmetic, exact, sqrt_of
+from compact_proofs.soundness.ball import Ball
+from compact_proofs.soundness.interval import Interval, Num
 
 
 @dataclass(frozen=True)

@@ -100,12 +100,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import torch
 from torch import Tensor
 
-from compact_proofs import interval as iv
-from compact_proofs.accuracy import REL_TOL, all_sequences, exact_accuracy
-from compact_proofs.circuits import PathMatrices, path_matrices
 from compact_proofs.errors import UnsupportedModelError
-from compact_proofs.model import AttnOnlyTransformer
-from compact_proofs.proofs import get_strategy
+from compact_proofs.model.transformer import AttnOnlyTransformer
 from compact_proofs.proofs.cubic import (
     Cubic,
     CubicTables,
@@ -114,6 +110,9 @@ from compact_proofs.proofs.cubic import (
     three_way_softmax,
 )
 from compact_proofs.proofs.cubic import proven_mask as cubic_proven_mask
+from compact_proofs.proofs.exhaustive import REL_TOL, all_sequences, exact_accuracy
+from compact_proofs.proofs.paths import PathMatrices, path_matrices
+from compact_proofs.proofs.registry import get_strategy
 from compact_proofs.proofs.subcubic.bounds import (
     CellIndex,
     cell_index,
@@ -130,6 +129,7 @@ from compact_proofs.proofs.subcubic.decompose import (
     weights64,
 )
 from compact_proofs.proofs.subcubic.strategy import SubcubicStrategy
+from compact_proofs.soundness import interval as iv
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

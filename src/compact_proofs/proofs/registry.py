@@ -1,0 +1,73 @@
+"""Proof strategies: one module per family, each a `Strategy` with `search` and `verify`.
+
+`STRATEGIES` maps each stable strategy id to its strategy: the paper's 102 (`PAPER_STRATEGIES`,
+in the paper's order), then the strategies new here (group "separable", not in the paper).
+"""
+
+from __future__ import annotations
+
+from compact_proofs.errors import UnknownStrategyError
+from compact_proofs.proofs.base import Strategy, Verdict
+from compact_proofs.proofs.brute_force import BruteForce
+from compact_proofs.proofs.cubic import Cubic
+from compact_proofs.proofs.separable import Separable, SeparableLite
+from compact_proofs.proofs.subcubic.config import ALL_CONFIGS
+from compact_proofs.proofs.subcubic.strategy import SubcubicStrategy
+
+# the paper's 102 strategies: brute force, cubic, and the 100 sub-cubic configurations
+PAPER_STRATEGIES: dict[str, Strategy] = {
+    s.id: s for s in (BruteForce(), Cubic(), *(SubcubicStrategy(c) for c in ALL_CONFIGS))
+}
+NEW_STRATEGIES: dict[str, Strategy] = {s.id: s for s in (SeparableLite(), Separable())}
+STRATEGIES: dict[str, Strategy] = {**PAPER_STRATEGIES, **NEW_STRATEGIES}
+# the sub-cubic LaTeX/CSV keys (e.g. EUPUMeanQueryMaxDiffAttnMeanQueryDiffAttnErrMaxDiff)
+ALIASES: dict[str, str] = {c.tricks: c.id for c in ALL_CONFIGS}
+
+
+def get_strategy(strategy_id: str) -> Strategy:
+    """The strategy with this id (raises UnknownStrategyError listing the valid ids)."""
+    try:
+        return STRATEGIES[ALIASES.get(strategy_id, strategy_id)]
+    except KeyError:
+        raise UnknownStrategyError(
+            f"unknown strategy {strategy_id!r}; run `compact-proofs strategies` to list the ids "
+            "(or use 'all')"
+        ) from None
+
+
+def resolve_strategies(spec: str) -> list[Strategy]:
+    """'all', 'paper' (the paper's 102), 'subcubic', 'group:NAME', one id, or a comma-separated
+    list of these ->
+    strategies, in registry order within a group, without duplicates."""
+    chosen: list[Strategy] = []
+    for part in (p.strip() for p in spec.split(",")):
+        if not part:
+            continue
+        if part == "all":
+            chosen.extend(STRATEGIES.values())
+        elif part == "paper":
+            chosen.extend(PAPER_STRATEGIES.values())
+        elif part == "subcubic":
+            chosen.extend(s for s in STRATEGIES.values() if isinstance(s, SubcubicStrategy))
+        elif part.startswith("group:"):
+            group = [s for s in STRATEGIES.values() if s.group == part.removeprefix("group:")]
+            if not group:
+                groups = sorted({s.group for s in STRATEGIES.values()})
+                raise UnknownStrategyError(f"unknown group {part!r}; groups: {', '.join(groups)}")
+            chosen.extend(group)
+        else:
+            chosen.append(get_strategy(part))
+    if not chosen:
+        raise UnknownStrategyError("no strategy given; pass an id, 'subcubic' or 'all'")
+    return list({s.id: s for s in chosen}.values())
+
+
+__all__ = [
+    "NEW_STRATEGIES",
+    "PAPER_STRATEGIES",
+    "STRATEGIES",
+    "Strategy",
+    "Verdict",
+    "get_strategy",
+    "resolve_strategies",
+]
