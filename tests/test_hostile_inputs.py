@@ -51,6 +51,8 @@ from compact_proofs.proofs.registry import get_strategy
 from compact_proofs.proofs.runner import prove, verify_certificates
 from compact_proofs.proofs.subcubic.config import SubcubicConfig
 from compact_proofs.proofs.tensor_codec import decode_tensor, encode_tensor
+from compact_proofs.soundness import checker
+from compact_proofs.soundness.checker.errors import CheckerError
 
 CFG = ModelConfig(d_vocab=8, n_ctx=3, d_model=4, d_head=4, n_heads=1)
 SUBCUBIC = SubcubicConfig().id
@@ -898,13 +900,11 @@ CHECKER_MAY_IGNORE = {
 
 
 def test_checker_refuses_hostile_models(hostile_models):
-    from compact_proofs.soundness.checker import load_model_file
-
     accepted = []
     for name, (path, _, _) in hostile_models.items():
         try:
-            load_model_file(path)
-        except CompactProofsError as exc:
+            checker.load_model_file(path)
+        except CheckerError as exc:
             assert_one_line(exc)
         else:
             accepted.append(name)
@@ -912,13 +912,11 @@ def test_checker_refuses_hostile_models(hostile_models):
 
 
 def test_checker_refuses_hostile_certificates(hostile_certificates):
-    from compact_proofs.soundness.checker import load_certificate_file
-
     accepted = []
     for name, (path, _) in hostile_certificates.items():
         try:
-            load_certificate_file(path)
-        except CompactProofsError as exc:
+            checker.load_certificate_file(path)
+        except CheckerError as exc:
             assert_one_line(exc)
         else:
             accepted.append(name)
@@ -938,11 +936,9 @@ def _verify_refuses(model, path: Path) -> bool:
 
 
 def _check_refuses(model_path: Path, path: Path) -> bool:
-    from compact_proofs.soundness.checker import check_certificates
-
     try:
-        check_certificates(model_path, path)
-    except CompactProofsError as exc:
+        checker.check_certificates(model_path, path)
+    except CheckerError as exc:
         assert_one_line(exc)
         return True
     return False

@@ -49,6 +49,7 @@ from compact_proofs.proofs.paths import require_single_head
 from compact_proofs.proofs.registry import STRATEGIES, resolve_strategies
 from compact_proofs.proofs.runner import ProofResult, prove, verify_certificates
 from compact_proofs.soundness.checker import check_certificates
+from compact_proofs.soundness.checker.errors import CheckerError
 
 BUNDLED_MODEL = f"max-of-4-seed-{SELECTED_SEED}.safetensors"
 EXACT_ACCURACY_LIMIT = 2**25  # train records exact accuracy when there are at most this many inputs
@@ -713,7 +714,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `compact-proofs strategies | head`: not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no flush error at exit
         return 0
-    except (CompactProofsError, OSError) as exc:  # OSError: unreadable paths, name too long
+    except (CompactProofsError, CheckerError, OSError) as exc:  # OSError: unreadable paths
         message = " ".join(str(exc).splitlines())  # one line, even if a path holds a newline
         print(f"error: {message}", file=sys.stderr)
         return 1

@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 from safetensors import safe_open
 
-from compact_proofs.errors import (
+from compact_proofs.soundness.checker.errors import (
     CertificateError,
     ModelFileError,
     UnknownStrategyError,
