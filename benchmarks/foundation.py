@@ -24,8 +24,7 @@ from collections.abc import Callable
 
 import torch
 
-from compact_proofs.cli import bundled_model_path
-from compact_proofs.model.file_format import load_model
+from compact_proofs.model.file_format import bundled_model_path, load_model
 from compact_proofs.model.training import train
 from compact_proofs.model.transformer import ModelConfig
 from compact_proofs.proofs.cubic import Cubic

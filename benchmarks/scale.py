@@ -18,8 +18,7 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from compact_proofs.cli import bundled_model_path
-from compact_proofs.model.file_format import load_model
+from compact_proofs.model.file_format import bundled_model_path, load_model
 from compact_proofs.model.transformer import ModelConfig, build_model
 from compact_proofs.proofs.exhaustive import exact_accuracy
 from compact_proofs.proofs.registry import get_strategy

@@ -64,9 +64,9 @@ from compact_proofs.errors import CertificateError, UnsupportedModelError  # noq
 from compact_proofs.model.file_format import save_model  # noqa: E402
 from compact_proofs.model.training import TrainingRecipe, train  # noqa: E402
 from compact_proofs.model.transformer import AttnOnlyTransformer, ModelConfig  # noqa: E402
-from compact_proofs.proofs.tensor_codec import decode_tensor, encode_tensor  # noqa: E402
 from compact_proofs.proofs.exhaustive import all_sequences, forward_margin, is_correct  # noqa: E402
 from compact_proofs.proofs.registry import STRATEGIES, Strategy  # noqa: E402
+from compact_proofs.proofs.tensor_codec import decode_tensor, encode_tensor  # noqa: E402
 from compact_proofs.soundness.arithmetic import Arithmetic  # noqa: E402
 from compact_proofs.soundness.exact import CORRECT, UNDECIDED, WRONG, ExactReference  # noqa: E402
 

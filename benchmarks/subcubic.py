@@ -26,8 +26,7 @@ from pathlib import Path
 
 import torch
 
-from compact_proofs.cli import bundled_model_path
-from compact_proofs.model.file_format import load_model
+from compact_proofs.model.file_format import bundled_model_path, load_model
 from compact_proofs.proofs.exhaustive import exact_accuracy
 from compact_proofs.proofs.registry import STRATEGIES, get_strategy
 from compact_proofs.proofs.runner import prove

@@ -16,9 +16,8 @@ import platform
 
 import torch
 
-from compact_proofs.cli import bundled_model_path
 from compact_proofs.model.batched_training import train_many
-from compact_proofs.model.file_format import load_model
+from compact_proofs.model.file_format import bundled_model_path, load_model
 from compact_proofs.model.seeds import SELECTED_SEED
 from compact_proofs.model.transformer import AttnOnlyTransformer, ModelConfig
 from compact_proofs.proofs.exhaustive import exact_accuracy, is_correct

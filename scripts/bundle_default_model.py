@@ -10,8 +10,7 @@ re-saves it in the project's format with provenance metadata. The weights are un
 
 import sys
 
-from compact_proofs.cli import bundled_model_path
-from compact_proofs.model.file_format import load_model, save_model
+from compact_proofs.model.file_format import bundled_model_path, load_model, save_model
 from compact_proofs.model.seeds import SELECTED_SEED, model_seed, train_stream_seed
 
 source = sys.argv[1]

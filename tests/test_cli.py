@@ -31,10 +31,11 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from compact_proofs import __version__
-from compact_proofs.cli import bundled_model_path, main
+from compact_proofs.cli import main
 from compact_proofs.model.file_format import (
     METADATA_KEY,
     TL_NAMES,
+    bundled_model_path,
     load_model,
     save_model,
     weights_digest,

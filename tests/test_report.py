@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
@@ -13,6 +14,7 @@ import pandas as pd
 import pytest
 import torch
 
+from compact_proofs.cli import main
 from compact_proofs.errors import CompactProofsError
 from compact_proofs.model.file_format import save_model, weights_digest
 from compact_proofs.model.training import TrainingRecipe, train
@@ -20,6 +22,7 @@ from compact_proofs.model.transformer import ModelConfig
 from compact_proofs.pipeline import report as report_module
 from compact_proofs.pipeline import results
 from compact_proofs.pipeline.report import TABLE1_ORDER, build_report, pareto_frontier
+from compact_proofs.pipeline.report import steps as report_steps
 from compact_proofs.pipeline.sweep import ROWS
 from compact_proofs.proofs.exhaustive import exact_accuracy
 from compact_proofs.proofs.flops import log2
@@ -231,7 +234,7 @@ def test_seed_figure_skipped_with_a_note_when_the_model_is_missing(store, tmp_pa
             path.write_bytes(b"stub")
         return paths
 
-    monkeypatch.setattr(report_module, "_save_figure", save_stub)
+    monkeypatch.setattr(report_steps, "save_figure", save_stub)  # where build_report looks it up
     df = pd.read_csv(store / "results.csv")
     (tmp_path / "sweep").mkdir()
     df[df["seed"] == 2].to_csv(tmp_path / "sweep" / "results.csv", index=False)  # no models/
@@ -320,4 +323,29 @@ def test_every_number_says_which_arithmetic_produced_it(store, report, tmp_path)
     df.to_csv(old / "results.csv", index=False)
     table = report_module.table1(report_module.load_results(old))
     assert {row["arithmetic"] for row in table if row["n_seeds"]} == {"float64"}
-    assert "NOT proofs" in report_module._mode_sentence(report_module.load_results(old))
+    assert "NOT proofs" in report_module.mode_sentence(report_module.load_results(old))
+
+
+def test_report_json_from_the_command_line(store, tmp_path, monkeypatch, capsys):
+    """`compact-proofs report --json` prints Table 1 and the files written (paths as text)."""
+    monkeypatch.setattr(report_steps, "save_figure", _stub_figure)
+    assert main(["report", str(store), "--out", str(tmp_path / "out"), "--json",
+                 "--noise-draws", "0"]) == 0  # fmt: skip
+    printed = json.loads(capsys.readouterr().out)
+    assert set(printed) == {"table1", "files"} and printed["table1"]
+    assert all(Path(f).exists() for f in _flatten(printed["files"]))
+
+
+def _stub_figure(fig, out_dir: Path, stem: str, formats) -> list[Path]:
+    paths = [out_dir / f"{stem}.{fmt}" for fmt in formats]
+    for path in paths:
+        path.write_bytes(b"stub")
+    return paths
+
+
+def _flatten(files: Any) -> list[str]:
+    if isinstance(files, dict):
+        return [f for v in files.values() for f in _flatten(v)]
+    if isinstance(files, list):
+        return [f for v in files for f in _flatten(v)]
+    return [files]

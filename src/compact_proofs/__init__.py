@@ -24,6 +24,8 @@ _API: dict[str, str] = {
     "ModelFile": "compact_proofs.model.file_format",
     "load_model": "compact_proofs.model.file_format",
     "save_model": "compact_proofs.model.file_format",
+    "bundled_model": "compact_proofs.model.file_format",
+    "bundled_model_path": "compact_proofs.model.file_format",
     "TrainingRecipe": "compact_proofs.model.training",
     "train": "compact_proofs.model.training",
     "exact_accuracy": "compact_proofs.proofs.exhaustive",

@@ -58,6 +58,24 @@ class _Block:
     score_idx: Tensor
 
 
+@dataclass(frozen=True)
+class _Forward:
+    """What the backward pass needs from the forward pass of one step (S seeds, H heads)."""
+
+    rows: Tensor  # [S*b] query rows (see _Block)
+    score_idx: Tensor  # [S, H, 2*k*b]
+    key_idx: Tensor  # [S, H, k, b]
+    Eq: Tensor  # [S, v, d] query embeddings W_E + W_pos[-1]
+    QK: Tensor  # [S, H, d, d]
+    OV: Tensor  # [S, H, d, d]
+    EqQK: Tensor  # [S, H, v, d]
+    EkOV: Tensor  # [S, H*(v+k), d]
+    pattern: Tensor  # [S, H, k, b] attention weights
+    mix: Tensor  # [S, H*(v+k), b] attention as weights on the rows of Ek
+    resid: Tensor  # [S, b, d] the last position's residual stream
+    logits: Tensor  # [S, b, v]
+
+
 def _draw_block(gens: list[torch.Generator], cfg: ModelConfig, batch: int, n: int) -> _Block:
     """The next `n` training batches of every seed, exactly as `train` would draw them.
 
@@ -168,27 +186,29 @@ class _SeedStack:
         With `track`, returns the per-seed loss and accuracy [S] of the batch (before the
         update), computed as `train` does: the log1p-accurate loss and argmax accuracy.
         """
+        fwd = self._forward(block, i)
+        g_logits, stats = self._loss_gradient(fwd.logits, block.labels[i], track)
+        self._backward(fwd, g_logits)
+        self.opt.step()
+        return stats
+
+    def _forward(self, block: _Block, i: int) -> _Forward:
+        """Weight tables (per seed, independent of the batch), then the batch's logits."""
         cfg = self.cfg
         s, h, v, k, d = self.n_seeds, cfg.n_heads, cfg.d_vocab, cfg.n_ctx, cfg.d_model
-        vk = v + k
-        labels = block.labels[i]  # [S, b]
-        b = labels.shape[1]
+        vk, b = v + k, block.labels[i].shape[1]
         rows, score_idx = block.query_rows[i], block.score_idx[i].expand(s, h, 2 * k * b)
         key_idx = block.key_tokens[i][:, None].expand(s, h, k, b)
         Ek, W_Q, W_K, W_V, W_O, W_U = (
             self.weights[name] for name in ("Ek", "W_Q", "W_K", "W_V", "W_O", "W_U")
         )
-        W_E = Ek[:, :v]
-
-        # -- forward: weight tables (per seed, independent of the batch) ----------------
-        Eq = W_E + Ek[:, vk - 1 : vk]  # [S, v, d]
+        Eq = Ek[:, :v] + Ek[:, vk - 1 : vk]  # [S, v, d]
         QK = W_Q @ W_K.transpose(-1, -2)  # [S, H, d, d]
         OV = W_V @ W_O  # [S, H, d, d]
         EqQK = Eq[:, None] @ QK  # [S, H, v, d]
         T = EqQK @ Ek[:, None].transpose(-1, -2)  # [S, H, v, v+k]
         EkOV = (Ek[:, None] @ OV).view(s, h * vk, d)  # [S, H*(v+k), d]
 
-        # -- forward: the batch -------------------------------------------------------
         picked = T.view(s, h, v * vk).gather(-1, score_idx)  # [S, H, 2*k*b]
         scores = (picked[..., : k * b] + picked[..., k * b :]).view(s, h, k, b)
         pattern = scores.div_(cfg.attn_scale).softmax(dim=-2)  # [S, H, k, b]
@@ -199,8 +219,15 @@ class _SeedStack:
         query = torch.index_select(Eq.reshape(s * v, d), 0, rows, out=self._query.view(s * b, d))
         resid = torch.baddbmm(query.view(s, b, d), mix.transpose(1, 2), EkOV, out=self._resid)
         logits = torch.bmm(resid, W_U, out=self._logits)  # [S, b, v]
+        return _Forward(rows, score_idx, key_idx, Eq, QK, OV, EqQK, EkOV, pattern, mix, resid,
+                        logits)  # fmt: skip
 
-        # -- loss and its gradient ------------------------------------------------------
+    def _loss_gradient(
+        self, logits: Tensor, labels: Tensor, track: bool
+    ) -> tuple[Tensor, tuple[Tensor, Tensor] | None]:
+        """d(mean_b loss)/d logits = (softmax - onehot(label)) / b, computed in place in
+        `logits`; with `track`, also the per-seed loss and accuracy of the batch."""
+        s, b, v = logits.shape
         stats = None
         if track:
             accuracy = (logits.argmax(-1) == labels).float().mean(-1)
@@ -213,30 +240,37 @@ class _SeedStack:
             # sum_{j != argmax} exp(t_j): all terms but one maximum (ties add their 1s back)
             rest = (ex * off_max).sum(-1) + ((v - 1) - off_max.sum(-1))
             stats = ((rest.log1p() - t_label).mean(-1), accuracy)
-        # d(mean_b loss)/d logits = (softmax - onehot(label)) / b; sum_j ex_j = 1 + rest.
-        c = 1.0 / b
+        c = 1.0 / b  # sum_j ex_j = 1 + rest
         g_logits = ex.mul_(c / ex.sum(-1, keepdim=True))
         g_logits.scatter_add_(-1, labels[..., None], ex.new_full((s, b, 1), -c))
+        return g_logits, stats
 
-        # -- backward -----------------------------------------------------------------
-        g_W_U = resid.transpose(1, 2) @ g_logits  # [S, d, v]
+    def _backward(self, f: _Forward, g_logits: Tensor) -> None:
+        """Gradients of every weight, written into `self.grads` (the optimiser's view)."""
+        cfg = self.cfg
+        s, h, v, k, d = self.n_seeds, cfg.n_heads, cfg.d_vocab, cfg.n_ctx, cfg.d_model
+        vk, b = v + k, g_logits.shape[1]
+        Ek, W_Q, W_K, W_V, W_O, W_U = (
+            self.weights[name] for name in ("Ek", "W_Q", "W_K", "W_V", "W_O", "W_U")
+        )
+        g_W_U = f.resid.transpose(1, 2) @ g_logits  # [S, d, v]
         g_resid = torch.bmm(g_logits, W_U.transpose(1, 2), out=self._g_resid)  # [S, b, d]
-        g_mix = torch.bmm(EkOV, g_resid.transpose(1, 2), out=self._g_mix).view(s, h, vk, b)
-        g_EkOV = (mix @ g_resid).view(s, h, vk, d)
-        g_pattern = g_mix[:, :, :v].gather(2, key_idx) + g_mix[:, :, v:]  # [S, H, k, b]
-        g_scores = pattern * (g_pattern - (pattern * g_pattern).sum(-2, keepdim=True))
+        g_mix = torch.bmm(f.EkOV, g_resid.transpose(1, 2), out=self._g_mix).view(s, h, vk, b)
+        g_EkOV = (f.mix @ g_resid).view(s, h, vk, d)
+        g_pattern = g_mix[:, :, :v].gather(2, f.key_idx) + g_mix[:, :, v:]  # [S, H, k, b]
+        g_scores = f.pattern * (g_pattern - (f.pattern * g_pattern).sum(-2, keepdim=True))
         g_scores = g_scores.div_(cfg.attn_scale).view(s, h, k * b)
         g_T = self._grad_table.zero_()
-        g_T.scatter_add_(-1, score_idx[..., : k * b], g_scores)
-        g_T.scatter_add_(-1, score_idx[..., k * b :], g_scores)
+        g_T.scatter_add_(-1, f.score_idx[..., : k * b], g_scores)
+        g_T.scatter_add_(-1, f.score_idx[..., k * b :], g_scores)
         g_T = g_T.view(s, h, v, vk)
         g_EqQK = g_T @ Ek[:, None]  # [S, H, v, d]
-        g_Ek = torch.einsum("shqr,shqf->srf", g_T, EqQK)
-        g_Ek += torch.einsum("shrf,shgf->srg", g_EkOV, OV)
+        g_Ek = torch.einsum("shqr,shqf->srf", g_T, f.EqQK)
+        g_Ek += torch.einsum("shrf,shgf->srg", g_EkOV, f.OV)
         g_OV = Ek[:, None].transpose(-1, -2) @ g_EkOV  # [S, H, d, d]
-        g_Eq = torch.einsum("shqf,shgf->sqg", g_EqQK, QK)  # [S, v, d]
-        g_QK = Eq[:, None].transpose(-1, -2) @ g_EqQK  # [S, H, d, d]
-        g_Eq.view(s * v, d).index_add_(0, rows, g_resid.view(s * b, d))
+        g_Eq = torch.einsum("shqf,shgf->sqg", g_EqQK, f.QK)  # [S, v, d]
+        g_QK = f.Eq[:, None].transpose(-1, -2) @ g_EqQK  # [S, H, d, d]
+        g_Eq.view(s * v, d).index_add_(0, f.rows, g_resid.view(s * b, d))
         g_Ek[:, :v] += g_Eq
         g_Ek[:, vk - 1] += g_Eq.sum(1)
         grads = self.grads
@@ -246,8 +280,6 @@ class _SeedStack:
         grads["W_V"].copy_(g_OV @ W_O.transpose(-1, -2))
         grads["W_O"].copy_(W_V.transpose(-1, -2) @ g_OV)
         grads["W_U"].copy_(g_W_U)
-        self.opt.step()
-        return stats
 
     def export(self, models: Sequence[AttnOnlyTransformer]) -> None:
         """Copy the trained weights of seed i into models[i] (biases stay zero)."""

@@ -29,6 +29,7 @@ import os
 import re
 import tempfile
 from dataclasses import asdict, dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -38,6 +39,7 @@ from safetensors.torch import save_file
 
 from compact_proofs._version import __version__
 from compact_proofs.errors import CompactProofsError, ModelFileError, UnsupportedModelError
+from compact_proofs.model.seeds import SELECTED_SEED
 from compact_proofs.model.transformer import AttnOnlyTransformer, ModelConfig
 
 FORMAT_VERSION = 1
@@ -178,6 +180,19 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> ModelFil
     return ModelFile(model=model.to(device), provenance=provenance, path=path)
 
 
+BUNDLED_MODEL = f"max-of-4-seed-{SELECTED_SEED}.safetensors"
+
+
+def bundled_model_path() -> Path:
+    """Path of the model shipped with the package (the paper's seed-123 Max-of-4 model)."""
+    return Path(str(resources.files("compact_proofs") / "data" / BUNDLED_MODEL))
+
+
+def bundled_model(device: str | torch.device = "cpu") -> ModelFile:
+    """The model shipped with the package, loaded (`load_model(bundled_model_path())`)."""
+    return load_model(bundled_model_path(), device)
+
+
 def _read_model(
     path: Path, f: BinaryIO
 ) -> tuple[ModelConfig, dict[str, torch.Tensor], dict[str, Any]]:
@@ -199,7 +214,7 @@ def _read_model(
     return cfg, tensors, provenance
 
 
-# -- strict, bounded JSON (also used by certificates.py) ------------------------------------
+# -- strict, bounded JSON (also used by proofs/certificates.py) ------------------------------------
 
 
 def parse_json_bounded(data: bytes, max_items: int) -> Any:

@@ -1,7 +1,7 @@
 """Many seeds x many strategies, resumable and parallel (on one machine or a Dask cluster).
 
 `run_sweep(results_dir, spec)` trains (or reuses) one model per seed, runs every strategy on
-each, and stores one row per (seed, strategy) in the results store (`results.py`). Work is
+each, and stores one row per (seed, strategy) in the results store (`pipeline/results.py`). Work is
 done per seed by independent tasks scheduled with joblib — its process pool locally, or its
 Dask backend on a cluster — so the scheduling is joblib's/Dask's, not ours. Everything a task
 writes appears by an atomic rename, so a sweep killed at any point resumes where it stopped and

@@ -1,0 +1,169 @@
+"""The report's HTML: `index.html` (`index_html`), the HTML tables it shows and the sections
+on the frontier movement, the structureless-noise experiment and the loss breakdown.
+
+It only lays out what the other modules computed and formatted (statistics in `tables`, cells
+in `formatting`, figure files in `figures`); the caller writes the page to disk.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from compact_proofs.analysis import loss_breakdown as loss
+from compact_proofs.analysis import noise
+from compact_proofs.analysis.noise import NoiseResult
+from compact_proofs.pipeline.report.figures import FigureEntry
+from compact_proofs.pipeline.report.formatting import (
+    ARITHMETIC_LEGEND,
+    FRONTIER_HEADERS,
+    LOSS_HEADERS,
+    TABLE_HEADERS,
+    frontier_cells,
+    loss_cells,
+    seed_list,
+    table1_cells,
+)
+
+Section = tuple[str, str]  # (title, body already in HTML)
+
+_STYLE = (
+    "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
+    "table.t1{border-collapse:collapse;font-size:0.9em}"
+    "table.t1 td,table.t1 th{border:1px solid #ccc;padding:3px 8px}"
+    "table.t1 td:nth-child(n+2){text-align:right}"
+    "figure{margin:2em 0}img{max-width:100%}figcaption{color:#444}</style>"
+)
+
+
+# -- tables and sections --------------------------------------------------------------------
+
+
+def html_table(headers: Sequence[str], rows: list[list[str]]) -> str:
+    """An HTML table of plain-text cells (escaped)."""
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "\n".join(
+        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows
+    )
+    return (
+        f'<table class="t1">\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody>\n</table>'
+    )
+
+
+def table1_html(table: list[dict[str, Any]]) -> str:
+    """Table 1 as an HTML table (the Markdown table's cells, escaped)."""
+    return html_table(TABLE_HEADERS, [table1_cells(row) for row in table])
+
+
+def frontier_section(frontier: list[dict[str, Any]]) -> Section:
+    """The section on how far the new strategies move the paper's frontier."""
+    return (
+        "Frontier movement (strategies new here)",
+        "<p>Each new strategy against the paper's strategies on the same seed: the best "
+        "paper bound with at most its FLOPs, and the fewest paper FLOPs reaching its "
+        "bound (mean over seeds; in parentheses the paper strategy chosen most "
+        "often).</p>" + html_table(FRONTIER_HEADERS, [frontier_cells(r) for r in frontier]),
+    )
+
+
+def noise_section(results: Sequence[NoiseResult], seed: int, draws: int) -> Section:
+    """The section on the structureless-noise experiment of one seed's model."""
+    return (
+        f"Structureless noise (seed {seed})",
+        "<p>The route-A EQKE residual replaced by Gaussian matrices with its entry mean "
+        f"and standard deviation ({draws} draws); z = (real − mean random) / sd "
+        "random. z &gt; 0 for the error bound: the real residual is worse than "
+        "structureless noise.</p>"
+        + html_table(noise.TABLE_HEADERS, [noise.table_cells(r) for r in results]),
+    )
+
+
+def loss_section(lb: loss.LossBreakdown, strategy: str, seed: int) -> Section:
+    """The section on where one strategy's bound is lost on one seed's model."""
+    return (
+        f"Where the bound is lost: {strategy} (seed {seed})",
+        html_table(LOSS_HEADERS, loss_cells(lb)),
+    )
+
+
+# -- index.html -----------------------------------------------------------------------------
+
+
+@dataclass
+class IndexPage:
+    """What index.html shows: a summary of the results, Table 1 and its files, the extra
+    sections, the notes on what was skipped, and the figures (files relative to `out_dir`)."""
+
+    out_dir: Path
+    seeds: list[int]
+    n_strategies: int
+    n_results: int
+    mode: str  # one sentence on the arithmetic behind the numbers
+    table: list[dict[str, Any]]
+    table_files: list[Path]
+    figures: list[FigureEntry]
+    notes: list[str]
+    sections: Sequence[Section] = ()
+
+
+def _link(path: Path, out_dir: Path) -> str:
+    """A link to `path` (relative to `out_dir`) labelled with its format."""
+    rel = path.relative_to(out_dir).as_posix()
+    return f'<a href="{html.escape(rel)}">{html.escape(path.suffix.lstrip(".").upper())}</a>'
+
+
+def _head(page: IndexPage) -> list[str]:
+    """The page from its header through Table 1 and the table files' links."""
+    generated = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        "<title>compact-proofs report</title>",
+        _STYLE,
+        "</head><body>",
+        "<h1>compact-proofs report</h1>",
+        f"<p>{len(page.seeds)} seed(s) ({html.escape(seed_list(page.seeds))}), "
+        f"{page.n_strategies} strategies, {page.n_results} results; "
+        f"generated {generated}.</p>",
+        "<h2>Table 1</h2>",
+        "<p>Per seed, the best (highest bound) strategy of each row's configuration set "
+        "(SPEC §6.11); mean ± population std over seeds. Normalised bound = bound / exact "
+        "accuracy. The last column is the paper's value over its 151 seeds.</p>",
+        f"<p><b>{html.escape(page.mode)}</b> {html.escape(ARITHMETIC_LEGEND)}</p>",
+        table1_html(page.table),
+        "<p>Download: " + " · ".join(_link(p, page.out_dir) for p in page.table_files) + "</p>",
+    ]
+
+
+def _figure(fig: FigureEntry, out_dir: Path) -> list[str]:
+    """One figure: its PNG, caption and links to its other formats."""
+    png = fig.files[0]
+    others = " · ".join(_link(p, out_dir) for p in fig.files[1:])
+    return [
+        f'<figure id="{html.escape(fig.stem)}">',
+        f'<img src="{html.escape(png.relative_to(out_dir).as_posix())}" '
+        f'alt="{html.escape(fig.title)}">',
+        f"<figcaption><b>{html.escape(fig.title)}.</b> {html.escape(fig.caption)} "
+        f"({others})</figcaption>",
+        "</figure>",
+    ]
+
+
+def index_html(page: IndexPage) -> str:
+    """index.html: the summary, Table 1, the sections, the notes, then every figure."""
+    parts = _head(page)
+    for title, body in page.sections:  # already HTML
+        parts += [f"<h2>{html.escape(title)}</h2>", body]
+    if page.notes:
+        parts.append("<h2>Notes</h2><ul>")
+        parts += [f"<li>{html.escape(n)}</li>" for n in page.notes]
+        parts.append("</ul>")
+    parts.append("<h2>Figures</h2>")
+    for fig in page.figures:
+        parts += _figure(fig, page.out_dir)
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
