@@ -722,3 +722,39 @@ def test_verify_is_rigorous_by_default_and_fast_is_labelled(small_models, tmp_pa
     assert "rigorous: every bound is a proof" in table
     table = run_in_process(["verify", model, cert, "--fast"], capsys).stdout
     assert "NOT A PROOF" in table
+
+
+# -- the same loader errors from prove and check -----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def bundled_certificate(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("cert") / "cubic.json"
+    assert main(["prove", "--strategy", "cubic", "--certificate-out", str(path), "--json"]) == 0
+    return path
+
+
+def test_check_refuses_every_bad_model_file_like_prove(tmp_path, bundled_certificate, capsys):
+    """`check` reads model files with its own code, yet refuses every bad file `prove` refuses,
+    with one clean line naming the file (never a library's raw message)."""
+    good = tmp_path / "good.safetensors"
+    good.write_bytes(bundled_model_path().read_bytes())
+    for name, path in bad_model_files(tmp_path / "bad", good).items():
+        proved = assert_clean_error(run_in_process(["prove", path, "--strategy", "cubic"], capsys))
+        checked = assert_clean_error(run_in_process(["check", path, bundled_certificate], capsys))
+        for line in (proved, checked):
+            assert str(path) in line, (name, line)
+            assert "deserializ" not in line.lower() and "Error(" not in line, (name, line)
+
+
+@pytest.mark.parametrize("keep", [3, 8, 200, 1000, 3000, 30000])
+def test_truncated_model_gives_the_same_error_in_prove_and_check(
+    keep, tmp_path, bundled_certificate, capsys
+):
+    path = tmp_path / "truncated.safetensors"
+    path.write_bytes(bundled_model_path().read_bytes()[:keep])
+    proved = assert_clean_error(run_in_process(["prove", path, "--strategy", "cubic"], capsys))
+    checked = assert_clean_error(run_in_process(["check", path, bundled_certificate], capsys))
+    assert "not a valid safetensors file" in proved and "not a valid safetensors file" in checked
+    if keep > 200:  # past the header: the byte ranges of the tensors are the problem
+        assert checked == proved

@@ -51,6 +51,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    common.use_threads(getattr(args, "threads", None))
     try:
         return args.func(args)
     except BrokenPipeError:  # e.g. `compact-proofs strategies | head`: not an error

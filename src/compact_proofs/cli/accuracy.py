@@ -41,6 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sample-seed", type=common.seed, default=0, help="seed of the sampling (0)")
     common.fast_arg(p)
     common.json_arg(p)
+    common.threads_arg(p)
     common.device_arg(p)
     p.set_defaults(func=run)
 

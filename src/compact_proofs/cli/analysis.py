@@ -17,6 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--draws", type=common.positive_int, default=20, help="random residuals (20)")
     p.add_argument("--sample-seed", type=common.seed, default=0, help="seed of the draws (0)")
     common.json_arg(p)
+    common.threads_arg(p)
     p.set_defaults(func=run_noise)
 
     p = sub.add_parser(
@@ -29,6 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="cubic or a sub-cubic strategy id (default: the paper's default sub-cubic one)",
     )
     common.json_arg(p)
+    common.threads_arg(p)
     p.set_defaults(func=run_loss)
 
     p = sub.add_parser("strategies", help="list the proof strategies")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import PurePath
@@ -75,6 +76,16 @@ def fast_arg(p: argparse.ArgumentParser) -> None:
     group.add_argument("--rigorous", action="store_true", help=argparse.SUPPRESS)
 
 
+def threads_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--threads",
+        type=positive_int,
+        default=None,
+        help="CPU threads for the numerical libraries (default: $OMP_NUM_THREADS if set, "
+        "else the cores not already busy, at least 1)",
+    )
+
+
 def device_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--device",
@@ -116,6 +127,36 @@ def parallel_args(p: argparse.ArgumentParser) -> None:
 
 
 # -- reading arguments -------------------------------------------------------------------------
+
+
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def idle_cores() -> int:
+    """Cores not already busy by the 1-minute load average, at least 1: more threads than
+    idle cores make torch's threads wait on each other (6-25x slower on a busy 2-core
+    machine; benchmarks/cli_latency.py)."""
+    cores = os.cpu_count() or 1
+    try:
+        busy = os.getloadavg()[0]
+    except OSError:  # not available on this platform
+        busy = 0.0
+    return max(1, min(cores, cores - round(busy)))
+
+
+def use_threads(requested: int | None) -> int:
+    """Fix the thread count of torch, OpenMP and BLAS for this process and return it:
+    `requested` (--threads), else $OMP_NUM_THREADS, else `idle_cores()`. Set before the
+    libraries are imported (the commands import them lazily), and on torch if it already is."""
+    if requested is None and os.environ.get("OMP_NUM_THREADS", "").isdigit():
+        requested = int(os.environ["OMP_NUM_THREADS"])
+    threads = requested or idle_cores()
+    for name in THREAD_VARIABLES:
+        os.environ[name] = str(threads)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(threads)
+    return threads
 
 
 def progress_enabled() -> bool:

@@ -28,6 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--certificate-out", help="write the certificates to this JSON file")
     common.fast_arg(p)
     common.json_arg(p)
+    common.threads_arg(p)
     common.device_arg(p)
     p.set_defaults(func=run_prove)
 
@@ -36,6 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("certificate", help="certificate file from `prove --certificate-out`")
     common.fast_arg(p)
     common.json_arg(p)
+    common.threads_arg(p)
     common.device_arg(p)
     p.set_defaults(func=run_verify)
 
@@ -45,6 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", help="model file (.safetensors)")
     p.add_argument("certificate", help="certificate file from `prove --certificate-out`")
     common.json_arg(p)
+    common.threads_arg(p)
     p.set_defaults(func=run_check)
 
 

@@ -44,6 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="random residuals of the noise experiment on that seed (10; 0 skips it)",
     )
     common.json_arg(p)
+    common.threads_arg(p)
     p.set_defaults(func=run_report)
 
     p = sub.add_parser("reproduce", help="the paper's results: sweep (151 seeds) + report")

@@ -21,6 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     common.model_args(p)
     p.add_argument("--overwrite", action="store_true", help="retrain existing output files")
     common.json_arg(p)
+    common.threads_arg(p)
     p.set_defaults(func=run)
 
 

@@ -77,6 +77,36 @@ class Model:
         return self.w[name].astype(np.float64)
 
 
+def _header_problem(prefix_len: int, size: int, n_bytes: int) -> str | None:
+    """What is wrong with the 8-byte header length, in the main loader's words, or None."""
+    if prefix_len < 8:
+        return f"only {n_bytes} bytes"
+    if size > n_bytes - 8:
+        return f"header length {size} exceeds the file's {n_bytes} bytes"
+    if not 0 < size <= 2**20:
+        return f"header length {size} is not in [1, 2^20]"
+    return None
+
+
+def _check_layout(path: Path, header: Any, data_len: int) -> None:
+    """Every tensor's byte range lies inside the file (a truncated file is named as such, in
+    the words of the main loader, not in the library's)."""
+    entries = header.items() if isinstance(header, dict) else ()
+    for name, info in entries:
+        offsets = info.get("data_offsets") if isinstance(info, dict) else None
+        if name == "__metadata__" or not isinstance(offsets, list) or len(offsets) != 2:
+            continue  # malformed entries are refused by the library below
+        if (
+            not all(type(o) is int for o in offsets)
+            or not 0 <= offsets[0] <= offsets[1] <= data_len
+        ):
+            raise ModelFileError(
+                f"{path} is not a valid safetensors file (tensor {name!r} has data_offsets "
+                f"{offsets} outside the file's {data_len} data bytes (truncated?)); re-export "
+                "it with safetensors.torch.save_file"
+            )
+
+
 def _read_tensors(path: Path) -> tuple[dict[str, str], dict[str, np.ndarray]]:
     """(metadata, tensors by short name). The header is parsed strictly first (the library
     tolerates duplicate tensor names); other architectures, unknown names and non-float32
@@ -84,10 +114,14 @@ def _read_tensors(path: Path) -> tuple[dict[str, str], dict[str, np.ndarray]]:
     try:
         with path.open("rb") as f:
             prefix = f.read(8)
-            size = int.from_bytes(prefix, "little") if len(prefix) == 8 else -1
-            if not 0 < size <= min(path.stat().st_size - 8, 2**20):
-                raise ValueError("bad header length")
-            strict_json(f.read(size))
+            size = int.from_bytes(prefix, "little")
+            problem = _header_problem(len(prefix), size, path.stat().st_size)
+            if problem:
+                raise ModelFileError(
+                    f"{path} is not a valid safetensors file ({problem}); re-export it with "
+                    "safetensors.torch.save_file"
+                )
+            _check_layout(path, strict_json(f.read(size)), path.stat().st_size - 8 - size)
         with safe_open(str(path), framework="np") as f:
             meta, keys = f.metadata() or {}, list(f.keys())
             if any(re.match(r"blocks\.[1-9]", n) or ".mlp." in n or ".ln" in n for n in keys):
