@@ -31,10 +31,12 @@ _API: dict[str, str] = {
     "exact_accuracy": "compact_proofs.proofs.exhaustive",
     "STRATEGIES": "compact_proofs.proofs.registry",
     "get_strategy": "compact_proofs.proofs.registry",
-    "resolve_strategies": "compact_proofs.proofs.registry",
-    "prove": "compact_proofs.proofs.runner",
-    "verify_certificates": "compact_proofs.proofs.runner",
-    "check_certificates": "compact_proofs.soundness.checker",
+    "Proofs": "compact_proofs.api",
+    "prove": "compact_proofs.api",
+    "verify": "compact_proofs.api",
+    "check": "compact_proofs.api",
+    "strategies": "compact_proofs.api",
+    "results_frame": "compact_proofs.api",
 }
 
 __all__ = ["__version__", *_API]

@@ -44,8 +44,14 @@ class AccuracyEstimate:
     seed: int
     certified: int = 0  # inputs counted exactly by a proof, not sampled (stratified method)
 
-    def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "kind": "estimate (not a proof)"}
+    def to_json(self, total: int) -> dict[str, Any]:
+        """The estimate for a model with `total` inputs; the sample counts are named as what
+        they are: `sampled_correct` of `samples` drawn from the `population` of inputs that
+        were not `certified` (all `total` inputs for the uniform method)."""
+        record = asdict(self)
+        record["sampled_correct"] = record.pop("correct")
+        return {**record, "population": total - self.certified, "total": total,
+                "kind": "estimate (not a proof)"}  # fmt: skip
 
 
 def clopper_pearson(correct: int, n: int, confidence: float) -> tuple[float, float]:

@@ -99,6 +99,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from compact_proofs.errors import UnsupportedModelError
 from compact_proofs.model.transformer import AttnOnlyTransformer
@@ -242,10 +243,14 @@ def input_rungs(
 
 @torch.no_grad()
 def loss_breakdown(
-    model: AttnOnlyTransformer, strategy_id: str, payload: dict | None = None
+    model: AttnOnlyTransformer,
+    strategy_id: str,
+    payload: dict | None = None,
+    progress: bool = False,
 ) -> LossBreakdown:
     """Split exact_correct - certified of `strategy_id` on `model` into causes (module
     docstring). `payload`: the strategy's certificate payload; None runs its proof search.
+    `progress`: a progress bar over the input chunks on stderr.
 
     Supports the sub-cubic configurations and cubic; raises UnsupportedModelError otherwise.
     Post: sum(r.inputs for r in rows) == exact_correct - certified, every r.inputs >= 0.
@@ -256,7 +261,9 @@ def loss_breakdown(
     start = time.perf_counter()
     strategy, payload, causes, steps, chunks = _ladder(model, strategy_id, payload)
     counts = [0] * (NONE + 1)
-    for first in chunks:
+    n_chunks = -(-model.cfg.n_inputs // ENUM_CHUNK)
+    bar = tqdm(chunks, total=n_chunks, desc="loss breakdown", unit="chunk", disable=not progress)
+    for first in bar:
         hist = torch.bincount(first, minlength=NONE + 1).tolist()
         counts = [a + b for a, b in zip(counts, hist, strict=True)]
     del counts[len(steps) + 1 :]  # what no step certified is counted below, from the total

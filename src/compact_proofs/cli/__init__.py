@@ -22,10 +22,10 @@ import sys
 from collections.abc import Sequence
 
 from compact_proofs._version import __version__
-from compact_proofs.cli import accuracy, analysis, common, proofs, sweep, train
+from compact_proofs.cli import accuracy, analysis, common, export, proofs, sweep, train
 from compact_proofs.errors import CompactProofsError
 
-COMMAND_GROUPS = (train, accuracy, proofs, sweep, analysis)  # in the order of `--help`
+COMMAND_GROUPS = (train, accuracy, proofs, sweep, analysis, export)  # in the order of `--help`
 
 
 def build_parser() -> argparse.ArgumentParser:

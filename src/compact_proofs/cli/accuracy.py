@@ -8,7 +8,6 @@ import time
 from typing import TYPE_CHECKING
 
 from compact_proofs.cli import common
-from compact_proofs.errors import CompactProofsError
 
 if TYPE_CHECKING:
     from compact_proofs.model.file_format import ModelFile
@@ -29,7 +28,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="inputs to sample with --estimate (1000000)",
     )
     p.add_argument(
-        "--confidence", type=float, default=0.99, help="confidence level of the interval (0.99)"
+        "--confidence",
+        type=common.probability,
+        default=0.99,
+        help="confidence level of the interval (0.99)",
     )
     p.add_argument(
         "--method",
@@ -80,8 +82,6 @@ def _estimate(mf: ModelFile, name: str, args: argparse.Namespace) -> int:
     from compact_proofs.analysis.stratified import stratified_estimate
     from compact_proofs.proofs.paths import require_single_head
 
-    if not 0 < args.confidence < 1:
-        raise CompactProofsError(f"--confidence must be in (0, 1), got {args.confidence}")
     start = time.perf_counter()
     estimator = stratified_estimate if args.method == "stratified" else estimate_accuracy
     if args.method == "stratified":
@@ -95,7 +95,7 @@ def _estimate(mf: ModelFile, name: str, args: argparse.Namespace) -> int:
     )
     seconds = time.perf_counter() - start
     if args.json:
-        common.print_json({"model": name, **est.to_json(), "seconds": seconds})
+        common.print_json({"model": name, **est.to_json(mf.cfg.n_inputs), "seconds": seconds})
         return 0
     if est.method == "uniform":
         how = f"{est.correct} / {est.samples} uniformly sampled inputs correct"

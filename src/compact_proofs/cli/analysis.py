@@ -63,7 +63,8 @@ def run_loss(args: argparse.Namespace) -> int:
     )
 
     mf, name = common.load(args.model)
-    result = loss_breakdown(mf.model, args.strategy or DEFAULT_STRATEGY)
+    strategy = args.strategy or DEFAULT_STRATEGY
+    result = loss_breakdown(mf.model, strategy, progress=common.progress_enabled())
     if args.json:
         common.print_json({**result.to_json(), "model": name})
         return 0

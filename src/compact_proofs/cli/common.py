@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -46,6 +47,19 @@ def int_at_least(minimum: int, what: str) -> Callable[[str], int]:
         return value
 
     return parse
+
+
+def probability(text: str) -> float:
+    """argparse type: a number strictly between 0 and 1 (a confidence level)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected a number strictly between 0 and 1, got {text!r}"
+        )
+    return value
 
 
 positive_int = int_at_least(1, "positive")

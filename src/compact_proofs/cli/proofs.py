@@ -24,7 +24,13 @@ RESULT_HEADERS = ["strategy", "bound", "correct / total", "FLOPs", "log2 FLOPs",
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("prove", help="search and verify proofs of an accuracy lower bound")
     p.add_argument("model", nargs="?", help="model file (default: the bundled seed-123 model)")
-    p.add_argument("--strategy", default="all", help="strategy id, comma list, or 'all'")
+    p.add_argument(
+        "--strategy",
+        default="all",
+        help="strategy id, 'all', 'paper' (the paper's 102), 'subcubic', 'group:NAME' (a group "
+        "or Table 1 row, e.g. 'group:Low-rank QK'), or a comma list of these "
+        "(`compact-proofs strategies` lists ids and groups)",
+    )
     p.add_argument("--certificate-out", help="write the certificates to this JSON file")
     common.fast_arg(p)
     common.json_arg(p)

@@ -6,18 +6,25 @@ Layout of a results directory:
     models/seed-S.safetensors  trained models (reused when present)
     rows/seed-S.csv          all rows of one seed, written atomically when the seed is done
     results.csv              every row of every finished seed (rebuilt atomically)
+    results.parquet          the same rows, typed, where pyarrow is installed (the `parquet`
+                             extra: `pip install -e '.[parquet]'`); removed where it is not,
+                             so it is never stale
 
 A seed is done iff its rows file exists; files are only ever created by an atomic rename, so a
 sweep killed at any moment (even with SIGKILL) leaves no half-written row and resumes by
-recomputing exactly the seeds without a rows file. Load with `pandas.read_csv`.
+recomputing exactly the seeds without a rows file. Load with `pandas.read_csv` or
+`pandas.read_parquet`, or as typed DataFrame with `results_frame`.
 """
 
 from __future__ import annotations
 
 import csv
+import importlib.util
 import io
 from pathlib import Path
 from typing import Any
+
+import pandas as pd
 
 from compact_proofs.model.file_format import atomic_write
 
@@ -121,10 +128,39 @@ def done_seeds(results_dir: Path) -> set[int]:
 
 
 def consolidate(results_dir: Path) -> Path:
-    """Rebuild results.csv from every stored seed (sorted by seed, then strategy order)."""
+    """Rebuild results.csv (and results.parquet) from every stored seed, sorted by seed, then
+    strategy order."""
     rows: list[dict[str, Any]] = []
     for seed in sorted(done_seeds(results_dir)):
         rows.extend(read_rows(rows_path(results_dir, seed)))
     out = results_dir / "results.csv"
     write_rows(out, rows)
+    write_parquet(results_dir / "results.parquet", rows)
     return out
+
+
+def frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """The rows as a DataFrame: one column per COLUMNS entry, in that order, typed (nullable
+    integers, floats, booleans for `rigorous`, strings)."""
+    df = pd.DataFrame([{c: row.get(c) for c in COLUMNS} for row in rows], columns=list(COLUMNS))
+    for column in COLUMNS:
+        if column in INT_COLUMNS:
+            df[column] = df[column].astype("Int64")
+        elif column in FLOAT_COLUMNS:
+            df[column] = df[column].astype("float64")
+        elif column == "rigorous":
+            df[column] = df[column].astype("bool")
+        else:
+            df[column] = df[column].astype("string")
+    return df
+
+
+def write_parquet(path: Path, rows: list[dict[str, Any]]) -> bool:
+    """Write `frame(rows)` as Parquet, atomically, where pyarrow is installed; elsewhere
+    remove `path` (a stale copy must not outlive the CSV). Returns whether it was written."""
+    if importlib.util.find_spec("pyarrow") is None:
+        path.unlink(missing_ok=True)
+        return False
+    df = frame(rows)
+    atomic_write(path, lambda tmp: df.to_parquet(tmp, engine="pyarrow", index=False))
+    return True

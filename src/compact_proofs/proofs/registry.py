@@ -11,7 +11,7 @@ from compact_proofs.proofs.base import Strategy, Verdict
 from compact_proofs.proofs.brute_force import BruteForce
 from compact_proofs.proofs.cubic import Cubic
 from compact_proofs.proofs.separable import Separable, SeparableLite
-from compact_proofs.proofs.subcubic.config import ALL_CONFIGS
+from compact_proofs.proofs.subcubic.config import ALL_CONFIGS, table1_rows
 from compact_proofs.proofs.subcubic.strategy import SubcubicStrategy
 
 # the paper's 102 strategies: brute force, cubic, and the 100 sub-cubic configurations
@@ -35,10 +35,32 @@ def get_strategy(strategy_id: str) -> Strategy:
         ) from None
 
 
+def _table1_rows(s: Strategy) -> list[str]:
+    return table1_rows(s.config) if isinstance(s, SubcubicStrategy) else []
+
+
+def _group(name: str) -> list[Strategy]:
+    """The strategies of a group (as `compact-proofs strategies` lists them) or of a Table 1
+    row ("Low-rank QK", "SVD only", ...), matched case-insensitively."""
+    key = name.strip().casefold()
+    group = [
+        s
+        for s in STRATEGIES.values()
+        if key == s.group.casefold() or key in (r.casefold() for r in _table1_rows(s))
+    ]
+    if not group:
+        groups = sorted({s.group for s in STRATEGIES.values()})
+        rows = sorted({r for s in STRATEGIES.values() for r in _table1_rows(s)})
+        raise UnknownStrategyError(
+            f"unknown group {name!r}; groups: {', '.join(groups)}; Table 1 rows: {', '.join(rows)}"
+        )
+    return group
+
+
 def resolve_strategies(spec: str) -> list[Strategy]:
-    """'all', 'paper' (the paper's 102), 'subcubic', 'group:NAME', one id, or a comma-separated
-    list of these ->
-    strategies, in registry order within a group, without duplicates."""
+    """'all', 'paper' (the paper's 102), 'subcubic', 'group:NAME' (a group or a Table 1 row),
+    one id, or a comma-separated list of these -> strategies, in registry order within a
+    group, without duplicates."""
     chosen: list[Strategy] = []
     for part in (p.strip() for p in spec.split(",")):
         if not part:
@@ -50,11 +72,7 @@ def resolve_strategies(spec: str) -> list[Strategy]:
         elif part == "subcubic":
             chosen.extend(s for s in STRATEGIES.values() if isinstance(s, SubcubicStrategy))
         elif part.startswith("group:"):
-            group = [s for s in STRATEGIES.values() if s.group == part.removeprefix("group:")]
-            if not group:
-                groups = sorted({s.group for s in STRATEGIES.values()})
-                raise UnknownStrategyError(f"unknown group {part!r}; groups: {', '.join(groups)}")
-            chosen.extend(group)
+            chosen.extend(_group(part.removeprefix("group:")))
         else:
             chosen.append(get_strategy(part))
     if not chosen:
