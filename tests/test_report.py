@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import math
+import re
 import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
 import matplotlib.image
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -162,20 +165,41 @@ def test_every_table_and_figure_file_exists_and_is_valid(report):
     assert r"\begin{tabular}" in tex and r"\end{tabular}" in tex and r"Low-rank QK \&" in tex
 
 
-def test_index_html_references_only_existing_files(report):
+def test_index_html_links_only_existing_files(report):
     out_dir, info = report
     parser = _Links()
     parser.feed((out_dir / "index.html").read_text())
-    targets = [v for _, v in parser.links]
-    assert targets
-    for target in targets:
+    links = [v for tag, v in parser.links if tag == "a"]
+    assert links
+    for target in links:
         assert "://" not in target and not target.startswith("/")
         assert (out_dir / target).is_file(), target
-    images = {v for tag, v in parser.links if tag == "img"}
-    assert images == {p.name for p in info["files"] if p.suffix == ".png"}
-    linked = set(targets)
+    linked = set(links)
     assert {"table1.md", "table1.tex", "table1.csv"} <= linked
-    assert {p.name for p in info["files"] if p.suffix in (".svg", ".pdf")} <= linked
+    assert {p.name for p in info["files"] if p.suffix in (".png", ".svg", ".pdf")} <= linked
+
+
+def test_index_html_alone_is_the_whole_report(report, tmp_path):
+    """index.html copied alone still shows every figure: each <img> is a data URI holding the
+    figure's PNG, no src= names a file, and every figure of the run is there."""
+    out_dir, info = report
+    alone = tmp_path / "index.html"
+    alone.write_bytes((out_dir / "index.html").read_bytes())  # nothing else beside it
+    page = alone.read_text()
+    parser = _Links()
+    parser.feed(page)
+    sources = [v for tag, v in parser.links if tag != "a"]  # every src= (img, script, ...)
+    assert sources and all(v.startswith("data:") for v in sources), sources
+    assert "<script" not in page and "url(" not in page  # no other way to fetch a file
+    prefix = "data:image/png;base64,"
+    images = [base64.b64decode(v.removeprefix(prefix)) for v in sources]
+    assert all(v.startswith(prefix) for v in sources)
+    assert images == [files[0].read_bytes() for files in info["figures"].values()]
+    assert all(image[:8] == PNG_SIGNATURE for image in images)
+    for stem in info["figures"]:
+        assert f'<figure id="{stem}">' in page
+    assert len(info["figures"]) == 8
+    assert alone.stat().st_size < 5_000_000
 
 
 def test_table1_matches_a_direct_pandas_computation(store, report):
@@ -202,6 +226,61 @@ def test_table1_matches_a_direct_pandas_computation(store, report):
     for name, row in table.items():
         assert math.isclose(csv.loc[name, "normalized_bound_mean"], row["normalized_bound_mean"])
         assert math.isclose(csv.loc[name, "flops_mean"], row["flops_mean"])
+
+
+PAPER_VALUES = {  # row: (published, corrected by the authors), mean ± std of the normalised bound
+    "Cubic": ((0.9539, 0.0080), (0.9539, 0.0080)),
+    "Sub-cubic": ((0.821, 0.013), (0.700, 0.036)),
+    "Low-rank QK": ((0.795, 0.014), (0.675, 0.035)),
+    "Low-rank EU": ((0.653, 0.060), (0.633, 0.062)),
+    "Low-rank QK & EU": ((0.628, 0.060), (0.610, 0.060)),
+    "Quadratic QK": ((0.390, 0.032), (0.316, 0.037)),
+    "Quadratic QK & EU": ((0.286, 0.036), (0.283, 0.037)),
+}
+
+
+def test_table1_shows_the_papers_published_and_corrected_values(report):
+    """Every format of Table 1 has both paper columns (published; corrected by the authors
+    after their W_EP fix) and the footnote; brute force's published value is repeated
+    (unaffected); rows not in the paper show — in both."""
+    out_dir, info = report
+    table = {row["row"]: row for row in info["table1"]}
+    for name, ((mean, std), (c_mean, c_std)) in PAPER_VALUES.items():
+        row = table[name]
+        assert (row["paper_normalized_bound_mean"], row["paper_normalized_bound_std"]) == (
+            mean,
+            std,
+        )
+        assert (row["paper_corrected_normalized_bound_mean"],
+                row["paper_corrected_normalized_bound_std"]) == (c_mean, c_std)  # fmt: skip
+        assert row["paper_corrected_note"].startswith("corrected by the authors")
+    brute = table["Brute force"]
+    assert brute["paper_corrected_bound_mean"] == brute["paper_bound_mean"] == 0.9992
+    assert brute["paper_corrected_note"].startswith("unaffected")
+    for name in ("without mean+diff", "SVD only", "Separable (new)"):
+        assert table[name]["paper_corrected_normalized_bound_mean"] is None
+        assert table[name]["paper_corrected_note"] == ""
+    md = (out_dir / "table1.md").read_text()
+    assert "| Paper, published (normalised) | Paper, corrected by the authors* (normalised) |" in md
+    sub_cubic = next(line for line in md.splitlines() if line.startswith("| Sub-cubic |"))
+    assert sub_cubic.endswith("| 0.821 ± 0.013 | 0.700 ± 0.036 |")
+    assert "| 1 (bound 0.9992 ± 0.0015) | 1 (bound 0.9992 ± 0.0015) |" in md
+    assert "| — | — |" in md
+    assert "`W_E + mean(W_pos)`" in md and "bcf5c23" in md and "\\* The paper's" in md
+    tex = (out_dir / "table1.tex").read_text()
+    spec = re.search(r"\\begin\{tabular\}\{(\w+)\}", tex)[1]
+    rows = [line for line in tex.splitlines() if line.endswith(r"\\")]
+    assert len(rows) == 1 + len(TABLE1_ORDER)
+    assert all(len(re.findall(r"(?<!\\)&", line)) == len(spec) - 1 for line in rows)
+    assert r"0.700 $\pm$ 0.036" in tex and "bcf5c23" in tex and r"W\_E + mean(W\_pos)" in tex
+    csv = pd.read_csv(out_dir / "table1.csv").set_index("row")
+    assert csv.loc["Sub-cubic", "paper_corrected_normalized_bound_mean"] == 0.700
+    assert csv.loc["Low-rank QK", "paper_normalized_bound_mean"] == 0.795
+    assert csv.loc["Brute force", "paper_corrected_note"].startswith("unaffected")
+    assert "bcf5c23" in csv.loc["Sub-cubic", "paper_corrected_note"]
+    page = (out_dir / "index.html").read_text()
+    assert "<th>Paper, corrected by the authors* (normalised)</th>" in page
+    assert "<td>0.700 ± 0.036</td>" in page and "Fix computation of W_EP" in page
 
 
 def test_missing_results_raise_a_one_line_error(tmp_path):
@@ -349,3 +428,76 @@ def _flatten(files: Any) -> list[str]:
     if isinstance(files, list):
         return [f for v in files for f in _flatten(v)]
     return [files]
+
+
+def _paper_like_rows() -> pd.DataFrame:
+    """12 seeds of paper-size-like FLOPs: brute force 2^39.7, cubic 2^25.4, sub-cubic ~2^21.5,
+    separable-lite 2^21.9 and separable 2^24.6."""
+    rows = []
+    for seed in range(12):
+        for strategy, group, bound, log2_flops in (
+            ("brute-force", "brute-force", 1.0, 39.7),
+            ("cubic", "cubic", 0.95, 25.4),
+            ("sub-a", "subcubic", 0.7 + seed / 100, 21.5),
+            ("sub-b", "subcubic (direct-quadratic)", 0.6, 21.3),
+            ("separable-lite", "separable", 0.96, 21.9),
+            ("separable", "separable", 0.99, 24.6),
+        ):
+            rows.append((seed, strategy, group, bound, 2.0**log2_flops, 12800))
+    columns = ["seed", "strategy", "group", "normalized_bound", "flops", "unexplained_dims"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+@pytest.mark.parametrize("frontier_only", [False, True])
+def test_bound_vs_flops_separates_the_new_strategies_and_zooms(frontier_only):
+    df = _paper_like_rows()
+    series = {s.name: s for s in report_module.plot_series(df)}
+    lite, full = series["separable-lite"], series["separable"]
+    assert lite.new and full.new and lite.marker != full.marker and lite.color != full.color
+    assert {s.marker for s in series.values() if not s.new} == {"o"}
+    fig = report_module.plot_bound_vs_flops(df, frontier_only)
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert sum(label.startswith("separable-lite (new) (rel acc: 0.9600") for label in labels) == 1
+    assert sum(label.startswith("separable (new) (rel acc: 0.9900") for label in labels) == 1
+    full_axes, zoom = fig.axes
+    assert zoom.get_xlim() == pytest.approx((2.0**20, 2.0**26))  # every row but brute force
+    assert full_axes.get_xlim()[1] > 2.0**39.7
+
+
+def test_sigma_ratio_fits_only_handlings_with_enough_spread_points():
+    rng = np.random.default_rng(0)
+    parts = []
+    for handling, x in (
+        ("spread", np.linspace(5, 40, 12)),  # fitted
+        ("few", np.linspace(5, 40, 9)),  # < MIN_FIT_POINTS
+        ("clustered", np.full(12, 20.0) + np.arange(12) * 0.01),  # range < 10% of median
+    ):
+        y = 0.3 + 0.01 * x + rng.normal(0, 0.01, len(x))
+        parts.append(pd.DataFrame({"attention_error_handling": handling, "eqke_sigma_ratio": x,
+                                   "normalized_bound": y}))  # fmt: skip
+    assert report_module.MIN_FIT_POINTS == 10
+    fig, fits = report_module.plot_bound_vs_sigma_ratio(pd.concat(parts, ignore_index=True))
+    assert [f["handling"] for f in fits] == ["spread"]
+    assert fits[0]["n"] == 12 and fits[0]["slope"] == pytest.approx(0.01, abs=2e-3)
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert any(label.startswith("few (n=9, no fit: < 10 points") for label in labels)
+    assert any("clustered (n=12, no fit: σ₁/σ₂ range too narrow" in label for label in labels)
+    assert len(fig.axes[0].get_lines()) == 1  # one fit line
+    assert report_module.fit_refusal(np.array([1.0, 1.0] * 6)) == "no fit: < 5 distinct σ₁/σ₂"
+
+
+def test_saved_figures_keep_everything_inside_their_edges(tmp_path):
+    """save_figure grows the canvas to everything drawn: a label placed far outside the axes
+    still lies within the saved PNG, with a white margin all round."""
+    widths = []
+    for stem, label in (("plain", False), ("label", True)):
+        fig = report_module.plot_bound_vs_flops(_paper_like_rows(), frontier_only=False)
+        if label:
+            fig.text(-0.15, 0.5, "label left of the figure")  # outside any layout
+        (png,) = report_module.save_figure(fig, tmp_path, stem, ["png"])
+        image = matplotlib.image.imread(png)
+        edges = (image[:5], image[-5:], image[:, :5], image[:, -5:])
+        border = np.concatenate([edge.reshape(-1, image.shape[2]) for edge in edges])
+        assert np.all(border[:, :3] == 1.0)  # nothing touches the edge
+        widths.append(image.shape[1])
+    assert widths[1] > widths[0] + 200  # grown to the left to hold the label

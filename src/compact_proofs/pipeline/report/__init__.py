@@ -15,11 +15,13 @@
   (SPEC §9.7, `plot_path_matrices`);
 * `noise.md`, `seed-S-noise.*` — that seed's structureless-noise experiment;
 * `loss.md`, `seed-S-loss-*.*` — where that seed's cubic and sub-cubic bounds are lost;
-* `index.html` — the table and every figure, with links to all the files above.
+* `index.html` — the table and every figure, self-contained (each figure's PNG embedded as a
+  base64 data URI, so the file alone is the report), with links to all the files above.
 
 Figures are PNG and SVG; the paper-style ones (bound/dims vs FLOPs, σ ratio) also PDF. Every
 file is written through a temporary file and a rename, so a failure never leaves a partial
-file; index.html is written last and references only files written by the same run.
+file; index.html is written last, embeds the figures' PNGs and links only files written by the
+same run.
 
 The package's modules, data flowing one way: `tables` (Table 1's definition, reading
 results.csv, statistics) → `formatting` (tables as Markdown, LaTeX, CSV) and `figures`
@@ -39,9 +41,11 @@ from tqdm.auto import tqdm
 from compact_proofs.analysis import loss_breakdown as loss
 from compact_proofs.pipeline.report.figures import (
     EXCLUDED_SIGMA_ERROR,
+    MIN_FIT_POINTS,
     PAPER_FORMATS,
     SEED_FORMATS,
     FigureEntry,
+    fit_refusal,
     linear_fit,
     load_path_matrices,
     plot_bound_vs_flops,
@@ -49,6 +53,7 @@ from compact_proofs.pipeline.report.figures import (
     plot_dims_vs_flops,
     plot_noise,
     plot_path_matrices,
+    plot_series,
     save_figure,
     sigma_ratio_points,
 )
@@ -56,6 +61,7 @@ from compact_proofs.pipeline.report.formatting import (
     ARITHMETIC_LEGEND,
     FRONTIER_HEADERS,
     LOSS_HEADERS,
+    PAPER_FOOTNOTE,
     TABLE_HEADERS,
     frontier_markdown,
     mode_sentence,
@@ -82,6 +88,7 @@ from compact_proofs.pipeline.report.steps import (
 from compact_proofs.pipeline.report.tables import (
     GROUP_ORDER,
     NEW_GROUPS,
+    PAPER_CORRECTION_COMMIT,
     PAPER_TABLE1,
     STRATEGY_ROWS,
     TABLE1_ORDER,
@@ -91,6 +98,7 @@ from compact_proofs.pipeline.report.tables import (
     group_order,
     group_summary,
     load_results,
+    paper_fields,
     pareto_frontier,
     pm_round,
     row_mask,
@@ -99,12 +107,13 @@ from compact_proofs.pipeline.report.tables import (
 
 __all__ = [
     "ARITHMETIC_LEGEND", "EXCLUDED_SIGMA_ERROR", "FRONTIER_HEADERS", "GROUP_ORDER",
-    "LOSS_HEADERS", "NEW_GROUPS", "PAPER_FORMATS", "PAPER_TABLE1", "SEED_FORMATS",
-    "STRATEGY_ROWS", "TABLE1_ORDER", "TABLE_HEADERS", "FigureEntry", "PaperValue",
-    "best_per_seed", "build_report", "frontier_markdown", "frontier_movement", "group_order",
-    "group_summary", "linear_fit", "load_path_matrices", "load_results", "mode_sentence",
+    "LOSS_HEADERS", "MIN_FIT_POINTS", "NEW_GROUPS", "PAPER_CORRECTION_COMMIT", "PAPER_FOOTNOTE",
+    "PAPER_FORMATS", "PAPER_TABLE1", "SEED_FORMATS", "STRATEGY_ROWS", "TABLE1_ORDER",
+    "TABLE_HEADERS", "FigureEntry", "PaperValue", "best_per_seed", "build_report",
+    "fit_refusal", "frontier_markdown", "frontier_movement", "group_order", "group_summary",
+    "linear_fit", "load_path_matrices", "load_results", "mode_sentence", "paper_fields",
     "pareto_frontier", "plot_bound_vs_flops", "plot_bound_vs_sigma_ratio", "plot_dims_vs_flops",
-    "plot_noise", "plot_path_matrices", "pm_round", "row_mask", "save_figure",
+    "plot_noise", "plot_path_matrices", "plot_series", "pm_round", "row_mask", "save_figure",
     "sigma_ratio_points", "table1", "table1_csv", "table1_html", "table1_latex",
     "table1_markdown", "write_text",
 ]  # fmt: skip

@@ -11,6 +11,7 @@ formats, each file atomically and without creation dates.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,68 +73,133 @@ def _legend_below(fig: Figure, ax: Axes, ncols: int, markerscale: float = 1.0) -
 
 # -- paper figures --------------------------------------------------------------------------
 
+# marker and colour of each strategy new here (each its own legend entry, both groups'
+# strategies share the group "separable"); other new strategies cycle through NEW_STYLE_CYCLE
+NEW_STYLES: dict[str, tuple[str, str]] = {
+    "separable": ("*", "black"),
+    "separable-lite": ("D", "#6a3d9a"),
+}
+NEW_STYLE_CYCLE = (("P", "#b15928"), ("X", "0.35"), ("v", "#1f78b4"))
+ZOOM_EXCLUDED_GROUP = "brute-force"  # the zoomed panel shows every other group
+
+
+@dataclass(frozen=True)
+class Series:
+    """One legend entry of a scatter plot: a paper group, or one new strategy."""
+
+    name: str  # legend name
+    column: str  # "group" or "strategy"
+    value: str
+    new: bool
+    marker: str
+    color: Any
+
+
+def plot_series(df: pd.DataFrame) -> list[Series]:
+    """The scatter series of `df`: each paper group (circles, Paired colours, the paper's
+    order), then each new strategy on its own (its own marker and colour, NEW_STYLES)."""
+    groups = group_order(df)
+    colors = _colors(len(groups), "Paired")
+    series: list[Series] = []
+    extra = itertools.cycle(NEW_STYLE_CYCLE)
+    for group, color in zip(groups, colors, strict=True):
+        if group not in NEW_GROUPS:
+            series.append(Series(group, "group", group, False, "o", color))
+            continue
+        for strategy in df[df["group"] == group]["strategy"].unique():
+            marker, color = NEW_STYLES.get(strategy) or next(extra)
+            series.append(Series(str(strategy), "strategy", strategy, True, marker, color))
+    return series
+
+
+def _zoom_range(data: pd.DataFrame) -> tuple[float, float] | None:
+    """FLOPs range of the zoomed panel: whole powers of two around every row but brute force's
+    (None: no such row)."""
+    flops = data[data["group"] != ZOOM_EXCLUDED_GROUP]["flops"].to_numpy(dtype=float)
+    if not len(flops):
+        return None
+    lo, hi = np.log2(flops.min()), np.log2(flops.max())
+    return 2.0 ** np.floor(lo - 0.5), 2.0 ** np.ceil(hi + 0.25)
+
+
+def _scatter(ax: Axes, df: pd.DataFrame, data: pd.DataFrame, frontier_only: bool) -> None:
+    """Every series of `df` drawn from the rows of `data` on `ax`, labelled with the series'
+    mean ± std over seeds of its best normalised bound (in all of `df`)."""
+    for sr in plot_series(df):
+        part = data[data[sr.column] == sr.value]
+        if part.empty:
+            continue
+        size = (70 if sr.new else 24) if frontier_only else (30 if sr.new else 6)
+        ax.scatter(
+            part["flops"],
+            part["normalized_bound"],
+            s=size * (0.6 if sr.marker == "D" else 1.0),
+            alpha=0.85 if frontier_only else 0.6,
+            color=sr.color,
+            marker=sr.marker,
+            edgecolors="none",
+            label=f"{sr.name}{' (new)' if sr.new else ''} "
+            f"(rel acc: {group_summary(df, sr.value, sr.column)})",
+        )
+
 
 def plot_bound_vs_flops(df: pd.DataFrame, frontier_only: bool) -> Figure:
     """Normalised bound (bound / exact accuracy) against proof length (FLOPs of verification,
-    log2 axis), coloured by group (SPEC §9.3). With `frontier_only`, only the rows on their
-    seed's Pareto frontier of the paper's strategies, beside every row of the new groups
-    (which would otherwise hide the paper points they dominate); otherwise every row, with
-    small markers. Legend entries read "group (rel acc: mean ± std)" over the per-seed best
-    normalised bound of the group."""
+    log2 axis), coloured by group, each new strategy with its own marker (SPEC §9.3). With
+    `frontier_only`, only the rows on their seed's Pareto frontier of the paper's strategies,
+    beside every row of the new groups (which would otherwise hide the paper points they
+    dominate); otherwise every row, with small markers. Legend entries read "series (rel acc:
+    mean ± std)" over the per-seed best normalised bound of the series. A second panel zooms
+    on the FLOPs range of every row but brute force's (`_zoom_range`, shaded on the first)."""
     data = df
     if frontier_only:
         new = df["group"].isin(NEW_GROUPS).to_numpy()
         on = new.copy()
         on[~new] = pareto_frontier(df[~new])
         data = df[on]
-    fig = Figure(figsize=(9, 7.5), layout="constrained")
-    ax = fig.add_subplot()
-    groups = group_order(df)
-    for group, color in zip(groups, _colors(len(groups), "Paired"), strict=True):
-        part = data[data["group"] == group]
-        if part.empty:
-            continue
-        new = group in NEW_GROUPS
-        ax.scatter(
-            part["flops"],
-            part["normalized_bound"],
-            s=(70 if new else 24) if frontier_only else (30 if new else 6),
-            alpha=0.85 if frontier_only else 0.6,
-            color="black" if new else color,
-            marker="*" if new else "o",
-            edgecolors="none",
-            label=f"{group}{' (new)' if new else ''} (rel acc: {group_summary(df, group)})",
+    zoom = _zoom_range(data)
+    fig = Figure(figsize=(14, 7.5) if zoom else (9, 7.5), layout="constrained")
+    axes = fig.subplots(1, 2 if zoom else 1, sharey=True, squeeze=False)[0]
+    for ax in axes:
+        _scatter(ax, df, data, frontier_only)
+        _log2_axis(ax, "x")
+        ax.set_xlabel("proof length: FLOPs of verification (log2 scale)")
+        ax.grid(True, alpha=0.3)
+    axes[0].set_ylabel("normalised accuracy bound (bound / exact accuracy)")
+    axes[0].set_ylim(min(0.0, float(data["normalized_bound"].min())) - 0.02, 1.05)
+    axes[0].set_title("all proofs")
+    if zoom:
+        axes[0].axvspan(*zoom, color="0.5", alpha=0.12, linewidth=0)
+        axes[1].set_xlim(*zoom)
+        axes[1].set_title(
+            f"zoom: $2^{{{np.log2(zoom[0]):.0f}}}$–$2^{{{np.log2(zoom[1]):.0f}}}$ FLOPs "
+            f"(shaded on the left; all but {ZOOM_EXCLUDED_GROUP})"
         )
-    _log2_axis(ax, "x")
-    ax.set_xlabel("proof length: FLOPs of verification (log2 scale)")
-    ax.set_ylabel("normalised accuracy bound (bound / exact accuracy)")
-    ax.set_ylim(min(0.0, float(data["normalized_bound"].min())) - 0.02, 1.05)
-    ax.grid(True, alpha=0.3)
     what = (
         "paper: per-seed Pareto frontier; new: all" if frontier_only else "all strategies and seeds"
     )
-    ax.set_title(f"Normalised bound vs proof length ({what}, {df['seed'].nunique()} seeds)")
-    _legend_below(fig, ax, ncols=1, markerscale=1.0 if frontier_only else 2.5)
+    fig.suptitle(f"Normalised bound vs proof length ({what}, {df['seed'].nunique()} seeds)")
+    _legend_below(fig, axes[0], ncols=2 if zoom else 1, markerscale=1.0 if frontier_only else 2.5)
     return fig
 
 
 def plot_dims_vs_flops(df: pd.DataFrame) -> Figure:
     """Unexplained dimensionality of each proof (SPEC §8, log2 axis) against its length
-    (FLOPs of verification, log2 axis), every row, coloured by group (the paper's
-    "EffectiveDimensionVsFLOP")."""
+    (FLOPs of verification, log2 axis), every row, coloured by group, each new strategy with
+    its own marker (the paper's "EffectiveDimensionVsFLOP")."""
     fig = Figure(figsize=(9, 6.5), layout="constrained")
     ax = fig.add_subplot()
-    groups = group_order(df)
-    for group, color in zip(groups, _colors(len(groups), "Paired"), strict=True):
-        part = df[df["group"] == group]
+    for sr in plot_series(df):
+        part = df[df[sr.column] == sr.value]
         ax.scatter(
             part["flops"],
             part["unexplained_dims"],
-            s=14,
+            s=30 if sr.new else 14,
             alpha=0.7,
-            color=color,
+            color=sr.color,
+            marker=sr.marker,
             edgecolors="none",
-            label=group,
+            label=f"{sr.name} (new)" if sr.new else sr.name,
         )
     _log2_axis(ax, "x")
     _log2_axis(ax, "y")
@@ -173,11 +239,30 @@ def linear_fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float] | Non
     return float(slope), float(intercept), r2
 
 
+MIN_FIT_POINTS = 10  # a handling gets a fit line only with at least this many seeds,
+MIN_FIT_DISTINCT_X = 5  # at least this many distinct σ₁/σ₂ values,
+MIN_FIT_RELATIVE_SPREAD = 0.1  # and a σ₁/σ₂ range of at least this fraction of the median
+
+
+def fit_refusal(x: np.ndarray) -> str | None:
+    """Why the σ₁/σ₂ values `x` of one handling are too few or too clustered for a
+    least-squares line (None: fit it): fewer than MIN_FIT_POINTS points or MIN_FIT_DISTINCT_X
+    distinct values, or a range below MIN_FIT_RELATIVE_SPREAD of the median."""
+    if len(x) < MIN_FIT_POINTS:
+        return f"no fit: < {MIN_FIT_POINTS} points"
+    if len(np.unique(x)) < MIN_FIT_DISTINCT_X:
+        return f"no fit: < {MIN_FIT_DISTINCT_X} distinct σ₁/σ₂"
+    if np.ptp(x) < MIN_FIT_RELATIVE_SPREAD * abs(float(np.median(x))):
+        return "no fit: σ₁/σ₂ range too narrow"
+    return None
+
+
 def plot_bound_vs_sigma_ratio(points: pd.DataFrame) -> tuple[Figure, list[dict[str, Any]]]:
     """Normalised bound against EQKE's σ₁/σ₂ (SPEC §9.4): per seed and attention-error
     handling the best sub-cubic bound (exact-EQKE handling excluded), coloured by handling
-    (ordered by its best bound), with an ordinary least-squares line per handling and its R²
-    in the legend. Also returns the fits (handling, n, slope, intercept, r2)."""
+    (ordered by its best bound), with an ordinary least-squares line and its R² in the legend
+    for each handling with enough, spread-out points (`fit_refusal`; the others say why not).
+    Also returns the fits (handling, n, slope, intercept, r2)."""
     fig = Figure(figsize=(9, 6.5), layout="constrained")
     ax = fig.add_subplot()
     order = (
@@ -191,23 +276,19 @@ def plot_bound_vs_sigma_ratio(points: pd.DataFrame) -> tuple[Figure, list[dict[s
         part = points[points["attention_error_handling"] == handling]
         x = part["eqke_sigma_ratio"].to_numpy(dtype=float)
         y = part["normalized_bound"].to_numpy(dtype=float)
-        fit = linear_fit(x, y)
+        refusal = fit_refusal(x)
+        fit = None if refusal else linear_fit(x, y)
         if fit is None:
-            label = f"{handling} (n={len(x)}, no fit)"
+            label = f"{handling} (n={len(x)}, {refusal or 'no fit'})"
         else:
             slope, intercept, r2 = fit
             label = f"{handling} (R² = {r2:.2f}, n={len(x)})"
             xs = np.linspace(x.min(), x.max(), 2)
             ax.plot(xs, intercept + slope * xs, color=color, linewidth=1.2)
             fits.append(
-                {
-                    "handling": handling,
-                    "n": len(x),
-                    "slope": slope,
-                    "intercept": intercept,
-                    "r2": r2,
-                }
-            )
+                {"handling": handling, "n": len(x), "slope": slope, "intercept": intercept,
+                 "r2": r2}
+            )  # fmt: skip
         ax.scatter(x, y, s=18, alpha=0.8, color=color, edgecolors="none", label=label)
     ax.set_xlabel("EQKE singular-value ratio σ₁/σ₂")
     ax.set_ylabel("normalised accuracy bound (best per seed and handling)")
@@ -327,7 +408,8 @@ _METADATA = {"svg": {"Date": None}, "pdf": {"CreationDate": None}, "png": {}}
 
 
 def save_figure(fig: Figure, out_dir: Path, stem: str, formats: Sequence[str]) -> list[Path]:
-    """Save `fig` as out_dir/stem.FORMAT for each format, each file atomically."""
+    """Save `fig` as out_dir/stem.FORMAT for each format, each file atomically, cropped or
+    grown to everything drawn plus a margin (so no label or legend touches the edge)."""
     fig.draw_without_rendering()  # lay out once (constrained layout), then freeze the layout
     fig.set_layout_engine("none")  # so that each format does not lay it out again
     paths = []
@@ -335,7 +417,14 @@ def save_figure(fig: Figure, out_dir: Path, stem: str, formats: Sequence[str]) -
         path = out_dir / f"{stem}.{fmt}"
 
         def write(tmp: str, fmt: str = fmt) -> None:
-            fig.savefig(tmp, format=fmt, dpi=130, metadata=_METADATA[fmt])
+            fig.savefig(
+                tmp,
+                format=fmt,
+                dpi=130,
+                metadata=_METADATA[fmt],
+                bbox_inches="tight",  # nothing drawn (labels, legends) crosses the edge
+                pad_inches=0.15,
+            )
 
         atomic_write(path, write)
         paths.append(path)

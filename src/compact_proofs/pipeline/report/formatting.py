@@ -18,7 +18,7 @@ import pandas as pd
 from compact_proofs.analysis import loss_breakdown as loss
 from compact_proofs.analysis import noise
 from compact_proofs.analysis.noise import NoiseResult
-from compact_proofs.pipeline.report.tables import pm_round
+from compact_proofs.pipeline.report.tables import PAPER_CORRECTION_COMMIT, pm_round
 
 # -- Table 1 --------------------------------------------------------------------------------
 
@@ -32,7 +32,18 @@ TABLE_HEADERS = (
     "Complexity",
     "Seeds",
     "Arithmetic",
-    "Paper (normalised)",
+    "Paper, published (normalised)",
+    "Paper, corrected by the authors* (normalised)",
+)
+PAPER_FOOTNOTE = (
+    "* The paper's published sub-cubic rows (e.g. Sub-cubic 0.821 ± 0.013, Low-rank QK "
+    "0.795 ± 0.014) came from a verifier that used W_E + mean(W_pos) for the query's "
+    "direct path instead of W_E + W_pos[-1]: not sound. The authors fixed this after "
+    f'publication (code commit {PAPER_CORRECTION_COMMIT}, 2024-11-04, "Fix computation of '
+    'W_EP") and regenerated their data (151 seeds); that column shows their corrected values '
+    "for every row they regenerated (cubic: unchanged). Brute force evaluates the model on "
+    "every input and never forms W_EP, so its published value is unaffected and is repeated. "
+    "Rows with — are not in the paper's Table 1."
 )
 ARITHMETIC_LEGEND = (
     "Arithmetic: rigorous = every bound is a proof in exact real arithmetic on the float32 "
@@ -52,13 +63,14 @@ def _fmt_number(x: float | None, tex: bool = False, round_to_int: bool = False) 
     return f"{x:.0f}" if round_to_int or float(x).is_integer() else f"{x:.1f}"
 
 
-def _paper_cell(row: dict[str, Any]) -> str:
-    """The paper's value of one Table 1 row (brute force: 1, with the paper's bound)."""
-    if row["paper_bound_mean"] is not None:
-        return f"1 (bound {pm_round(row['paper_bound_mean'], row['paper_bound_std'])})"
-    if row["paper_normalized_bound_mean"] is None:
+def _paper_cell(row: dict[str, Any], prefix: str = "paper") -> str:
+    """The paper's value of one Table 1 row (brute force: 1, with the paper's bound), as
+    published (`prefix` 'paper') or as corrected by the authors ('paper_corrected')."""
+    if row[f"{prefix}_bound_mean"] is not None:
+        return f"1 (bound {pm_round(row[f'{prefix}_bound_mean'], row[f'{prefix}_bound_std'])})"
+    if row[f"{prefix}_normalized_bound_mean"] is None:
         return "—"
-    return pm_round(row["paper_normalized_bound_mean"], row["paper_normalized_bound_std"])
+    return pm_round(row[f"{prefix}_normalized_bound_mean"], row[f"{prefix}_normalized_bound_std"])
 
 
 def table1_cells(row: dict[str, Any]) -> list[str]:
@@ -75,6 +87,7 @@ def table1_cells(row: dict[str, Any]) -> list[str]:
         str(row["n_seeds"]),
         row["arithmetic"] or "—",
         _paper_cell(row),
+        _paper_cell(row, "paper_corrected"),
     ]
 
 
@@ -96,7 +109,7 @@ def table1_markdown(table: list[dict[str, Any]]) -> str:
     """Table 1 as a Markdown table with a one-line caption."""
     lines = [
         "| " + " | ".join(TABLE_HEADERS) + " |",
-        "|" + "|".join(["---"] + ["---:"] * 5 + ["---", "---:", "---", "---"]) + "|",
+        "|" + "|".join(["---"] + ["---:"] * 5 + ["---", "---:", "---", "---", "---"]) + "|",
     ]
     lines += ["| " + " | ".join(table1_cells(row)) + " |" for row in table]
     return (
@@ -105,18 +118,39 @@ def table1_markdown(table: list[dict[str, Any]]) -> str:
         + ARITHMETIC_LEGEND
         + "\n\n"
         + "\n".join(lines)
+        + "\n\n"
+        + _markdown_footnote()
         + "\n"
     )
 
 
+_FORMULAS = ("W_E + mean(W_pos)", "W_E + W_pos[-1]", "W_EP")
+
+
+def _markdown_footnote() -> str:
+    """PAPER_FOOTNOTE in Markdown: formulas as code, the leading * not a list bullet."""
+    pattern = "|".join(map(re.escape, _FORMULAS))
+    return "\\" + re.sub(pattern, lambda m: f"`{m[0]}`", PAPER_FOOTNOTE)
+
+
+def _latex_footnote() -> str:
+    """PAPER_FOOTNOTE in LaTeX (text mode, no packages), below the tabular."""
+    text = _tex_escape(PAPER_FOOTNOTE.removeprefix("* ")).replace('"', "''")
+    text = text.replace("''Fix", "``Fix")
+    return r"\par\smallskip\noindent{\footnotesize $^*$" + text + "}"
+
+
 def table1_latex(table: list[dict[str, Any]]) -> str:
-    """Table 1 as a self-contained LaTeX tabular (no packages needed)."""
-    headers = [_tex_escape(h).replace("log2", r"$\log_2$") for h in TABLE_HEADERS]
+    """Table 1 as a self-contained LaTeX tabular (no packages needed), the footnote on the
+    paper's corrected values below it."""
+    headers = [
+        _tex_escape(h).replace("log2", r"$\log_2$").replace("*", "$^*$") for h in TABLE_HEADERS
+    ]
     lines = [
         "% Table 1 (compact-proofs report): per seed the best strategy of each row's set;",
         "% mean $\\pm$ std (population) over seeds.",
         "% " + ARITHMETIC_LEGEND,
-        r"\begin{tabular}{lllrrrlrll}",
+        r"\begin{tabular}{lllrrrlrlll}",
         r"\hline",
         " & ".join(headers) + r" \\",
         r"\hline",
@@ -130,7 +164,7 @@ def table1_latex(table: list[dict[str, Any]]) -> str:
             " & ".join(c if i in (3, 5, 6) else _tex_escape(c) for i, c in enumerate(cells))
             + r" \\"
         )
-    lines += [r"\hline", r"\end{tabular}"]
+    lines += [r"\hline", r"\end{tabular}", _latex_footnote()]
     return "\n".join(lines) + "\n"
 
 

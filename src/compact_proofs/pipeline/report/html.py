@@ -2,11 +2,14 @@
 on the frontier movement, the structureless-noise experiment and the loss breakdown.
 
 It only lays out what the other modules computed and formatted (statistics in `tables`, cells
-in `formatting`, figure files in `figures`); the caller writes the page to disk.
+in `formatting`, figure files in `figures`); the caller writes the page to disk. The page is
+self-contained: every figure's PNG is embedded as a base64 data URI, so index.html alone is
+the report (the links to the separate PNG/SVG/PDF/table files work beside them).
 """
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import html
 from collections.abc import Sequence
@@ -22,6 +25,7 @@ from compact_proofs.pipeline.report.formatting import (
     ARITHMETIC_LEGEND,
     FRONTIER_HEADERS,
     LOSS_HEADERS,
+    PAPER_FOOTNOTE,
     TABLE_HEADERS,
     frontier_cells,
     loss_cells,
@@ -36,6 +40,7 @@ _STYLE = (
     "table.t1{border-collapse:collapse;font-size:0.9em}"
     "table.t1 td,table.t1 th{border:1px solid #ccc;padding:3px 8px}"
     "table.t1 td:nth-child(n+2){text-align:right}"
+    "p.footnote{font-size:0.85em;color:#444}"
     "figure{margin:2em 0}img{max-width:100%}figcaption{color:#444}</style>"
 )
 
@@ -55,8 +60,12 @@ def html_table(headers: Sequence[str], rows: list[list[str]]) -> str:
 
 
 def table1_html(table: list[dict[str, Any]]) -> str:
-    """Table 1 as an HTML table (the Markdown table's cells, escaped)."""
-    return html_table(TABLE_HEADERS, [table1_cells(row) for row in table])
+    """Table 1 as an HTML table (the Markdown table's cells, escaped) and its footnote on the
+    paper's corrected values."""
+    return (
+        html_table(TABLE_HEADERS, [table1_cells(row) for row in table])
+        + f'\n<p class="footnote">{html.escape(PAPER_FOOTNOTE)}</p>'
+    )
 
 
 def frontier_section(frontier: list[dict[str, Any]]) -> Section:
@@ -132,23 +141,28 @@ def _head(page: IndexPage) -> list[str]:
         "<h2>Table 1</h2>",
         "<p>Per seed, the best (highest bound) strategy of each row's configuration set "
         "(SPEC §6.11); mean ± population std over seeds. Normalised bound = bound / exact "
-        "accuracy. The last column is the paper's value over its 151 seeds.</p>",
+        "accuracy. The last two columns are the paper's values over its 151 seeds: as "
+        "published, and as corrected by the authors after publication (footnote).</p>",
         f"<p><b>{html.escape(page.mode)}</b> {html.escape(ARITHMETIC_LEGEND)}</p>",
         table1_html(page.table),
         "<p>Download: " + " · ".join(_link(p, page.out_dir) for p in page.table_files) + "</p>",
     ]
 
 
+def _data_uri(path: Path) -> str:
+    """The PNG file at `path` as a base64 data URI (so index.html needs no other file)."""
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
 def _figure(fig: FigureEntry, out_dir: Path) -> list[str]:
-    """One figure: its PNG, caption and links to its other formats."""
-    png = fig.files[0]
-    others = " · ".join(_link(p, out_dir) for p in fig.files[1:])
+    """One figure: its PNG embedded as a data URI, caption, and links to its files (PNG and
+    the other formats, beside index.html)."""
+    links = " · ".join(_link(p, out_dir) for p in fig.files)
     return [
         f'<figure id="{html.escape(fig.stem)}">',
-        f'<img src="{html.escape(png.relative_to(out_dir).as_posix())}" '
-        f'alt="{html.escape(fig.title)}">',
+        f'<img src="{_data_uri(fig.files[0])}" alt="{html.escape(fig.title)}">',
         f"<figcaption><b>{html.escape(fig.title)}.</b> {html.escape(fig.caption)} "
-        f"({others})</figcaption>",
+        f"(files: {links})</figcaption>",
         "</figure>",
     ]
 

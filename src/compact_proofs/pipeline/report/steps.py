@@ -23,6 +23,9 @@ from compact_proofs.errors import CompactProofsError
 from compact_proofs.model.file_format import atomic_write, load_model
 from compact_proofs.model.seeds import SELECTED_SEED
 from compact_proofs.pipeline.report.figures import (
+    MIN_FIT_DISTINCT_X,
+    MIN_FIT_POINTS,
+    MIN_FIT_RELATIVE_SPREAD,
     PAPER_FORMATS,
     SEED_FORMATS,
     FigureEntry,
@@ -163,10 +166,12 @@ def add_bound_vs_flops(run: ReportRun) -> None:
             PAPER_FORMATS,
             f"Normalised bound vs FLOPs ({what})",
             "Normalised accuracy bound against proof length (FLOPs of verification, log2 "
-            "axis), coloured by group; legend: mean ± std over seeds of each group's best "
+            "axis), coloured by group, each new strategy with its own marker; right: zoom on "
+            "every proof but brute force (its range shaded on the left). Legend: mean ± std "
+            "over seeds of each group's (new: each strategy's) best "
             + (
                 "normalised bound. Paper strategies: only rows that no paper row of the "
-                "same seed beats in both bound and FLOPs; new strategies (stars): every row."
+                "same seed beats in both bound and FLOPs; new strategies: every row."
                 if frontier
                 else "normalised bound. Every (seed, strategy) row."
             ),
@@ -202,7 +207,10 @@ def add_sigma_ratio(run: ReportRun) -> None:
         "Normalised bound vs EQKE σ₁/σ₂",
         "Sub-cubic proofs (exact-EQKE handling excluded), best normalised bound per seed and "
         "attention-error handling, against the ratio of EQKE's first two singular values; "
-        "one least-squares line per handling, R² in the legend.",
+        "a least-squares line (R² in the legend) for each handling with at least "
+        f"{MIN_FIT_POINTS} points, {MIN_FIT_DISTINCT_X} distinct σ₁/σ₂ values and a σ₁/σ₂ "
+        f"range of at least {MIN_FIT_RELATIVE_SPREAD:.0%} of its median; the legend says "
+        "why the others have none.",
     )
 
 

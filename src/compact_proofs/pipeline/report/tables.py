@@ -45,26 +45,58 @@ STRATEGY_ROWS = {row: strategy_id for strategy_id, row in ROWS.items()}
 @dataclass(frozen=True)
 class PaperValue:
     """The paper's Table 1 value (151 seeds): mean ± std of the normalised bound, or, for
-    brute force (normalised bound 1 by definition), of the bound itself."""
+    brute force (normalised bound 1 by definition), of the bound itself.
+
+    `mean`, `std`: the value as published (NeurIPS 2024). `corrected_mean`, `corrected_std`:
+    the value the authors regenerated after fixing their verifier (code commit bcf5c23,
+    2024-11-04, "Fix computation of W_EP": the published sub-cubic proofs used
+    `W_E + mean(W_pos)` for the query's direct path instead of `W_E + W_pos[-1]`, which is
+    unsound). None where the correction does not touch the row (`corrected` then returns the
+    published value, `corrected_is_published` is True).
+    """
 
     mean: float
     std: float
     of_bound: bool = False
+    corrected_mean: float | None = None
+    corrected_std: float | None = None
+
+    @property
+    def corrected_is_published(self) -> bool:
+        """True when the authors' correction leaves the published value as it is."""
+        return self.corrected_mean is None
+
+    @property
+    def corrected(self) -> tuple[float, float]:
+        """(mean, std) after the authors' correction (the published one where unaffected)."""
+        if self.corrected_mean is None or self.corrected_std is None:
+            return self.mean, self.std
+        return self.corrected_mean, self.corrected_std
 
 
+# Published values, then the authors' corrected ones (151 seeds, mean ± std). Brute force
+# evaluates the model on every input and never forms W_EP: unaffected, published value stands.
+# Cubic: the authors' regenerated value equals the published one (its query path was right).
 PAPER_TABLE1: dict[str, PaperValue] = {
     "Brute force": PaperValue(0.9992, 0.0015, of_bound=True),
-    "Cubic": PaperValue(0.9539, 0.0080),
-    "Sub-cubic": PaperValue(0.821, 0.013),
-    "Low-rank QK": PaperValue(0.795, 0.014),
-    "Low-rank EU": PaperValue(0.653, 0.060),
-    "Low-rank QK & EU": PaperValue(0.628, 0.060),
-    "Quadratic QK": PaperValue(0.390, 0.032),
-    "Quadratic QK & EU": PaperValue(0.286, 0.036),
+    "Cubic": PaperValue(0.9539, 0.0080, corrected_mean=0.9539, corrected_std=0.0080),
+    "Sub-cubic": PaperValue(0.821, 0.013, corrected_mean=0.700, corrected_std=0.036),
+    "Low-rank QK": PaperValue(0.795, 0.014, corrected_mean=0.675, corrected_std=0.035),
+    "Low-rank EU": PaperValue(0.653, 0.060, corrected_mean=0.633, corrected_std=0.062),
+    "Low-rank QK & EU": PaperValue(0.628, 0.060, corrected_mean=0.610, corrected_std=0.060),
+    "Quadratic QK": PaperValue(0.390, 0.032, corrected_mean=0.316, corrected_std=0.037),
+    "Quadratic QK & EU": PaperValue(0.286, 0.036, corrected_mean=0.283, corrected_std=0.037),
 }
+PAPER_CORRECTION_COMMIT = "bcf5c23"
+# the CSV's per-row footnote (`paper_corrected_note`)
+NOTE_CORRECTED = (
+    f"corrected by the authors after publication (commit {PAPER_CORRECTION_COMMIT}: query "
+    "direct path W_E + W_pos[-1] instead of the unsound W_E + mean(W_pos))"
+)
+NOTE_UNAFFECTED = "unaffected by the authors' correction (never forms W_EP): published value"
 
 # plot groups in the paper's order: brute force, cubic, the six sub-cubic groups by Table 1 row;
-# then the groups of strategies new here (not in the paper), drawn with star markers
+# then the groups of strategies new here (not in the paper), each strategy its own marker
 NEW_GROUPS: tuple[str, ...] = tuple(dict.fromkeys(s.group for s in NEW_STRATEGIES.values()))
 GROUP_ORDER: tuple[str, ...] = ("brute-force", "cubic", *TABLE1_ROW, *NEW_GROUPS)
 
@@ -174,7 +206,8 @@ def table1(df: pd.DataFrame) -> list[dict[str, Any]]:
     the row reports, over seeds, mean ± population std of the normalised bound and of the
     bound, mean FLOPs, mean log2 FLOPs, mean unexplained dimensions, the complexity label of the
     chosen strategies (the most frequent one; all in `complexities`), the number of seeds, the
-    most frequently chosen strategy, and the paper's reference value (None where it has none).
+    most frequently chosen strategy, and the paper's values as published and as corrected by the
+    authors (`paper_fields`; None where the paper has none).
     """
     table: list[dict[str, Any]] = []
     for row in TABLE1_ORDER:
@@ -183,7 +216,6 @@ def table1(df: pd.DataFrame) -> list[dict[str, Any]]:
         b_mean, b_std = _mean_std(best["bound"])
         flops = best["flops"].astype(float)
         complexities = best["complexity"].value_counts()
-        paper = PAPER_TABLE1.get(row)
         table.append(
             {
                 "row": row,
@@ -203,17 +235,32 @@ def table1(df: pd.DataFrame) -> list[dict[str, Any]]:
                 "best_strategy": (
                     str(best["strategy"].value_counts().index[0]) if len(best) else None
                 ),
-                "paper_normalized_bound_mean": (
-                    None if paper is None else 1.0 if paper.of_bound else paper.mean
-                ),
-                "paper_normalized_bound_std": (
-                    None if paper is None or paper.of_bound else paper.std
-                ),
-                "paper_bound_mean": paper.mean if paper and paper.of_bound else None,
-                "paper_bound_std": paper.std if paper and paper.of_bound else None,
+                **paper_fields(PAPER_TABLE1.get(row)),
             }
         )
     return table
+
+
+def paper_fields(paper: PaperValue | None) -> dict[str, Any]:
+    """A Table 1 row's paper columns: published and corrected-by-the-authors values (None where
+    the paper has no value) and `paper_corrected_note` (NOTE_CORRECTED, NOTE_UNAFFECTED or
+    '', the CSV's footnote)."""
+    fields: dict[str, Any] = {}
+    for prefix, value in (
+        ("paper", None if paper is None else (paper.mean, paper.std)),
+        ("paper_corrected", None if paper is None else paper.corrected),
+    ):
+        of_bound = paper is not None and paper.of_bound
+        fields[f"{prefix}_normalized_bound_mean"] = (
+            None if value is None else 1.0 if of_bound else value[0]
+        )
+        fields[f"{prefix}_normalized_bound_std"] = None if value is None or of_bound else value[1]
+        fields[f"{prefix}_bound_mean"] = value[0] if value and of_bound else None
+        fields[f"{prefix}_bound_std"] = value[1] if value and of_bound else None
+    fields["paper_corrected_note"] = (
+        "" if paper is None else NOTE_UNAFFECTED if paper.corrected_is_published else NOTE_CORRECTED
+    )
+    return fields
 
 
 def _arithmetic(rigorous: pd.Series) -> str | None:
@@ -303,7 +350,8 @@ def frontier_movement(df: pd.DataFrame) -> list[dict[str, Any]]:
     return out
 
 
-def group_summary(df: pd.DataFrame, group: str) -> str:
-    """'mean ± std' over seeds of the best normalised bound within `group`."""
-    best = df[df["group"] == group].groupby("seed")["normalized_bound"].max()
+def group_summary(df: pd.DataFrame, group: str, column: str = "group") -> str:
+    """'mean ± std' over seeds of the best normalised bound within `group` (the rows whose
+    `column`, "group" or "strategy", is `group`)."""
+    best = df[df[column] == group].groupby("seed")["normalized_bound"].max()
     return pm_round(*_mean_std(best))
