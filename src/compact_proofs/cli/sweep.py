@@ -56,6 +56,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("reproduce", help="the paper's results: sweep (151 seeds) + report")
     p.add_argument("--out", default="reproduction", help="output directory (reproduction)")
     p.add_argument("--seeds", default="paper", help="seed set (default: the 151 paper seeds)")
+    p.add_argument(
+        "--models",
+        choices=("shipped", "train"),
+        default="shipped",
+        help="shipped (default): prove the paper-seed models shipped with the package, so "
+        "Table 1 is the same on every machine; train: retrain them here (training is "
+        "bit-identical on one machine, not across CPU models)",
+    )
     common.parallel_args(p)
     common.fast_arg(p)
     p.set_defaults(func=run_reproduce)
@@ -144,12 +152,16 @@ def run_reproduce(args: argparse.Namespace) -> int:
     from compact_proofs.model.training import TrainingRecipe
     from compact_proofs.model.transformer import ModelConfig
     from compact_proofs.pipeline.report import build_report
+    from compact_proofs.pipeline.sweep import use_shipped_models
 
-    out = Path(args.out)
+    out, seeds = Path(args.out), common.seed_list(args.seeds)
     start = time.perf_counter()
-    summary = _sweep(
-        out, common.seed_list(args.seeds), "all", ModelConfig(), TrainingRecipe(), args
-    )
+    if args.models == "shipped":
+        if out.exists() and not out.is_dir():
+            raise CompactProofsError(f"--out {out} is a file; pass a directory")
+        copied = use_shipped_models(out, seeds)
+        print(f"models: {len(copied)} shipped models copied into {out / 'models'}")
+    summary = _sweep(out, seeds, "all", ModelConfig(), TrainingRecipe(), args)
     sweep_seconds = time.perf_counter() - start
     report_start = time.perf_counter()
     build_report(out, out / "report", progress=common.progress_enabled())

@@ -181,6 +181,14 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> ModelFil
 
 
 BUNDLED_MODEL = f"max-of-4-seed-{SELECTED_SEED}.safetensors"
+SHIPPED_MODELS = Path(str(resources.files("compact_proofs") / "data" / "paper"))
+
+
+def shipped_model_path(seed: int) -> Path | None:
+    """The shipped paper-recipe Max-of-4 model of `seed` (the 151 paper seeds, trained once
+    by scripts/train_paper_models.py; `reproduce` uses them by default), or None."""
+    path = SHIPPED_MODELS / f"seed-{seed}.safetensors"
+    return path if path.is_file() else None
 
 
 def bundled_model_path() -> Path:

@@ -26,7 +26,13 @@ from tqdm.auto import tqdm
 
 from compact_proofs.errors import CompactProofsError
 from compact_proofs.model.batched_training import train_many
-from compact_proofs.model.file_format import atomic_write, load_model, save_model, weights_digest
+from compact_proofs.model.file_format import (
+    atomic_write,
+    load_model,
+    save_model,
+    shipped_model_path,
+    weights_digest,
+)
 from compact_proofs.model.training import TrainingRecipe, provenance
 from compact_proofs.model.transformer import ModelConfig
 from compact_proofs.pipeline.results import (
@@ -271,6 +277,21 @@ def _run_tasks(
             if per_task:
                 bar.set_postfix(strategies=done * per_task, refresh=False)
             bar.update(1)
+
+
+def use_shipped_models(results_dir: Path, seeds: Sequence[int]) -> list[int]:
+    """Copy the shipped paper-recipe model of each seed into the store, where the store has no
+    model of that seed yet (so the sweep proves them instead of retraining: the same Table 1
+    on every machine). Returns the seeds copied. The copies are byte-identical."""
+    copied = []
+    for seed in seeds:
+        source, target = shipped_model_path(seed), model_path(results_dir, seed)
+        if source is None or target.exists():
+            continue
+        data = source.read_bytes()
+        atomic_write(target, lambda tmp, data=data: Path(tmp).write_bytes(data))
+        copied.append(seed)
+    return copied
 
 
 def run_sweep(
