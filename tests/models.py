@@ -84,6 +84,37 @@ def adversarial_models() -> dict[str, AttnOnlyTransformer]:
     return out
 
 
+def large_bias_model(
+    v: int = 7,
+    k: int = 3,
+    seed: int = 0,
+    q_shift: float = -1.6,
+    penalty: float = 2.0,
+    pos_scale: float = 2.0,
+) -> AttnOnlyTransformer:
+    """A near-ideal solver (`ideal_model`, beta 6, alpha 4, noise 0.02) whose biases are large
+    and each load-bearing: a proof that ignored one of b_Q, b_V, b_O, b_U would certify
+    inputs this model misclassifies (tests/test_subcubic.py checks that).
+
+    b_Q = q_shift along the query direction: the attention is about 5x softer than the
+    weights alone make it, so near-max tokens repeated at several positions can outvote the
+    max (e.g. [4, 4, 5]); and b_Q alone reads positional keys (head dim 1, `pos_scale`).
+    b_V, b_O and b_U each take `penalty` x alpha off the logit of one token (3, 2 and 1):
+    inputs with that max token are misclassified. b_K is large and random (it shifts every
+    score of a query alike, which the softmax cancels). Needs v >= 4."""
+    model = ideal_model(v, k, beta=6.0, alpha=4.0, noise=0.02, seed=seed)
+    gen = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        model.b_Q[0, 0] = q_shift  # the ideal model's queries read 2 along head dim 0
+        model.b_Q[0, 1] = 1.0  # only the bias reads head dim 1: positional scores
+        model.W_K[0, 2 * v :, 1] = pos_scale * torch.randn(k, generator=gen)
+        model.b_K[0] = 5.0 * torch.randn(model.cfg.d_head, generator=gen)
+        model.b_V[0, 3] = -penalty  # value dim 3 is copied to the output dim of token 3
+        model.b_O[v + 2] = -penalty  # output dim v + j carries logit j (x alpha)
+        model.b_U[1] = -penalty * 4.0
+    return model
+
+
 def float64_cancellation(
     base: AttnOnlyTransformer,
     H: float = 2.0**50,

@@ -27,6 +27,7 @@ from compact_proofs.cli import main
 from compact_proofs.model.file_format import load_model, save_model, weights_digest
 from compact_proofs.model.transformer import AttnOnlyTransformer, ModelConfig
 from compact_proofs.proofs.certificates import Certificate, CertificateFile, save_certificates
+from compact_proofs.proofs.exhaustive import exact_accuracy
 from compact_proofs.proofs.registry import STRATEGIES
 from compact_proofs.proofs.tensor_codec import encode_tensor
 from compact_proofs.soundness import checker
@@ -37,7 +38,7 @@ from compact_proofs.soundness.checker.errors import (
 )
 
 from conftest import FIXTURES
-from models import adversarial_models, ideal_model, random_model, trained_model
+from models import adversarial_models, ideal_model, large_bias_model, random_model, trained_model
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 CHECKER_DIR = SRC / "compact_proofs" / "soundness" / "checker"
@@ -67,9 +68,10 @@ SMALL_MODELS = {
 }
 
 
-# strategies that fold biases into the path matrices (sub-cubic refuses non-zero biases)
-BIAS_STRATEGIES = ("brute-force", "cubic", "separable-lite", "separable")
+# every strategy folds non-zero biases in; these are the ones that are not sub-cubic
+NON_SUBCUBIC = ("brute-force", "cubic", "separable-lite", "separable")
 SEPARABLE = ("separable-lite", "separable")
+SUBCUBIC_IDS = tuple(i for i, s in STRATEGIES.items() if hasattr(s, "config"))
 
 
 def main_counts(
@@ -118,17 +120,17 @@ def test_zoo_names_are_current():
 def test_agrees_with_main_verifier_on_small_models(tmp_path, name):
     model = SMALL_MODELS[name]()
     got = assert_agree(tmp_path, model)
-    expected_strategies = len(BIAS_STRATEGIES) if model.nonzero_biases() else len(STRATEGIES)
-    assert len(got) == expected_strategies
+    assert len(got) == len(STRATEGIES)  # biased models too
     for strategy, count in got.items():  # never above the exact accuracy
         assert count <= got["brute-force"], strategy
 
 
-def test_agrees_on_arbitrary_certificates(tmp_path):
+@pytest.mark.parametrize("name", ["trained", "large biases"])
+def test_agrees_on_arbitrary_certificates(tmp_path, name):
     """Any directions and gaps >= 1 are legal certificates: random ones (of absurd sizes too,
     which both verifiers rescale) must agree as well."""
-    model = trained_model(8, 3, 16, 300, 0)
-    v, k, d = 8, 3, 16
+    model = trained_model(8, 3, 16, 300, 0) if name == "trained" else large_bias_model(8, 3)
+    v, k, d = 8, 3, model.cfg.d_model
     rng = np.random.default_rng(0)
     certs, expected = [], {}
     for i, strategy in enumerate(s for s in STRATEGIES.values() if hasattr(s, "config")):
@@ -174,8 +176,8 @@ PARTLY_PROVEN = {
 def test_separable_agrees_where_it_proves_part(tmp_path, name):
     """The separable proofs certify much, but not all, of these models (n_ctx >= 5)."""
     model = PARTLY_PROVEN[name]()
-    got = assert_agree(tmp_path, model, BIAS_STRATEGIES)
-    assert list(got) == list(BIAS_STRATEGIES)
+    got = assert_agree(tmp_path, model, NON_SUBCUBIC)
+    assert list(got) == list(NON_SUBCUBIC)
     assert 0 < got["separable-lite"] <= got["separable"] < got["brute-force"]
 
 
@@ -236,15 +238,28 @@ def test_separable_counts_nothing_from_subnormal_weights(tmp_path):
     assert checker.separable_lite_count(m) <= brute
 
 
-def test_subcubic_refuses_biases(tmp_path):
-    model = random_model(ModelConfig(d_vocab=5, n_ctx=3, d_model=6, d_head=5), 6, biases=True)
-    plain = random_model(ModelConfig(d_vocab=5, n_ctx=3, d_model=6, d_head=5), 6)
-    strategy = STRATEGIES["EUPU-max-diff--attn-mean-query+diff--attn-err-svd"]
-    payload = strategy.search(plain)
-    save_model(model, tmp_path / "m.safetensors")
-    m = checker.load_model_file(tmp_path / "m.safetensors")
-    with pytest.raises(UnsupportedModelError, match="zero biases"):
-        checker.check_strategy(m, strategy.id, payload)
+BIASED = {
+    "large biases": lambda: large_bias_model(),
+    "large biases v6 k4": lambda: large_bias_model(6, 4, seed=3, q_shift=-1.8, pos_scale=1.0),
+    "random v5 k3, biases": lambda: random_model(ModelConfig(5, 3, 6, 5), 6, biases=True),
+    "random v6 k3, biases x10": lambda: random_model(ModelConfig(6, 3, 5, 4), 7, 10.0, True),
+}
+
+
+@pytest.mark.parametrize("name", list(BIASED))
+def test_subcubic_agrees_on_biased_models(tmp_path, name):
+    """The checker folds the biases into its own sub-cubic implementation: its counts equal
+    the main --fast verifier's for all 100 configurations (searched certificates) and never
+    exceed the exact accuracy."""
+    model = BIASED[name]()
+    assert model.nonzero_biases() == ["b_Q", "b_K", "b_V", "b_O", "b_U"]
+    got = assert_agree(tmp_path, model, ("brute-force", *SUBCUBIC_IDS))
+    assert len(got) == 1 + len(SUBCUBIC_IDS)
+    exact = exact_accuracy(model).correct
+    assert got["brute-force"] == exact
+    assert all(count <= exact for count in got.values())
+    if name == "large biases":  # the proofs are not vacuous here
+        assert max(got[i] for i in SUBCUBIC_IDS) > 0.3 * model.cfg.n_inputs
 
 
 @pytest.mark.slow

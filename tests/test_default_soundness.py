@@ -3,11 +3,13 @@ correct in exact arithmetic, for every strategy, whatever the scale of the weigh
 
 Models (v <= 8, k <= 5, at most 1296 inputs so that the exact rational reference decides every
 input): Gaussian weights at scales from 1e-6 to 1e3 (huge and tiny), with or without biases;
+near-ideal solvers with large, load-bearing biases (`models.large_bias_model`);
 "subnormal-producing" models whose attention scores span thousands of nats while the value
 weights are ~1e-30 (products of underflowing weights and tiny values are subnormal or 0 in
 float64); and the float64-underflow family of `models.underflow_model`. Each example checks
 brute force, cubic, both separable strategies and four sub-cubic configurations drawn by
-hypothesis (all 100 are drawn across runs; the campaign covers all of them per model).
+hypothesis (all 100 are drawn across runs; the campaign covers all of them per model). Every
+strategy supports every model drawn here (biases included): a refusal fails the test.
 """
 
 from __future__ import annotations
@@ -16,14 +18,13 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from compact_proofs.errors import UnsupportedModelError
 from compact_proofs.model.transformer import AttnOnlyTransformer, ModelConfig
 from compact_proofs.proofs.exhaustive import all_sequences
 from compact_proofs.proofs.registry import STRATEGIES, get_strategy
 from compact_proofs.proofs.subcubic.strategy import SubcubicStrategy
 from compact_proofs.soundness.exact import CORRECT, exact_verdicts
 
-from models import random_model, underflow_model
+from models import large_bias_model, random_model, underflow_model
 
 SUBCUBIC = [s.id for s in STRATEGIES.values() if isinstance(s, SubcubicStrategy)]
 ALWAYS = ["brute-force", "cubic", "separable-lite", "separable"]
@@ -48,9 +49,18 @@ def small_models(draw) -> AttnOnlyTransformer:
     d = draw(st.integers(1, 6))
     seed = draw(st.integers(0, 10**6))
     cfg = ModelConfig(d_vocab=v, n_ctx=k, d_model=d, d_head=draw(st.integers(1, 4)))
-    kind = draw(st.sampled_from(["gaussian", "biases", "subnormal", "underflow"]))
+    kind = draw(st.sampled_from(["gaussian", "biases", "large biases", "subnormal", "underflow"]))
     if kind == "subnormal":
         return subnormal_producing(cfg, seed)
+    if kind == "large biases":
+        return large_bias_model(
+            max(v, 4),
+            min(k, 3),
+            seed,
+            q_shift=draw(st.floats(-1.9, 1.0)),
+            penalty=draw(st.floats(0.0, 3.0)),
+            pos_scale=draw(st.floats(0.0, 4.0)),
+        )
     if kind == "underflow":
         return underflow_model(
             min(v, 4),
@@ -72,12 +82,9 @@ def test_default_mode_certifies_only_exactly_correct_inputs(model, picks):
     correct = exact_verdicts(model, seqs) == CORRECT
     for strategy_id in ALWAYS + picks:
         strategy = get_strategy(strategy_id)
-        try:
-            payload = strategy.search(model)
-            proven = strategy.proven(model, payload, seqs)
-            count = strategy.verify(model, payload).correct_count
-        except UnsupportedModelError:  # sub-cubic proofs refuse biases
-            continue
+        payload = strategy.search(model)
+        proven = strategy.proven(model, payload, seqs)
+        count = strategy.verify(model, payload).correct_count
         wrong = seqs[proven & ~correct]
         assert wrong.numel() == 0, (strategy_id, wrong[:5].tolist())
         assert count == int(proven.sum()), strategy_id

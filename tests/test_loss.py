@@ -29,7 +29,7 @@ from compact_proofs.proofs.registry import get_strategy
 from compact_proofs.proofs.subcubic.config import DEFAULT_CONFIG, SubcubicConfig
 from compact_proofs.proofs.tensor_codec import decode_tensor
 
-from models import ideal_model, random_model, trained_model
+from models import ideal_model, large_bias_model, random_model, trained_model
 
 SMALL = ModelConfig(d_vocab=6, n_ctx=3, d_model=8, d_head=8)
 STRATEGIES = [
@@ -121,14 +121,17 @@ def test_exact_eqke_configuration_loses_nothing_to_the_attention_error():
         assert dict((r.cause, r.inputs) for r in lb.rows)["attention error bound"] == 0
 
 
-def test_cubic_with_biases():
-    """cubic handles biases exactly, and so does its ladder."""
-    model = random_model(SMALL, 3, biases=True)
-    lb = loss_breakdown(model, "cubic")
-    assert sum(r.inputs for r in lb.rows) == lb.exact_correct - lb.certified
-    assert lb.rows[-1].inputs == 0
-    with pytest.raises(UnsupportedModelError):
-        loss_breakdown(model, DEFAULT_STRATEGY)  # sub-cubic proofs need zero biases
+@pytest.mark.parametrize("strategy", ["cubic", DEFAULT_STRATEGY])
+def test_biases(strategy):
+    """cubic and the sub-cubic proofs handle biases exactly, and so do their ladders."""
+    for model in (random_model(SMALL, 3, biases=True), large_bias_model()):
+        lb = loss_breakdown(model, strategy)
+        assert sum(r.inputs for r in lb.rows) == lb.exact_correct - lb.certified
+        rungs = input_rungs(model, strategy)
+        tokens = all_sequences(model.cfg.d_vocab, model.cfg.n_ctx)
+        assert bool(is_correct(model, tokens)[rungs < NONE].all())
+        if strategy == "cubic":
+            assert lb.rows[-1].inputs == 0
 
 
 @pytest.mark.parametrize("strategy", ["brute-force", "separable"])

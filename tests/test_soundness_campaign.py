@@ -106,6 +106,26 @@ def test_drawn_adversarial_models_are_certified_soundly(family, seed, picks):
         assert t.pairs_checked + t.unsupported >= len(strategies)
 
 
+@pytest.mark.parametrize(
+    ("family", "seed"), [("biases", 0), ("large biases", 0), ("large biases", 9)]
+)
+def test_biased_models_get_sound_sub_cubic_proofs(family, seed):
+    """The bias families exercise the sub-cubic proofs (none refuses a biased model), in every
+    mode, with searched and tampered certificates; on the large-bias models they certify
+    inputs (not vacuous)."""
+    assert {"biases", "large biases"} <= set(sc.FAMILIES)
+    case = sc.FAMILIES[family](random.Random(seed))
+    assert case.model.nonzero_biases()
+    c = sc.Campaign(tamper_fraction=0.3, unsound_dir=None, rng=random.Random(seed))
+    c.check_case(case, [ALL[0], *SUBCUBIC[::9]])
+    assert_sound(c)
+    for mode in sc.MODES:
+        t = c.tallies[mode]["searched"]
+        assert t.unsupported == 0 and t.pairs_checked == 1 + len(SUBCUBIC[::9]), (mode, t)
+        if family == "large biases":
+            assert t.inputs_proven > t.inputs_checked // 20, (mode, t)
+
+
 def near_tie_solver() -> AttnOnlyTransformer:
     """A good hand-built solver (the proofs certify most inputs) with an almost-tied pair of
     unembedding columns (l_1 - l_2 ~ 1e-7) and two tokens with identical embeddings."""

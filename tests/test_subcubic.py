@@ -12,10 +12,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from compact_proofs.errors import CertificateError, UnsupportedModelError
+from compact_proofs.errors import CertificateError
 from compact_proofs.model.file_format import load_model
-from compact_proofs.model.transformer import ModelConfig
+from compact_proofs.model.transformer import AttnOnlyTransformer, ModelConfig
 from compact_proofs.proofs.exhaustive import all_sequences, exact_accuracy, is_correct
+from compact_proofs.proofs.paths import path_matrices
 from compact_proofs.proofs.registry import (
     PAPER_STRATEGIES,
     STRATEGIES,
@@ -40,9 +41,11 @@ from compact_proofs.proofs.subcubic.original import original_count
 from compact_proofs.proofs.subcubic.search import find_directions, find_min_gaps
 from compact_proofs.proofs.subcubic.strategy import SubcubicStrategy
 from compact_proofs.proofs.tensor_codec import decode_tensor, encode_tensor
+from compact_proofs.soundness.arithmetic import Arithmetic
+from compact_proofs.soundness.exact import CORRECT, exact_verdicts
 
 from conftest import FIXTURES
-from models import adversarial_models, ideal_model, random_model, trained_model
+from models import adversarial_models, ideal_model, large_bias_model, random_model, trained_model
 
 APPENDIX_A = Path(__file__).parent / "data" / "appendix_a.tsv"
 SUBCUBIC = [s for s in STRATEGIES.values() if isinstance(s, SubcubicStrategy)]
@@ -119,20 +122,36 @@ def random_directions(v: int, d: int, seed: int) -> Directions:
     return Directions(r(v), r(v), r(v), r(v), r(d), r(d), r(d))
 
 
+DECOMPOSED = {
+    "trained": lambda: trained_model(8, 4, 12, 300, 4),
+    "random, biases": lambda: random_model(ModelConfig(8, 4, 12, 12), 5, biases=True),
+    "large biases": lambda: large_bias_model(),
+}
+
+
 @pytest.mark.parametrize("error", ERROR_HANDLINGS)
 @pytest.mark.parametrize("directions", ["searched", "random"])
-def test_error_bound_covers_the_computed_error(error, directions):
-    """err_bound[q] >= rowrange(EQKE_bar - EQKE_hat)[q] for searched and arbitrary directions."""
-    model = trained_model(8, 4, 12, 300, 4)
+@pytest.mark.parametrize("name", list(DECOMPOSED))
+def test_error_bound_covers_the_computed_error(error, directions, name):
+    """err_bound[q] >= rowrange(EQKE_bar - EQKE_hat)[q] for searched and arbitrary directions,
+    with EQKE_bar and pos_err those of the path matrices (biases folded the same way):
+    EQKE_bar[q, t] + pos_err[q, p] = EQKE[q, t] + EQKP[q, p]."""
+    model = DECOMPOSED[name]()
+    v, d = model.cfg.d_vocab, model.cfg.d_model
     w = weights64(model)
-    dirs = find_directions(w) if directions == "searched" else random_directions(8, 12, 1)
+    dirs = find_directions(w) if directions == "searched" else random_directions(v, d, 1)
     qk = decompose_eqke(w, dirs, error, SubcubicConfig(error=error).route)
-    EQKE_bar = (w.E_q @ w.W_Q) @ (w.E_bar @ w.W_K).T
+    paths = path_matrices(model)
+    shift = paths.EQKP - qk.pos_err  # [v, k]: the same at every position p
+    assert torch.allclose(shift, shift[:, :1].expand_as(shift), atol=1e-9)
+    EQKE_bar = paths.EQKE + shift[:, :1]
+    b_Q, b_K = (getattr(model, n)[0].detach().double() for n in ("b_Q", "b_K"))
+    Q = w.E_q @ w.W_Q + b_Q
+    assert torch.allclose(EQKE_bar, Q @ (w.E_bar @ w.W_K).T)
     err = EQKE_bar - qk.EQKE_hat
     actual = err.amax(-1) - err.amin(-1)
-    assert bool((qk.err_bound >= actual - 1e-9).all())
-    pos = w.E_q @ w.W_Q @ w.W_K.T @ (w.W_pos - w.W_pos.mean(0)).T
-    assert torch.allclose(qk.pos_err, pos)
+    assert bool((qk.err_bound >= actual - 1e-9 * (1 + float(EQKE_bar.abs().max()))).all())
+    assert torch.allclose(qk.pos_err, Q @ ((w.W_pos - w.W_pos.mean(0)) @ w.W_K + b_K).T)
 
 
 # -- exhaustive soundness ------------------------------------------------------------------
@@ -163,9 +182,7 @@ def zoo() -> dict[str, object]:
         "trained v=6 k=3": trained_model(6, 3, 12, 400, 0),
         "bad (random)": random_model(ModelConfig(d_vocab=6, n_ctx=3, d_model=5, d_head=4), 9),
     }
-    for name, model in adversarial_models().items():
-        if name != "non-zero biases":
-            models[name] = model
+    models.update(adversarial_models())  # includes "non-zero biases"
     return models
 
 
@@ -197,11 +214,27 @@ def test_sound_on_drawn_models(index, v, k, seed, beta, noise, pos_scale):
 
 @settings(max_examples=25, deadline=None)
 @given(
-    index=st.integers(0, 99), seed=st.integers(0, 10**6), scale=st.sampled_from([0.01, 1.0, 10.0])
+    index=st.integers(0, 99),
+    seed=st.integers(0, 10**6),
+    scale=st.sampled_from([0.01, 1.0, 10.0]),
+    biases=st.booleans(),
 )
-def test_sound_on_random_models(index, seed, scale):
-    model = random_model(ModelConfig(d_vocab=5, n_ctx=3, d_model=4, d_head=3), seed, scale)
-    check_sound(model, SUBCUBIC[index])
+def test_sound_on_random_models(index, seed, scale, biases):
+    cfg = ModelConfig(d_vocab=5, n_ctx=3, d_model=4, d_head=3)
+    check_sound(random_model(cfg, seed, scale, biases), SUBCUBIC[index])
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    index=st.integers(0, 99),
+    v=st.integers(4, 7),
+    k=st.integers(1, 3),
+    seed=st.integers(0, 10**6),
+    q_shift=st.floats(-1.9, 1.0),
+    penalty=st.floats(0.0, 3.0),
+)
+def test_sound_on_drawn_large_bias_models(index, v, k, seed, q_shift, penalty):
+    check_sound(large_bias_model(v, k, seed, q_shift, penalty), SUBCUBIC[index])
 
 
 # -- certificates --------------------------------------------------------------------------
@@ -263,10 +296,77 @@ def test_malformed_certificates_are_rejected(bad):
         strategy.verify(model, payload)
 
 
-def test_non_zero_biases_are_rejected_by_name():
-    model = adversarial_models()["non-zero biases"]
-    with pytest.raises(UnsupportedModelError, match=r"blocks\.0\.attn\.b_Q"):
-        SUBCUBIC[0].search(model)
+# -- biases ------------------------------------------------------------------------------------
+
+ARITHMETICS = (Arithmetic.FAST, Arithmetic.BALL, Arithmetic.INTERVAL)
+
+
+def test_large_biases_are_proven_soundly_in_every_arithmetic():
+    """All 100 configurations on a model whose biases are large and load-bearing (see the next
+    test): every input certified in float64 (all 100), balls, intervals and the default (every
+    7th configuration: all handlings) is correct in exact arithmetic, every count is the
+    certified set's size, and the proofs are useful."""
+    model = large_bias_model()
+    seqs = all_sequences(model.cfg.d_vocab, model.cfg.n_ctx)
+    correct = exact_verdicts(model, seqs) == CORRECT
+    best = 0
+    for i, strategy in enumerate(SUBCUBIC):
+        payload = strategy.search(model)
+        for arith in ARITHMETICS if i % 7 == 0 else ARITHMETICS[:1]:
+            proven = strategy.proven_in(model, payload, seqs, arith)
+            wrong = seqs[proven & ~correct].tolist()
+            assert not wrong, (strategy.id, arith, wrong[:5])
+            assert strategy.verify_in(model, payload, arith).correct_count == int(proven.sum())
+            best = max(best, int(proven.sum()))
+        if i % 7 == 0:
+            proven = strategy.proven(model, payload, seqs)
+            assert not bool((proven & ~correct).any()), strategy.id
+            assert strategy.verify(model, payload).correct_count == int(proven.sum())
+    assert {c.error for c in ALL_CONFIGS[::7]} == set(ERROR_HANDLINGS)
+    assert best > 0.4 * model.cfg.n_inputs  # 80% of the correct inputs
+
+
+def without(model: AttnOnlyTransformer, name: str) -> AttnOnlyTransformer:
+    out = AttnOnlyTransformer(model.cfg)
+    out.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        getattr(out, name).zero_()
+    return out
+
+
+@pytest.mark.parametrize("bias", ["b_Q", "b_V", "b_O", "b_U"])
+def test_each_large_bias_is_load_bearing(bias):
+    """The test above has teeth: a proof that ignored this bias (= the proof of the model
+    without it) would certify inputs the model misclassifies. (b_K is not load-bearing: it
+    shifts all scores of a query alike, which the softmax cancels.)"""
+    model = large_bias_model()
+    seqs = all_sequences(model.cfg.d_vocab, model.cfg.n_ctx)
+    correct = exact_verdicts(model, seqs) == CORRECT
+    unbiased = without(model, bias)
+    unsound = 0
+    for strategy in SUBCUBIC[::3]:
+        proven = strategy.proven(unbiased, strategy.search(unbiased), seqs, rigorous=False)
+        unsound += int((proven & ~correct).sum())
+    assert unsound > 0
+
+
+def test_zero_biases_add_no_terms_and_non_zero_ones_do():
+    """Zero biases are left out of the proof (same proof, same FLOPs as before biases were
+    supported); a non-zero one costs a few more FLOPs."""
+    model = trained_model(6, 3, 12, 400, 0)
+    assert not model.nonzero_biases()
+    w = weights64(model, Arithmetic.BALL)
+    assert (w.b_Q, w.b_K, w.b_V, w.b_O, w.b_U) == (None,) * 5
+    strategy = get_strategy(SubcubicConfig().id)
+    payload = strategy.search(model)
+    _, flops = strategy.verify_counted(model, payload, rigorous=False)
+    for bias in ("b_Q", "b_K", "b_V", "b_O", "b_U"):
+        biased = without(model, bias)
+        with torch.no_grad():
+            getattr(biased, bias).fill_(1e-3)
+        assert getattr(weights64(biased), bias) is not None
+        _, more = strategy.verify_counted(biased, payload, rigorous=False)
+        assert more > flops, bias
 
 
 # -- the reference implementation's numbers ------------------------------------------------

@@ -378,7 +378,7 @@ def _subcubic_tables(
     proven0 = cells0.valid & iv.certainly_negative(B0)
     all_max = (cells0.q == cells0.m) & (cells0.c == 0)  # one input; no gap applies
 
-    EVOU, PVOU, EUPU = paths.EVOU, paths.PVOU, paths.EUPU  # no biases (sub-cubic refuses them)
+    EVOU, PVOU, EUPU = paths.EVOU, paths.PVOU, paths.EUPU  # biases folded as in the proof
     eye = torch.eye(v, dtype=torch.bool, device=device)
     PVOU_pess = (PVOU[:, None, :] - PVOU[:, :, None]).amax(dim=0)  # [m, j]
     R = EVOU - EVOU.diagonal()[:, None]  # [m, j]

@@ -72,20 +72,29 @@ def cell_index(gaps: Tensor, v: int, k: int, m_start: int = 0) -> CellIndex:
     return CellIndex(q=q, m=m, c=c, valid=off | on)
 
 
-def split_eu(E: Num, W_U: Num, handling: str, direction: Tensor) -> tuple[Num, Num]:
+def split_eu(
+    E: Num, W_U: Num, handling: str, direction: Tensor, bias: Num | None = None
+) -> tuple[Num, Num]:
     """(EU_mean [v], EU_q_err [v]) with EUPU[q,j] - EUPU[q,m] <= EU_mean[j] - EU_mean[m]
-    + EU_q_err[q] for every q, j, m, where EUPU = E W_U (SPEC §6.7.1)."""
+    + EU_q_err[q] for every q, j, m, where EUPU = E W_U + bias (SPEC §6.7.1).
+
+    bias = b_O W_U + b_U (None: zero) is the same in every query row, so its differences
+    bias[j] - bias[m] are exact: the exact options take the row ranges of the biased EUPU
+    (as paths.py computes it); the others add bias to EU_mean, leaving EU_q_err (which bounds
+    the deviation of E W_U from center W_U) unchanged."""
     v = E.shape[0]
     zeros = torch.zeros(v, dtype=E.dtype, device=E.device)
-    if handling == "max_diff_exact":
-        return zeros, rowrange(E @ W_U)
-    if handling == "global_max_diff_exact":
-        EUPU = E @ W_U
+    if handling in ("max_diff_exact", "global_max_diff_exact"):
+        EUPU = E @ W_U if bias is None else E @ W_U + bias
+        if handling == "max_diff_exact":
+            return zeros, rowrange(EUPU)
         return zeros, (EUPU.amax(dim=(0, 1)) - EUPU.amin(dim=(0, 1))) * torch.ones_like(zeros)
     if handling == "max_diff":
-        return zeros, E.abs() @ rowrange(W_U)
-    center = E.mean(dim=0) if handling == "mean_query+max_diff" else direction
-    return center @ W_U, (E - center).abs() @ rowrange(W_U)
+        mean, err = zeros, E.abs() @ rowrange(W_U)
+    else:
+        center = E.mean(dim=0) if handling == "mean_query+max_diff" else direction
+        mean, err = center @ W_U, (E - center).abs() @ rowrange(W_U)
+    return (mean if bias is None else mean + bias), err
 
 
 def extreme_pre_softmax_diffs(
@@ -171,7 +180,8 @@ def largest_wrong_logit(
       l_j - l_m <= L[m, j] + EU_q_err[q] + a R[m, j] + (1 - a) W,
       L = EU_mean_c + PVOU_pess,  R[m, j] = EVOU[m, j] - EVOU[m, m],
       W = max_{t <= m - g_min} rowrange(EVOU)[t]  (g_min = min over queries of the gap).
-    EU_rows = E W_U exactly, used for the all-max input (q = m, c = 0).
+    EU_rows = E W_U + b_O W_U + b_U (the direct path) exactly, used for the all-max input
+    (q = m, c = 0).
     """
     v = EVOU.shape[0]
     eye = torch.eye(v, dtype=torch.bool, device=EVOU.device)
@@ -267,7 +277,12 @@ def subcubic_bounds(
     m_start: int = 0,
 ) -> tuple[Num, CellIndex]:
     """The whole pipeline §6.5–§6.7: B[..., q, m, c] and the cell index, for gaps (cells with
-    max token m >= m_start only)."""
+    max token m >= m_start only).
+
+    Biases enter as in paths.py, exactly: qk already carries b_Q and b_K (decompose.py);
+    PVOU = (W_pos W_V + b_V) W_O W_U (the attention weights sum to 1, so b_V's value reaches
+    the logits as a constant row, like a position's); the direct path of query row e is
+    e W_U + b_O W_U + b_U (split_eu, and the exact rows EU_rows of the all-max input)."""
     v, k = w.W_E.shape[0], w.W_pos.shape[0]
     cells = cell_index(gaps, v, k, m_start)
     D_lo, D_hi = extreme_pre_softmax_diffs(qk, gaps, cells)
@@ -275,9 +290,13 @@ def subcubic_bounds(
     OU = w.W_O @ w.W_U
     EVOU = w.W_E @ (w.W_V @ OU)
     PVOU = w.W_pos @ (w.W_V @ OU)
-    EU_mean, EU_q_err = split_eu(E_eu, w.W_U, eu_handling, eu_direction)
+    value_bias, direct_bias = w.value_bias(OU), w.direct_bias()
+    if value_bias is not None:  # (W_pos W_V + b_V) W_O W_U: sum_p alpha_p = 1
+        PVOU = PVOU + value_bias
+    EU_mean, EU_q_err = split_eu(E_eu, w.W_U, eu_handling, eu_direction, direct_bias)
+    EU_rows = E_eu @ w.W_U if direct_bias is None else E_eu @ w.W_U + direct_bias
     B = largest_wrong_logit(
-        A_lo, A_hi, gaps, cells, EVOU, PVOU, EU_mean, EU_q_err, E_eu @ w.W_U, mean_diff, variant
+        A_lo, A_hi, gaps, cells, EVOU, PVOU, EU_mean, EU_q_err, EU_rows, mean_diff, variant
     )
     return B, cells
 

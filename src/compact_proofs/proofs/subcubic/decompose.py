@@ -1,27 +1,40 @@
 """EQKE = EQKE_hat + Err with a certified bound on Err's row ranges (SPEC §6.3–§6.4).
 
-With E_q = W_E + P_{k-1} (query side) and Ebar = W_E + mean_p P_p (key side),
+With E_q = W_E + P_{k-1} (query side), Ebar = W_E + mean_p P_p (key side) and the queries
+Q = E_q W_Q + b_Q (one row per query token),
 
-    EQKE_bar = E_q W_Q W_K^T Ebar^T                      (v x v)
-    pos_err  = E_q W_Q W_K^T (W_pos - Pbar)^T            (v x k, always exact)
+    EQKE_bar = Q W_K^T Ebar^T                            (v x v)
+    pos_err  = Q ((W_pos - Pbar) W_K + b_K)^T            (v x k, always exact)
 
 and the attention score of key token t at position p for query q is
-EQKE_bar[q, t] + pos_err[q, p]. Every route returns EQKE_hat (an explicit v x v table built
-from the certificate's directions) and err_bound[q] >= rowrange(EQKE_bar - EQKE_hat)[q], where
-the error is the difference *as actually computed* — nothing relies on the directions being
-exact singular vectors (SPEC §11.1). Any direction vectors give a sound bound; good ones give
-a tight one.
+EQKE_bar[q, t] + pos_err[q, p] (= EQKE[q, t] + EQKP[q, p] of proofs/paths.py, exactly).
 
-Route A (svd, max_diff, mean+max_diff, max_diff_exact): A = E_q W_Q W_K^T, B = Ebar^T,
+Biases (the convention of proofs/paths.py): b_Q joins the query side and b_K the positional
+key part, so the identity above is exact for any biases, and nothing else changes: every
+route bounds the error of the same EQKE_bar. A bias that is exactly zero is left out (no term,
+no FLOPs), so zero-bias models get the very same proof as before.
+
+Every route returns EQKE_hat (an explicit v x v table built from the certificate's directions)
+and err_bound[q] >= rowrange(EQKE_bar - EQKE_hat)[q], where the error is the difference *as
+actually computed* — nothing relies on the directions being exact singular vectors (SPEC
+§11.1). Any direction vectors give a sound bound; good ones give a tight one.
+
+Route A (svd, max_diff, mean+max_diff, max_diff_exact): A = Q W_K^T, B = Ebar^T,
 A0 = u u^T A, B0 = B w w^T (u, w: certificate directions), EQKE_hat = A0 B0 = (u^T A B w) u w^T.
 Exactly, A B - A0 B0 = A_r B_r + A0 B_r + A_r B0; the original drops the two cross terms
 (zero only for exact singular vectors); here their row ranges are added to the bound:
 rowrange(A0 B_r)[q] = |u_q| range(u^T A B_r), rowrange(A_r B0)[q] = |(A_r B w)_q| range(w).
+b_Q is in the query factor A (formed explicitly anyway), so A B = EQKE_bar exactly and every
+bound derived from A_r (sums of |A_r|, the certified sigma_1 of A_r B_r) bounds the biased
+factor.
 
 Route B (the *_subproduct* options): peel six directions (SPEC §6.3); the nine cheap terms sum
-to EQKE_hat and Err = E_rr Q_r K_r^T Ebar_rr^T exactly, for any directions.
+to EQKE_hat and Err = E_rr Q_r K_r^T Ebar_rr^T exactly, for any directions. With b_Q,
+EQKE_bar = E_q W_Q W_K^T Ebar^T + 1 (b_Q W_K^T Ebar^T): the second part is the same v-vector
+in every query row, computed exactly for O(d d_head + v d) and added to EQKE_hat as a tenth
+cheap term; the peeled product, hence Err and its bound, is the zero-bias one unchanged.
 
-Route C (exact_EQKE+max_diff_exact): EQKE_hat = EQKE_bar, err_bound = 0.
+Route C (exact_EQKE+max_diff_exact): EQKE_hat = EQKE_bar = Q (Ebar W_K)^T, err_bound = 0.
 
 Every function here is written with operations that also accept `Interval`s
 (soundness.interval): with `weights64(model, rigorous=True)` the same code encloses the
@@ -36,8 +49,6 @@ from dataclasses import dataclass, fields
 import torch
 from torch import Tensor
 
-from compact_proofs.errors import UnsupportedModelError
-from compact_proofs.model.file_format import TL_NAMES
 from compact_proofs.model.transformer import AttnOnlyTransformer
 from compact_proofs.proofs.paths import require_single_head
 from compact_proofs.soundness import interval as iv
@@ -53,8 +64,9 @@ SQRT2_UP = 1.4142135623730951  # the float nearest sqrt(2) is above it: an upper
 
 @dataclass(frozen=True)
 class Weights64:
-    """The weights a sub-cubic proof reads, in float64 (single head, zero biases); exact
-    point intervals and an interval attn_scale in rigorous mode."""
+    """The weights a sub-cubic proof reads, in float64 (single head); exact points of the
+    arithmetic (balls, intervals) and an enclosed attn_scale in rigorous mode. A bias is None
+    where it is exactly zero: the proof then has no term for it (and no FLOPs)."""
 
     W_E: Num  # [v, d]
     W_pos: Num  # [k, d]
@@ -64,10 +76,33 @@ class Weights64:
     W_O: Num  # [d_head, d]
     W_U: Num  # [d, v]
     attn_scale: float | Interval | Ball
+    b_Q: Num | None = None  # [d_head]
+    b_K: Num | None = None  # [d_head]
+    b_V: Num | None = None  # [d_head]
+    b_O: Num | None = None  # [d]
+    b_U: Num | None = None  # [v]
 
     @property
     def E_q(self) -> Num:
         return self.W_E + self.W_pos[-1]
+
+    def queries(self, E: Num) -> Num:
+        """E W_Q + b_Q: the query vectors of the residual rows E (paths.py's Q for E = E_q)."""
+        Q = E @ self.W_Q
+        return Q if self.b_Q is None else Q + self.b_Q
+
+    def value_bias(self, OU: Num) -> Num | None:
+        """b_V W_O W_U [v] (OU = W_O W_U): added to every row of PVOU, (W_pos W_V + b_V) W_O
+        W_U, exact because the attention weights sum to 1. None if b_V = 0."""
+        return None if self.b_V is None else self.b_V @ OU
+
+    def direct_bias(self) -> Num | None:
+        """b_O W_U + b_U [v]: the part of EUPU that is the same for every query (paths.py).
+        None if both biases are 0."""
+        if self.b_O is None:
+            return self.b_U
+        out = self.b_O @ self.W_U
+        return out if self.b_U is None else out + self.b_U
 
     @property
     def P_mean(self) -> Num:
@@ -248,16 +283,23 @@ def _peel(z: Tensor, M: Num) -> tuple[Num, Num, Num]:
 
 
 def position_error(w: Weights64) -> Num:
-    """pos_err = E_q W_Q W_K^T (W_pos - Pbar)^T, right to left: O(k d^2 + v d k)."""
+    """pos_err = (E_q W_Q + b_Q) ((W_pos - Pbar) W_K + b_K)^T, right to left: O(k d^2 + v d k).
+    b_Q's part is the row b_Q keys^T, added to every query row (exact). b_K adds Q b_K to
+    every position alike (it cancels in the softmax; kept so that the identity with
+    paths.py's EQKE + EQKP is exact)."""
     keys = (w.W_pos - w.P_mean) @ w.W_K  # [k, d_head]
-    return w.E_q @ (w.W_Q @ keys.T)  # [v, k]
+    if w.b_K is not None:
+        keys = keys + w.b_K
+    pos_err = w.E_q @ (w.W_Q @ keys.T)  # [v, k]
+    return pos_err if w.b_Q is None else pos_err + (w.b_Q @ keys.T)[None, :]
 
 
 def route_a_parts(w: Weights64, dirs: Directions) -> tuple[Num, Num, Num, Num]:
     """(EQKE_hat, A_r, B_r, cross): the rank-1 part, the residual factors (A B - A0 B0 =
-    A_r B_r + cross terms) and the cross terms' row-range bound."""
+    A_r B_r + cross terms) and the cross terms' row-range bound. A = (E_q W_Q + b_Q) W_K^T
+    carries b_Q, so A B = EQKE_bar exactly and A_r is the biased residual factor."""
     u, wv = dirs.query_dir, dirs.key_dir
-    A = (w.E_q @ w.W_Q) @ w.W_K.T  # [v, d]
+    A = w.queries(w.E_q) @ w.W_K.T  # [v, d]
     B = w.E_bar.T  # [d, v]
     uA, Bw = u @ A, B @ wv  # [d], [d]
     EQKE_hat = (uA @ Bw) * iv.outer(u, wv)  # (u^T A B w) u w^T
@@ -283,7 +325,7 @@ def route_a(w: Weights64, dirs: Directions, error: str) -> tuple[Num, Num]:
     """Rank-1 EQKE_hat from (query_dir, key_dir) and the configured bound on the residual."""
     if error == "max_diff_exact":  # form the whole error as computed: O(v^2 d)
         u, wv = dirs.query_dir, dirs.key_dir
-        A, B = (w.E_q @ w.W_Q) @ w.W_K.T, w.E_bar.T
+        A, B = w.queries(w.E_q) @ w.W_K.T, w.E_bar.T
         EQKE_hat = ((u @ A) @ (B @ wv)) * iv.outer(u, wv)
         return EQKE_hat, rowrange(A @ B - EQKE_hat)
     EQKE_hat, A_r, B_r, cross = route_a_parts(w, dirs)
@@ -291,7 +333,8 @@ def route_a(w: Weights64, dirs: Directions, error: str) -> tuple[Num, Num]:
 
 
 def route_b(w: Weights64, dirs: Directions, error: str) -> tuple[Num, Num]:
-    """Peel six directions; nine cheap rank-1 terms; bound the four-factor remainder."""
+    """Peel six directions; nine cheap rank-1 terms; bound the four-factor remainder. b_Q's
+    part 1 (b_Q W_K^T Ebar^T) of EQKE_bar is a tenth cheap term, exact (module docstring)."""
     M = w.W_Q @ w.W_K.T  # [d, d]
     e1, _, E_r = _peel(dirs.query_dir, w.E_q)
     k1, _, Eb_r = _peel(dirs.key_dir, w.E_bar)
@@ -311,6 +354,8 @@ def route_b(w: Weights64, dirs: Directions, error: str) -> tuple[Num, Num]:
         + iv.outer(E_rr @ dirs.u_Q, (q_row @ K_r.T) @ Eb_rr.T)  # E_rr Q_1 K_r^T Ebar_rr^T
         + iv.outer(E_rr @ (Q_r @ k_row), Eb_rr @ dirs.u_K)  # E_rr Q_r K_1^T Ebar_rr^T
     )
+    if w.b_Q is not None:  # 1 b_Q W_K^T Ebar^T: the same row for every query
+        EQKE_hat = EQKE_hat + (w.E_bar @ (w.W_K @ w.b_Q))[None, :]
     factors = [E_rr, Q_r, K_r.T, Eb_rr.T]  # Err = E_rr Q_r K_r^T Ebar_rr^T
     return EQKE_hat, four_factor_bound(factors, error)
 
@@ -365,7 +410,7 @@ def decompose_eqke(
     with them is enclosed."""
     dirs = Directions(**{f.name: exact(getattr(dirs, f.name), arith) for f in fields(dirs)})
     if route == "C":
-        EQKE_hat = (w.E_q @ w.W_Q) @ (w.E_bar @ w.W_K).T
+        EQKE_hat = w.queries(w.E_q) @ (w.E_bar @ w.W_K).T
         err = torch.zeros(EQKE_hat.shape[0], dtype=EQKE_hat.dtype, device=EQKE_hat.device)
     elif route == "A":
         EQKE_hat, err = route_a(w, dirs, error)
@@ -376,15 +421,11 @@ def decompose_eqke(
 
 def weights64(model: AttnOnlyTransformer, arith: Arithmetic = Arithmetic.FAST) -> Weights64:
     """The model's weights in float64 (exact: they are float32), as exact points of `arith`;
-    rejects what the sub-cubic proofs do not model."""
+    rejects several heads. Biases that are exactly zero become None (no term in the proof)."""
     require_single_head(model, "sub-cubic proofs")
     nonzero = model.nonzero_biases()
-    if nonzero:
-        raise UnsupportedModelError(
-            f"sub-cubic proofs assume zero biases, but {TL_NAMES[nonzero[0]]} is non-zero; "
-            "use brute-force or cubic (which handle biases exactly)"
-        )
     w: dict[str, Num] = {n: exact(t, arith) for n, t in model.weights().items()}
+    bias = {n: (w[n][0] if n in ("b_Q", "b_K", "b_V") else w[n]) for n in nonzero}
     return Weights64(
         W_E=w["W_E"],
         W_pos=w["W_pos"],
@@ -394,4 +435,5 @@ def weights64(model: AttnOnlyTransformer, arith: Arithmetic = Arithmetic.FAST) -
         W_O=w["W_O"][0],
         W_U=w["W_U"],
         attn_scale=sqrt_of(model.cfg.d_head, arith),
+        **bias,
     )

@@ -35,7 +35,7 @@ def _unit(x: Tensor) -> Tensor:
 def find_directions(w: Weights64) -> Directions:
     """The shared search artefacts of SPEC §6.9."""
     E_q, E_bar = w.E_q, w.E_bar
-    U, _, Vh = torch.linalg.svd((E_q @ w.W_Q) @ (E_bar @ w.W_K).T)
+    U, _, Vh = torch.linalg.svd(w.queries(E_q) @ (E_bar @ w.W_K).T)  # EQKE_bar, b_Q folded
     sign = 1.0 if float(U[:, 0].mean()) >= 0 else -1.0
     query_dir, key_dir = _unit(sign * U[:, 0]), _unit(sign * Vh[0])
     E_r = E_q - torch.outer(query_dir, query_dir @ E_q)

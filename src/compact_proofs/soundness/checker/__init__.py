@@ -8,12 +8,15 @@ m = max(x). Strategies: `brute-force`, `cubic` (SPEC §5), the 100 sub-cubic con
 (SPEC §6) with the project's SOUND rules (docs/method.md): the mean+diff step uses R_min when
 a < abar and is evaluated at both attention extremes; a gap g leaves m - g + 1 token values;
 the rank-1 EQKE error includes the cross terms; the `svd` error uses a certified sigma_1
-bound; cells q = m, c >= 1 need m >= g; sub-cubic refuses non-zero biases; and the two
-strategies new here (not in the paper), `separable-lite` and `separable`: a cell per query,
-max token and set of non-query positions holding smaller tokens, exact unnormalised attention
-weights and a bound separable over positions, the assignments counted exactly (`separable`,
-cells of up to 2 free positions, 3 when the query is the max) or by the pure rule; both
-refuse n_ctx > 10. Brute force, cubic and separable fold non-zero biases into the paths.
+bound; cells q = m, c >= 1 need m >= g; and the two strategies new here (not in the paper),
+`separable-lite` and `separable`: a cell per query, max token and set of non-query positions
+holding smaller tokens, exact unnormalised attention weights and a bound separable over
+positions, the assignments counted exactly (`separable`, cells of up to 2 free positions, 3
+when the query is the max) or by the pure rule; both refuse n_ctx > 10. Every strategy folds
+non-zero biases in exactly, by the identities of `paths`: brute force, cubic and separable
+through the path matrices, sub-cubic in its own decomposition (b_Q in the queries, hence in
+route A's factor and as an exact row of route B's EQKE_hat; b_K in the positional keys; b_V
+in PVOU; b_O W_U + b_U in the direct path).
 
 Arithmetic is float64 on the float32 weights. Where the main verifier compares a bound with 0,
 the checker demands a margin: a cell counts only if B < -SAFETY * scale (scale = the size of

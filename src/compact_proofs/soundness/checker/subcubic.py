@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 
 from compact_proofs.soundness.checker.certificate_file import SUBCUBIC, decode_tensor
-from compact_proofs.soundness.checker.errors import CertificateError, UnsupportedModelError
-from compact_proofs.soundness.checker.model_file import TL_NAMES, Model
+from compact_proofs.soundness.checker.errors import CertificateError
+from compact_proofs.soundness.checker.model_file import Model
 from compact_proofs.soundness.checker.paths import SAFETY, single_head, sum_of_powers
 from compact_proofs.soundness.checker.subcubic_bounds import eqke_decomposition, rowrange, split_eu
 
@@ -58,15 +58,16 @@ def subcubic_count(m: Model, payload: dict[str, Any], strategy: str) -> int:
     3. `_wrong_logit_bound`: B >= max_{j != m} (l_j - l_m) over the cell.
     4. A valid cell with B < 0 certifies C(k-1, c') (m - g + 1)^c' inputs, c' = non-max tokens
        at non-query positions (c if q = m, else c - 1).
+    Biases are folded in exactly as in paths.py: b_Q and b_K in the attention scores
+    (`eqke_decomposition`), b_V in PVOU and b_O W_U + b_U in the direct path
+    (`_wrong_logit_bound`). Zero biases add exact zeros: the counts are those without them.
     """
     eu, att, err = SUBCUBIC[strategy]
     single_head(m, "sub-cubic proofs")
-    biased = [TL_NAMES[n] for n in ("b_Q", "b_K", "b_V", "b_O", "b_U") if m.w[n].any()]
-    if biased:
-        raise UnsupportedModelError(f"sub-cubic proofs assume zero biases; {biased[0]} is not")
     canonical = f"EUPU-{eu}--attn-{att}--attn-err-{err}".replace("_", "-")
     dirs, G = _payload(m, payload, canonical)
-    W = {n: m.f64(n)[0] if n in ("W_Q", "W_K", "W_V", "W_O") else m.f64(n) for n in m.w}
+    per_head = ("W_Q", "W_K", "W_V", "W_O", "b_Q", "b_K", "b_V")
+    W = {n: m.f64(n)[0] if n in per_head else m.f64(n) for n in m.w}  # all 12, biases 0 if absent
     hat, err_bound, pos_err = eqke_decomposition(W, dirs, err)
     q, mm, c = np.ogrid[: m.v, : m.v, : m.k]
     valid = ((q < mm) & (c >= 1) & (mm - q >= G)) | ((q == mm) & ((c == 0) | (mm >= G)))
@@ -131,14 +132,18 @@ def _wrong_logit_bound(W, direction, eu, att, G, valid, A_lo, A_hi):
     max_{j != m} <= Mbar + e R_max (e >= 0) or Mbar + e R_min (e < 0), Mbar =
     max_{j != m} (L[j] + abar R[j]); convex in a, so B = the larger value at A_lo, A_hi.
     The all-max input (q = m, c = 0) uses its exact direct path and attention 1.
+    Biases: PVOU = (W_pos W_V + b_V) W_O W_U (the attention weights sum to 1) and EUPU =
+    E_q W_U + b_O W_U + b_U, as in paths.py.
     """
     v, _, k = G.shape
     q, mm, _ = np.ogrid[:v, :v, :k]
     OU = W["W_O"] @ W["W_U"]
-    EVOU, PVOU = W["W_E"] @ (W["W_V"] @ OU), W["W_pos"] @ (W["W_V"] @ OU)
+    EVOU = W["W_E"] @ (W["W_V"] @ OU)
+    PVOU = W["W_pos"] @ (W["W_V"] @ OU) + W["b_V"] @ OU  # (W_pos W_V + b_V) W_O W_U
     E_q = W["W_E"] + W["W_pos"][-1]
-    EUPU = E_q @ W["W_U"]
-    EU_mean, EU_q_err = split_eu(E_q, W["W_U"], eu, direction)
+    direct_bias = W["b_O"] @ W["W_U"] + W["b_U"]  # the same in every row of EUPU
+    EUPU = E_q @ W["W_U"] + direct_bias
+    EU_mean, EU_q_err = split_eu(E_q, W["W_U"], eu, direction, direct_bias)
     idx = np.arange(v)
     PVOU_pess = (PVOU[:, None, :] - PVOU[:, :, None]).max(axis=0)  # [m, j]
     L = EU_mean[None, :] - EU_mean[:, None] + PVOU_pess  # [m, j]

@@ -68,12 +68,19 @@ def eqke_decomposition(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(EQKE_hat [v,v], err_bound [v], pos_err [v,k]) with, for every query q, key token t and
     position p, score = EQKE_bar[q,t] + pos_err[q,p] and
-    err_bound[q] >= rowrange(EQKE_bar - EQKE_hat)[q], EQKE_bar = E_q W_Q W_K^T Ebar^T,
-    E_q = W_E + P_{k-1}, Ebar = W_E + mean_p P_p."""
+    err_bound[q] >= rowrange(EQKE_bar - EQKE_hat)[q], EQKE_bar = EQ W_K^T Ebar^T,
+    pos_err = EQ ((W_pos - Pbar) W_K + b_K)^T, EQ = E_q W_Q + b_Q (the queries),
+    E_q = W_E + P_{k-1}, Ebar = W_E + mean_p P_p.
+
+    Biases as in paths.py: b_Q in the queries and b_K in the positional keys make the score
+    identity exact (EQKE_bar + pos_err = EQKE + EQKP). Route A factors EQKE_bar = A B with
+    A = EQ W_K^T, so its error terms and bounds are those of the biased factor; route B's
+    error is the peeled product of the weights alone, E_rr Q_r K_r^T Ebar_rr^T, and EQKE_hat
+    = EQKE_bar - that product carries b_Q's term 1 (b_Q W_K^T Ebar^T) exactly."""
     E_q, P_mean = W["W_E"] + W["W_pos"][-1], W["W_pos"].mean(axis=0)
     E_bar = W["W_E"] + P_mean
-    EQ = E_q @ W["W_Q"]
-    pos_err = EQ @ ((W["W_pos"] - P_mean) @ W["W_K"]).T
+    EQ = E_q @ W["W_Q"] + W["b_Q"]  # [v, d_head]
+    pos_err = EQ @ ((W["W_pos"] - P_mean) @ W["W_K"] + W["b_K"]).T
     EQKE_bar = EQ @ (E_bar @ W["W_K"]).T
     if err == "exact_EQKE+max_diff_exact":  # route C
         return EQKE_bar, np.zeros(len(E_q)), pos_err
@@ -104,15 +111,17 @@ def eqke_decomposition(
     return EQKE_bar - F[0] @ F[1] @ F[2] @ F[3], _chain_bound(F, err), pos_err  # sum to hat
 
 
-def split_eu(E: np.ndarray, W_U: np.ndarray, eu: str, direction: np.ndarray):
+def split_eu(E: np.ndarray, W_U: np.ndarray, eu: str, direction: np.ndarray, bias: np.ndarray):
     """(EU_mean [v], EU_q_err [v]): EUPU[q,j] - EUPU[q,m] <= EU_mean[j] - EU_mean[m]
-    + EU_q_err[q] for all q, j, m, where EUPU = E W_U (SPEC §6.7.1)."""
+    + EU_q_err[q] for all q, j, m, where EUPU = E W_U + bias (SPEC §6.7.1), bias = b_O W_U +
+    b_U the same in every row: the exact options take the row ranges of the biased EUPU, the
+    others add bias to EU_mean (its differences are exact) and bound E W_U as without it."""
     zero = np.zeros(len(E))
     if eu == "max_diff_exact":
-        return zero, rowrange(E @ W_U)
+        return zero, rowrange(E @ W_U + bias)
     if eu == "global_max_diff_exact":
-        return zero, zero + np.ptp(E @ W_U)
+        return zero, zero + np.ptp(E @ W_U + bias)
     if eu == "max_diff":
-        return zero, np.abs(E) @ rowrange(W_U)
+        return bias, np.abs(E) @ rowrange(W_U)
     center = E.mean(axis=0) if eu == "mean_query+max_diff" else direction
-    return center @ W_U, np.abs(E - center) @ rowrange(W_U)
+    return center @ W_U + bias, np.abs(E - center) @ rowrange(W_U)
