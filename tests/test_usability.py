@@ -52,9 +52,24 @@ def test_threads_come_from_the_flag_then_the_environment(monkeypatch):
 
 def test_idle_cores_follow_the_load(monkeypatch):
     monkeypatch.setattr(os, "cpu_count", lambda: 4)
-    for load, want in ((0.1, 4), (1.2, 3), (3.9, 1), (9.0, 1)):
-        monkeypatch.setattr(os, "getloadavg", lambda load=load: (load, load, load))
+    for load, want in ((0.1, 4), (1.2, 3), (3.9, 1), (9.0, 1), (None, 4)):
+        monkeypatch.setattr(common, "busy_cores", lambda load=load: load)
         assert common.idle_cores() == want
+
+
+def test_busy_cores_sees_a_busy_process():
+    """A process spinning on one core is seen within the sampling window (Linux)."""
+    if not os.path.exists("/proc/stat"):
+        pytest.skip("no /proc/stat: the load average is used instead")
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        import time
+
+        time.sleep(0.3)
+        assert common.busy_cores(window=0.5) >= 0.6
+    finally:
+        spinner.kill()
+        spinner.wait()
 
 
 @pytest.mark.parametrize(

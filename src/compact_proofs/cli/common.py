@@ -12,6 +12,7 @@ import json
 import math
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import PurePath
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -96,7 +97,7 @@ def threads_arg(p: argparse.ArgumentParser) -> None:
         type=positive_int,
         default=None,
         help="CPU threads for the numerical libraries (default: $OMP_NUM_THREADS if set, "
-        "else the cores not already busy, at least 1)",
+        "else the cores not busy with other work, at least 1)",
     )
 
 
@@ -146,15 +147,38 @@ def parallel_args(p: argparse.ArgumentParser) -> None:
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
-def idle_cores() -> int:
-    """Cores not already busy by the 1-minute load average, at least 1: more threads than
-    idle cores make torch's threads wait on each other (6-25x slower on a busy 2-core
-    machine; benchmarks/cli_latency.py)."""
+def busy_cores(window: float = 0.1) -> float | None:
+    """How many cores other work keeps busy right now: /proc/stat's idle share over `window`
+    seconds (Linux), else the 1-minute load average (which lags: it still counts work that
+    just ended), else None."""
     cores = os.cpu_count() or 1
     try:
-        busy = os.getloadavg()[0]
-    except OSError:  # not available on this platform
-        busy = 0.0
+        total0, idle0 = _cpu_ticks()
+        time.sleep(window)
+        total1, idle1 = _cpu_ticks()
+        if total1 > total0:
+            return cores * (1 - (idle1 - idle0) / (total1 - total0))
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return None
+
+
+def _cpu_ticks() -> tuple[int, int]:
+    """(all, idle + iowait) clock ticks of every core since boot, from /proc/stat."""
+    with open("/proc/stat") as f:
+        ticks = [int(x) for x in f.readline().split()[1:9]]
+    return sum(ticks), ticks[3] + ticks[4]
+
+
+def idle_cores() -> int:
+    """Cores not busy with other work, at least 1: more threads than idle cores make torch's
+    threads wait for each other (4.4x slower on a 2-core machine with 2 busy processes;
+    benchmarks/cli_latency.py)."""
+    cores = os.cpu_count() or 1
+    busy = busy_cores() or 0.0
     return max(1, min(cores, cores - round(busy)))
 
 
