@@ -79,8 +79,8 @@ def prove(
 
     `strategies`: an id, 'all', 'paper', 'subcubic', 'group:NAME', a comma list (as the
     CLI's --strategy), or Strategy objects. Strategies the model is outside of are skipped
-    when several are asked for (an error when it is the only one). `rigorous=False` is plain
-    float64: faster, NOT a proof.
+    when several are asked for, with a note on stderr (an error when none is left).
+    `rigorous=False` is plain float64: faster, NOT a proof.
 
     >>> cp.prove(cp.bundled_model(), "cubic")["cubic"].bound   # doctest: +SKIP
     0.943042...
@@ -98,6 +98,8 @@ def prove(
             continue
         results.append(result)
         certs.append(cert)
+    if not results:
+        raise UnsupportedModelError("no requested strategy supports this model")
     return Proofs(results, CertificateFile(weights_digest(m), m.cfg, certs))
 
 

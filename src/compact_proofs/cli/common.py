@@ -84,6 +84,16 @@ def json_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print JSON")
 
 
+def strategy_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--strategy",
+        default="all",
+        help="strategy id, 'all', 'paper' (the paper's 102), 'subcubic', 'group:NAME' (a group "
+        "or Table 1 row, e.g. 'group:Low-rank QK'), or a comma list of these "
+        "(`compact-proofs strategies` lists ids and groups)",
+    )
+
+
 def fast_arg(p: argparse.ArgumentParser) -> None:
     """--fast, and the old --rigorous (now the default) accepted silently for old scripts."""
     group = p.add_mutually_exclusive_group()

@@ -4,17 +4,13 @@ certificates, and re-check them with the independent checker."""
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from compact_proofs.cli import common
-from compact_proofs.errors import CompactProofsError, UnsupportedModelError
+from compact_proofs.errors import CompactProofsError
 
 if TYPE_CHECKING:
-    from compact_proofs.model.transformer import AttnOnlyTransformer
-    from compact_proofs.proofs.base import Strategy
-    from compact_proofs.proofs.certificates import Certificate
     from compact_proofs.proofs.runner import ProofResult
 
 RESULT_HEADERS = ["strategy", "bound", "correct / total", "FLOPs", "log2 FLOPs", "unexpl. dims",
@@ -24,13 +20,7 @@ RESULT_HEADERS = ["strategy", "bound", "correct / total", "FLOPs", "log2 FLOPs",
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("prove", help="search and verify proofs of an accuracy lower bound")
     p.add_argument("model", nargs="?", help="model file (default: the bundled seed-123 model)")
-    p.add_argument(
-        "--strategy",
-        default="all",
-        help="strategy id, 'all', 'paper' (the paper's 102), 'subcubic', 'group:NAME' (a group "
-        "or Table 1 row, e.g. 'group:Low-rank QK'), or a comma list of these "
-        "(`compact-proofs strategies` lists ids and groups)",
-    )
+    common.strategy_arg(p)
     p.add_argument("--certificate-out", help="write the certificates to this JSON file")
     common.fast_arg(p)
     common.json_arg(p)
@@ -58,53 +48,26 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_prove(args: argparse.Namespace) -> int:
-    from compact_proofs.model.file_format import weights_digest
-    from compact_proofs.proofs.certificates import CertificateFile, save_certificates
+    from compact_proofs.api import prove
     from compact_proofs.proofs.registry import resolve_strategies
 
-    strategies = resolve_strategies(args.strategy)
+    strategies = resolve_strategies(args.strategy)  # bad ids fail before the model is read
     mf, name = common.load(args.model, args.device)
     if args.certificate_out and Path(args.certificate_out).is_dir():
         raise CompactProofsError(
             f"--certificate-out {args.certificate_out} is a directory; pass a file name"
         )
-    results, certs = _prove_all(mf.model, strategies, rigorous=not args.fast)
-    digest = weights_digest(mf.model)
+    progress = common.progress_enabled()
+    proofs = prove(mf.model, strategies, rigorous=not args.fast, progress=progress)
     if args.certificate_out:
-        save_certificates(args.certificate_out, CertificateFile(digest, mf.cfg, certs))
+        proofs.save(args.certificate_out)
     if args.json:
-        common.print_json(_records(results, name, digest))
+        common.print_json(_records(proofs.results, name, proofs.certificate.model_sha256))
     else:
-        _print_results(results, name)
+        _print_results(proofs.results, name)
         if args.certificate_out:
             print(f"certificate written to {args.certificate_out}")
     return 0
-
-
-def _prove_all(
-    model: AttnOnlyTransformer, strategies: list[Strategy], rigorous: bool
-) -> tuple[list[ProofResult], list[Certificate]]:
-    """Search and verify each strategy; with several, skip (with a note) those the model is
-    outside of; none left is an error."""
-    from tqdm.auto import tqdm
-
-    from compact_proofs.proofs.runner import prove
-
-    results, certs = [], []
-    progress = len(strategies) >= 2 and common.progress_enabled()
-    for strategy in tqdm(strategies, desc="proving", unit="strategy", disable=not progress):
-        try:
-            result, cert = prove(model, strategy, rigorous=rigorous)
-        except UnsupportedModelError as exc:
-            if len(strategies) == 1:
-                raise
-            print(f"note: {strategy.id} skipped: {exc}", file=sys.stderr)
-            continue
-        results.append(result)
-        certs.append(cert)
-    if not results:
-        raise UnsupportedModelError("no requested strategy supports this model")
-    return results, certs
 
 
 def run_verify(args: argparse.Namespace) -> int:

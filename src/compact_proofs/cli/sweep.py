@@ -21,13 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sweep", help="train and prove many seeds; resumable results store")
     p.add_argument("--seeds", default="paper", help="seed set: 'paper' (default), 1,2,3 or 0-9")
     p.add_argument("--out", required=True, help="results directory (created or resumed)")
-    p.add_argument(
-        "--strategy",
-        default="all",
-        help="strategy id, 'all', 'paper' (the paper's 102), 'subcubic', 'group:NAME' (a group "
-        "or Table 1 row, e.g. 'group:Low-rank QK'), or a comma list of these "
-        "(`compact-proofs strategies` lists ids and groups)",
-    )
+    common.strategy_arg(p)
     common.model_args(p)
     common.parallel_args(p)
     common.fast_arg(p)

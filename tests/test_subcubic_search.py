@@ -1,0 +1,51 @@
+"""The fast min-gap search (search.find_min_gaps) returns exactly the linear scan's gaps."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from compact_proofs.model.file_format import bundled_model
+from compact_proofs.model.transformer import ModelConfig
+from compact_proofs.proofs.subcubic.bounds import ORIGINAL, SOUND
+from compact_proofs.proofs.subcubic.config import ALL_CONFIGS
+from compact_proofs.proofs.subcubic.decompose import weights64
+from compact_proofs.proofs.subcubic.search import (
+    _find_min_gaps_linear,
+    find_directions,
+    find_min_gaps,
+)
+
+from models import adversarial_models, random_model
+
+
+def _small_models():
+    out = dict(adversarial_models())
+    out["random v8 k4"] = random_model(ModelConfig(d_vocab=8, n_ctx=4, d_model=6, d_head=5), 11)
+    out["random v7 k2 biases"] = random_model(
+        ModelConfig(d_vocab=7, n_ctx=2, d_model=4, d_head=3), 12, biases=True
+    )
+    out["random v2 k3"] = random_model(ModelConfig(d_vocab=2, n_ctx=3, d_model=3, d_head=3), 13)
+    return out
+
+
+SMALL = _small_models()
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_small_models_all_configurations(name):
+    w = weights64(SMALL[name])
+    dirs = find_directions(w)
+    for cfg in ALL_CONFIGS:
+        for variant in (SOUND, ORIGINAL):
+            old = _find_min_gaps_linear(w, dirs, cfg, variant)
+            assert torch.equal(find_min_gaps(w, dirs, cfg, variant), old), (cfg.id, variant)
+
+
+def test_bundled_model_configurations():
+    """Every third configuration: all ten error handlings, both attention handlings and all
+    five EU handlings (benchmarks/subcubic_search.py checks all 100 and the fixtures)."""
+    w = weights64(bundled_model().model)
+    dirs = find_directions(w)
+    for cfg in ALL_CONFIGS[::3]:
+        assert torch.equal(find_min_gaps(w, dirs, cfg), _find_min_gaps_linear(w, dirs, cfg)), cfg.id
