@@ -4,7 +4,7 @@ configurations, the speed-up, and whether the gaps are identical.
     .venv/bin/python benchmarks/subcubic_search.py [--threads N]
 
 Each configuration is searched by both, interleaved (old, new) in the same process; the
-new search's cache is cleared before each model, so its first configurations pay for the
+new search's caches are cleared before each model, so its first configurations pay for the
 shared terms as a lone search would."""
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ def main() -> None:
         w = weights64(model)
         dirs = search.find_directions(w)
         search._SHARED.clear()
+        search._TERMS.clear()
         old = new = 0.0
         same = 0
         for cfg in ALL_CONFIGS:

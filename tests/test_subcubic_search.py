@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -49,3 +51,34 @@ def test_bundled_model_configurations():
     dirs = find_directions(w)
     for cfg in ALL_CONFIGS[::3]:
         assert torch.equal(find_min_gaps(w, dirs, cfg), _find_min_gaps_linear(w, dirs, cfg)), cfg.id
+
+
+def test_explicit_decomposition_and_infinite_tables():
+    """A caller's qk (keyed by its values, not cached) and weights so large that the EU table
+    L overflows (the fast path's -inf mask folding must then step aside)."""
+    from compact_proofs.proofs.subcubic.decompose import decompose_eqke
+
+    model = random_model(ModelConfig(d_vocab=6, n_ctx=3, d_model=5, d_head=4), 21)
+    w = weights64(model)
+    dirs = find_directions(w)
+    w = dataclasses.replace(w, W_E=w.W_E * 1e3, W_U=w.W_U * 1e308)
+    assert not torch.isfinite(w.E_bar @ w.W_U).all()
+    for cfg in ALL_CONFIGS[::7]:
+        qk = decompose_eqke(w, dirs, cfg.error, cfg.route)
+        qk = type(qk)(**{**vars(qk), "err_bound": qk.err_bound * 1.5})
+        old = _find_min_gaps_linear(w, dirs, cfg, qk=qk)
+        assert torch.equal(find_min_gaps(w, dirs, cfg, qk=qk), old), cfg.id
+        assert torch.equal(find_min_gaps(w, dirs, cfg), _find_min_gaps_linear(w, dirs, cfg))
+
+
+def test_caches_stay_bounded():
+    from compact_proofs.proofs.subcubic import search
+
+    for name in sorted(SMALL):
+        w = weights64(SMALL[name])
+        dirs = find_directions(w)
+        for cfg in ALL_CONFIGS[::9]:
+            find_min_gaps(w, dirs, cfg)
+    assert len(search._TERMS) <= search.TERMS_CACHE
+    cached = sum(t.numel() for s in search._SHARED.values() for t in s.values())
+    assert cached <= search.CACHE_CELLS or len(search._SHARED) == 1

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import hashlib
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
@@ -41,6 +41,8 @@ CACHE_CELLS = 2**23  # floats kept across calls (EU-independent terms, oldest ou
 # the EU-independent terms of recent searches, shared by configurations that differ only in
 # EU handling (the 100 configurations are 20 (error, attention) pairs x 5 EU handlings)
 _SHARED: OrderedDict[tuple[Any, ...], dict[str, Tensor]] = OrderedDict()
+TERMS_CACHE = 32  # the decompositions and tables of recent searches: O(v^2 + v d) floats each
+_TERMS: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
 
 
 def _top_left_singular(M: Tensor) -> Tensor:
@@ -127,23 +129,32 @@ def find_min_gaps(
     g makes valid with c >= 1 (about v^3 k / 6 of them, not v^3 k); the all-max cells
     (q = m, c = 0) need no gap, and get 1 either way. Gaps are taken in chunks holding at
     most SEARCH_CELLS dense cells (g, q, m, c), so memory is O(SEARCH_CELLS + v^2 + v d)
-    floats whatever the weights' values. `qk` overrides the configuration's EQKE
-    decomposition (the structureless-noise experiment uses this).
+    floats whatever the weights' values, caches included: _SHARED (EU-independent terms per
+    (qk, chunk)) holds at most CACHE_CELLS floats plus its newest entry (O(SEARCH_CELLS)),
+    _TERMS the last TERMS_CACHE decompositions and tables (O(v^2 + v d) each, keyed by a
+    digest of the weights and directions; not used in rigorous arithmetic), _chunk_cells
+    the current cell layout (O(SEARCH_CELLS) integers). `qk` overrides the
+    configuration's EQKE decomposition (the structureless-noise experiment uses this); it
+    is then keyed by its values, not cached.
     """
     v, k = w.W_E.shape[0], w.W_pos.shape[0]
-    qk = decompose_eqke(w, dirs, config.error, config.route) if qk is None else qk
+    wkey = _weights_key(w, dirs)
+    qk_key = None if qk is not None or wkey is None else ("qk", wkey, config.error)
+    if qk_key is not None:
+        qk = _cached(qk_key, lambda: decompose_eqke(w, dirs, config.error, config.route))
+    elif qk is None:
+        qk = decompose_eqke(w, dirs, config.error, config.route)
     plain = all(isinstance(t, Tensor) for t in (qk.EQKE_hat, qk.pos_err, qk.err_bound))
     if not plain or not isinstance(w.attn_scale, float) or k < 2 or v < 2:
         return _find_min_gaps_linear(w, dirs, config, variant, qk)
-    terms = _model_terms(w, dirs, config, qk)
+    terms = _model_terms(w, dirs, config, qk, wkey, qk_key)
     best = torch.full((v * v * k,), v, dtype=torch.int64, device=w.W_E.device)
     step = max(1, SEARCH_CELLS // (v * v * k))
     for start in range(1, v, step):
-        chunk = _chunk_cells(v, start, min(start + step, v), w.W_E.device)
+        chunk = _chunk_cells(v, k, start, min(start + step, v), w.W_E.device)
         B = _chunk_bounds(w, qk, terms, chunk, config.uses_mean_diff, variant)
-        grid = torch.where(B < 0, chunk.g[:, None], v)
-        index = (chunk.q * v + chunk.m)[:, None] * k + torch.arange(1, k, device=B.device)
-        best.scatter_reduce_(0, index.flatten(), grid.flatten(), "amin")
+        grid = torch.where(B < 0, chunk.g_full, v)
+        best.scatter_reduce_(0, chunk.index, grid.view(-1), "amin")
     best = best.view(v, v, k)
     return torch.where(best < v, best, 1)
 
@@ -160,10 +171,16 @@ class _Chunk:
     pair: Tensor  # [N] index into the pairs
     pair_g: Tensor  # [P]
     pair_m: Tensor
+    index: Tensor  # [N * (k - 1)]: the flat cell (q, m, c) of each (n, c - 1)
+    g_full: Tensor  # [N, k - 1]: g
+    qm: Tensor  # [N]: q v + m
+    q_at: Tensor  # [N]: q v + m - g
+    q_eq: Tensor  # [N]: q + v [q == m]
+    dense: Tensor  # [N * (k - 1)]: the flat cell (g - start, q, m, c) of each (n, c - 1)
 
 
-@functools.lru_cache(maxsize=4)
-def _chunk_cells(v: int, start: int, stop: int, device: torch.device) -> _Chunk:
+@functools.lru_cache(maxsize=1)  # the current layout: O(SEARCH_CELLS) integers
+def _chunk_cells(v: int, k: int, start: int, stop: int, device: torch.device) -> _Chunk:
     g = torch.arange(start, stop, device=device)[:, None, None]
     m = torch.arange(v, device=device)[None, :, None]
     q = torch.arange(v, device=device)[None, None, :]
@@ -172,7 +189,15 @@ def _chunk_cells(v: int, start: int, stop: int, device: torch.device) -> _Chunk:
     pair_id = (pairs.flatten().cumsum(0) - 1).view(pairs.shape)
     gi, mi, qi = triples.nonzero(as_tuple=True)
     pg, pm = pairs.nonzero(as_tuple=True)
-    return _Chunk(start, gi + start, qi, mi, pair_id[gi, mi], pg + start, pm)
+    cs = torch.arange(1, k, device=device)
+    index = ((qi * v + mi)[:, None] * k + cs).flatten()
+    dense = (((gi * v + qi) * v + mi)[:, None] * k + cs).flatten()
+    g_full = (gi + start)[:, None].expand(-1, k - 1).contiguous()
+    q_eq = qi + v * (qi == mi)
+    return _Chunk(
+        start, gi + start, qi, mi, pair_id[gi, mi], pg + start, pm,
+        index, g_full, qi * v + mi, qi * v + mi - gi - start, q_eq, dense,
+    )  # fmt: skip
 
 
 def _log_ratio(pos_err: Tensor, attn_scale: float) -> Tensor:
@@ -191,37 +216,84 @@ def _log_ratio(pos_err: Tensor, attn_scale: float) -> Tensor:
     return (on_max - off_max).permute(0, 1, 3, 2)
 
 
-def _model_terms(
-    w: Weights64, dirs: Directions, config: SubcubicConfig, qk: QKDecomposition
-) -> dict[str, Any]:
-    """The configuration's gap-independent tables, as bounds.subcubic_bounds and
-    largest_wrong_logit compute them, and the key of everything the EU-independent part
-    depends on (qk, attn_scale, EVOU: a digest of their values)."""
+def _weights_key(w: Weights64, dirs: Directions) -> str | None:
+    """A digest of the weights and directions (values, shapes, dtypes, devices), or None
+    where some weight is not a plain tensor (rigorous arithmetic: nothing is cached)."""
+    digest = hashlib.blake2b()
+    for value in [getattr(w, f.name) for f in fields(w)] + [
+        getattr(dirs, f.name) for f in fields(dirs)
+    ]:
+        if isinstance(value, Tensor):
+            digest.update(repr((tuple(value.shape), value.dtype, value.device)).encode())
+            digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+        elif value is None or isinstance(value, float):
+            digest.update(repr(value).encode())
+        else:
+            return None
+    return digest.hexdigest()
+
+
+def _cached(key: tuple[Any, ...], make: Any) -> Any:
+    """make(), kept in _TERMS (the last TERMS_CACHE results, each O(v^2 + v d) floats)."""
+    if key in _TERMS:
+        _TERMS.move_to_end(key)
+        return _TERMS[key]
+    value = _TERMS[key] = make()
+    while len(_TERMS) > TERMS_CACHE:
+        del _TERMS[next(iter(_TERMS))]
+    return value
+
+
+def _weight_terms(w: Weights64) -> dict[str, Tensor]:
+    """The configuration-independent tables: OU, EVOU and those of largest_wrong_logit."""
     v = w.W_E.shape[0]
     eye = torch.eye(v, dtype=torch.bool, device=w.W_E.device)
     OU = w.W_O @ w.W_U
     EVOU = w.W_E @ (w.W_V @ OU)
     PVOU = w.W_pos @ (w.W_V @ OU)
-    value_bias, direct_bias = w.value_bias(OU), w.direct_bias()
+    value_bias = w.value_bias(OU)
     if value_bias is not None:
         PVOU = PVOU + value_bias
-    EU_mean, EU_q_err = split_eu(w.E_bar, w.W_U, config.eu, dirs.W_EP_direction, direct_bias)
-    PVOU_pess = (PVOU[:, None, :] - PVOU[:, :, None]).amax(dim=0)
     R = EVOU - EVOU.diagonal()[:, None]
-    digest = hashlib.blake2b(repr((w.attn_scale, EVOU.device)).encode())
-    for t in (qk.EQKE_hat, qk.pos_err, qk.err_bound, EVOU):
-        digest.update(repr((tuple(t.shape), t.dtype)).encode())
-        digest.update(t.detach().cpu().contiguous().numpy().tobytes())
     return {
-        "key": digest.hexdigest(),
+        "EVOU": EVOU,
+        "PVOU_pess": (PVOU[:, None, :] - PVOU[:, :, None]).amax(dim=0),
         "eye": eye,
-        "L": (EU_mean[None, :] - EU_mean[:, None]) + PVOU_pess,
         "R": R,
         "R_max": R.masked_fill(eye, -INF).amax(dim=-1),
         "R_min": R.masked_fill(eye, INF).amin(dim=-1),
         "W_run": rowrange(EVOU).cummax(dim=0).values,
-        "EU_q_err": EU_q_err,
     }
+
+
+def _model_terms(
+    w: Weights64,
+    dirs: Directions,
+    config: SubcubicConfig,
+    qk: QKDecomposition,
+    wkey: str | None,
+    qk_key: tuple[Any, ...] | None,
+) -> dict[str, Any]:
+    """The configuration's gap-independent tables, as bounds.subcubic_bounds and
+    largest_wrong_logit compute them, and the key of everything the EU-independent part
+    depends on (qk, attn_scale, EVOU: qk_key, or a digest of their values)."""
+    terms = _weight_terms(w) if wkey is None else _cached(("w", wkey), lambda: _weight_terms(w))
+
+    def eu_terms() -> tuple[Tensor, Tensor]:
+        args = (w.E_bar, w.W_U, config.eu, dirs.W_EP_direction, w.direct_bias())
+        EU_mean, EU_q_err = split_eu(*args)
+        return (EU_mean[None, :] - EU_mean[:, None]) + terms["PVOU_pess"], EU_q_err
+
+    L, EU_q_err = eu_terms() if wkey is None else _cached(("eu", wkey, config.eu), eu_terms)
+    if qk_key is None:
+        digest = hashlib.blake2b(repr((w.attn_scale, terms["EVOU"].device)).encode())
+        for t in (qk.EQKE_hat, qk.pos_err, qk.err_bound, terms["EVOU"]):
+            digest.update(repr((tuple(t.shape), t.dtype)).encode())
+            digest.update(t.detach().cpu().contiguous().numpy().tobytes())
+        key: Any = digest.hexdigest()
+    else:
+        key = qk_key
+    return {**terms, "key": key, "L": L, "EU_q_err": EU_q_err}
 
 
 def _chunk_bounds(
@@ -236,22 +308,53 @@ def _chunk_bounds(
     operations (largest_wrong_logit with the scalar gap g: g_min = g, W = W_run[m - g]),
     except that max(base + X_lo, base + X_hi) < 0 is decided as base + max(X_lo, X_hi) < 0:
     rounding is monotone and keeps the sign of an exact sum, so the decision is the same."""
+    shared = _shared_terms(w, qk, terms, chunk, mean_diff, variant)
+    L, eye, pm = terms["L"], terms["eye"], chunk.pair_m
+    if not mean_diff:  # a_bar = 0 (aR = 0 R): M_bar depends on m alone
+        M_bar = (L + shared["aR"]).masked_fill(eye, -INF).amax(dim=-1)[pm][:, None]
+    elif bool(torch.isfinite(L).all()):  # L + -inf = -inf: the mask is folded into aR
+        M_bar = (L.index_select(0, pm)[:, None, :] + shared["aR"]).amax(dim=-1)
+    else:
+        a_bar_R = shared["a_bar_p"][..., None] * terms["R"][pm][:, None, :]
+        M_bar = (L[pm][:, None, :] + a_bar_R).masked_fill(eye[pm][:, None, :], -INF).amax(-1)
+    base = (M_bar + shared["aW"]).index_select(0, chunk.pair)
+    base = base + terms["EU_q_err"].index_select(0, chunk.q)[:, None]
+    return base + shared["T"]
+
+
+def _shared_terms(
+    w: Weights64,
+    qk: QKDecomposition,
+    terms: dict[str, Tensor],
+    chunk: _Chunk,
+    mean_diff: bool,
+    variant: Variant,
+) -> dict[str, Tensor]:
+    """The EU-independent terms of the chunk, from the cache _SHARED (at most CACHE_CELLS
+    floats across entries, oldest out first, and always the newest entry: each is
+    O(SEARCH_CELLS) floats): a_bar_p, T, aW = (1 - a_bar_p) W_run[m - g] per pair and aR =
+    a_bar_p R[m] per pair (-inf where q = m), or 0 R [v, v] without mean_diff."""
     key = (terms["key"], chunk.start, chunk.g.shape[0], mean_diff, variant)
     shared = _SHARED.get(key)
-    if shared is None:
-        shared = _attention_terms(w, qk, terms, chunk, mean_diff, variant)
-        _SHARED[key] = shared
-        while sum(s["T"].numel() for s in _SHARED.values()) > CACHE_CELLS and len(_SHARED) > 1:
-            del _SHARED[next(iter(_SHARED))]
-    a_bar_p, pm = shared["a_bar_p"], chunk.pair_m
-    M_bar = (
-        (terms["L"][pm][:, None, :] + a_bar_p[..., None] * terms["R"][pm][:, None, :])
-        .masked_fill(terms["eye"][pm][:, None, :], -INF)
-        .amax(dim=-1)
-    )
-    W_p = terms["W_run"][pm - chunk.pair_g][:, None]
-    base = (M_bar + (1 - a_bar_p) * W_p)[chunk.pair] + terms["EU_q_err"][chunk.q][:, None]
-    return base + shared["T"]
+    if shared is not None:
+        _SHARED.move_to_end(key)
+        return shared
+    shared = _attention_terms(w, qk, terms, chunk, mean_diff, variant)
+    a_bar_p, R, pm = shared["a_bar_p"], terms["R"], chunk.pair_m
+    shared["aW"] = (1 - a_bar_p) * terms["W_run"][pm - chunk.pair_g][:, None]
+    if mean_diff:
+        aR = a_bar_p[..., None] * R[pm][:, None, :]
+        shared["aR"] = aR.masked_fill_(terms["eye"][pm][:, None, :], -INF)
+    else:
+        shared["aR"] = a_bar_p[0, 0] * R
+    _SHARED[key] = shared
+    while sum(_numel(s) for s in _SHARED.values()) > CACHE_CELLS and len(_SHARED) > 1:
+        del _SHARED[next(iter(_SHARED))]
+    return shared
+
+
+def _numel(shared: dict[str, Tensor]) -> int:
+    return sum(t.numel() for t in shared.values())
 
 
 def _attention_terms(
@@ -264,31 +367,30 @@ def _attention_terms(
 ) -> dict[str, Tensor]:
     """The EU-independent part: a_bar per pair and T with B = base + T (as
     extreme_pre_softmax_diffs, extreme_attention and largest_wrong_logit compute them)."""
-    g, q, m = chunk.g, chunk.q, chunk.m
-    E, at = qk.EQKE_hat, m - g
-    own, err = E[q, m], qk.err_bound[q]
-    D_lo = (own - E.cummax(dim=-1).values[q, at]) - err
-    D_hi = (own - E.cummin(dim=-1).values[q, at]) + err
-    eq = (q == m)[:, None]
-    log_ratio = _log_ratio(qk.pos_err, w.attn_scale)
+    v, at = qk.EQKE_hat.shape[0], chunk.m - chunk.g
+    E = qk.EQKE_hat.contiguous()
+    own, err = E.view(-1).index_select(0, chunk.qm), qk.err_bound.index_select(0, chunk.q)
+    D_lo = (own - E.cummax(dim=-1).values.view(-1).index_select(0, chunk.q_at)) - err
+    D_hi = (own - E.cummin(dim=-1).values.view(-1).index_select(0, chunk.q_at)) + err
+    log_ratio = _log_ratio(qk.pos_err, w.attn_scale)[..., 1:]  # [o, q == m, q, c >= 1]
     A_lo, A_hi = (
         torch.sigmoid(
-            D[:, None] / w.attn_scale
-            + torch.where(eq, log_ratio[o, 1][q, 1:], log_ratio[o, 0][q, 1:])
+            D[:, None] / w.attn_scale + log_ratio[o].flatten(0, 1).index_select(0, chunk.q_eq)
         )
         for o, D in enumerate((D_lo, D_hi))
     )
-    W = terms["W_run"][at][:, None]
-    R_max, R_min = terms["R_max"][m][:, None], terms["R_min"][m][:, None]
+    W = terms["W_run"].index_select(0, at)[:, None]
+    R_max = terms["R_max"].index_select(0, chunk.m)[:, None]
+    R_min = terms["R_min"].index_select(0, chunk.m)[:, None]
     a_sel = torch.where(R_max >= W, A_hi, A_lo)
-    a_bar_p = _pair_a_bar(a_sel, chunk, w.W_E.shape[0], mean_diff)
-    a_bar_q = a_bar_p[chunk.pair]
+    a_bar_p = _pair_a_bar(a_sel, chunk, v, mean_diff)
+    a_bar_q = a_bar_p.index_select(0, chunk.pair)
     if not variant.sound_mean_diff:
         return {"a_bar_p": a_bar_p, "T": (a_sel - a_bar_q) * (R_max - W)}
-    X = []
+    X, R_max_W, R_min_W = [], R_max - W, R_min - W
     for a in (A_lo, A_hi):
         e = a - a_bar_q
-        X.append(torch.maximum(e * (R_max - W), e * (R_min - W)))
+        X.append(torch.maximum(e * R_max_W, e * R_min_W))
     return {"a_bar_p": a_bar_p, "T": torch.maximum(*X)}
 
 
@@ -301,7 +403,7 @@ def _pair_a_bar(a_sel: Tensor, chunk: _Chunk, v: int, mean_diff: bool) -> Tensor
     k = a_sel.shape[1] + 1
     stop = int(chunk.pair_g.max()) + 1
     dense = torch.zeros(stop - chunk.start, v, v, k, dtype=torch.float64, device=a_sel.device)
-    dense[chunk.g - chunk.start, chunk.q, chunk.m, 1:] = a_sel
+    dense.view(-1)[chunk.dense] = a_sel.view(-1)
     sums = dense.sum(dim=1)  # [g, m, c]
     n_valid = chunk.pair_m - chunk.pair_g + 2  # q in 0..m-g, and q = m
     return sums[chunk.pair_g - chunk.start, chunk.pair_m, 1:] / n_valid[:, None]
