@@ -51,7 +51,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    common.use_threads(getattr(args, "threads", None))
+    if hasattr(args, "threads"):  # commands that compute; the others skip the 0.1 s sample
+        common.use_threads(args.threads)
     try:
         return args.func(args)
     except BrokenPipeError:  # e.g. `compact-proofs strategies | head`: not an error
