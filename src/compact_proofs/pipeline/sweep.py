@@ -56,6 +56,7 @@ ROWS = {
     "cubic": "Cubic",
     "separable-lite": "Separable lite (new)",
     "separable": "Separable (new)",
+    "separable-subcubic": "Separable sub-cubic (new)",
 }
 
 

@@ -1,7 +1,8 @@
 """Proof strategies: one module per family, each a `Strategy` with `search` and `verify`.
 
 `STRATEGIES` maps each stable strategy id to its strategy: the paper's 102 (`PAPER_STRATEGIES`,
-in the paper's order), then the strategies new here (group "separable", not in the paper).
+in the paper's order), then the strategies new here (not in the paper): groups "separable"
+(cubic in v) and "separable-subcubic".
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from compact_proofs.proofs.base import Strategy, Verdict
 from compact_proofs.proofs.brute_force import BruteForce
 from compact_proofs.proofs.cubic import Cubic
 from compact_proofs.proofs.separable import Separable, SeparableLite
+from compact_proofs.proofs.separable_subcubic import SeparableSubcubic
 from compact_proofs.proofs.subcubic.config import ALL_CONFIGS, table1_rows
 from compact_proofs.proofs.subcubic.strategy import SubcubicStrategy
 
@@ -18,7 +20,9 @@ from compact_proofs.proofs.subcubic.strategy import SubcubicStrategy
 PAPER_STRATEGIES: dict[str, Strategy] = {
     s.id: s for s in (BruteForce(), Cubic(), *(SubcubicStrategy(c) for c in ALL_CONFIGS))
 }
-NEW_STRATEGIES: dict[str, Strategy] = {s.id: s for s in (SeparableLite(), Separable())}
+NEW_STRATEGIES: dict[str, Strategy] = {
+    s.id: s for s in (SeparableLite(), Separable(), SeparableSubcubic())
+}
 STRATEGIES: dict[str, Strategy] = {**PAPER_STRATEGIES, **NEW_STRATEGIES}
 # the sub-cubic LaTeX/CSV keys (e.g. EUPUMeanQueryMaxDiffAttnMeanQueryDiffAttnErrMaxDiff)
 ALIASES: dict[str, str] = {c.tricks: c.id for c in ALL_CONFIGS}

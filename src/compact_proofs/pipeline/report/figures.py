@@ -73,11 +73,12 @@ def _legend_below(fig: Figure, ax: Axes, ncols: int, markerscale: float = 1.0) -
 
 # -- paper figures --------------------------------------------------------------------------
 
-# marker and colour of each strategy new here (each its own legend entry, both groups'
-# strategies share the group "separable"); other new strategies cycle through NEW_STYLE_CYCLE
+# marker and colour of each strategy new here (each its own legend entry, also where
+# strategies share a group); other new strategies cycle through NEW_STYLE_CYCLE
 NEW_STYLES: dict[str, tuple[str, str]] = {
     "separable": ("*", "black"),
     "separable-lite": ("D", "#6a3d9a"),
+    "separable-subcubic": ("P", "#e31a1c"),
 }
 NEW_STYLE_CYCLE = (("P", "#b15928"), ("X", "0.35"), ("v", "#1f78b4"))
 ZOOM_EXCLUDED_GROUP = "brute-force"  # the zoomed panel shows every other group

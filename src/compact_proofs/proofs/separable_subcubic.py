@@ -1,0 +1,350 @@
+"""Separable sub-cubic (new here, not in the paper): `separable-lite`'s cells in O(v^2) work.
+
+Where `separable-lite` (proofs/separable.py) is cubic: it tabulates, for every row (q, m) and
+every token x < m, h[q, m, x] = e_tok[q, m, x] (E[q, m] + g[x, m]) with g[x, m] = max_{j != m}
+(EVOU[x, j] + pv[m, j]) - EVOU[x, m], pv[m, j] = max_p (PVOU[p, j] - PVOU[p, m]), and it keeps
+one cell per position set (2^(k-1) of them). This strategy removes the three:
+
+1. g in O(k r v^2) (top-r coupling). For any index sets J(x) (the r largest entries of
+   A[x, j] = EVOU[x, j] + max_p PVOU[p, j], chosen on midpoints: any choice is sound), and
+   pv[m, j] <= max_p PVOU[p, j] - min_p PVOU[p, m] =: A-part - pv_lo[m],
+
+       max_{j != m} (EVOU[x, j] + pv[m, j]) <= max( max_{j in J(x), j != m} (EVOU[x, j] +
+           pv[m, j]),  max_{j not in J(x)} A[x, j] - pv_lo[m] ),
+
+   so g'[x, m] := that maximum - EVOU[x, m] >= g[x, m].
+2. Members as a prefix, found by bisection (O(log v) per cell, not O(v)). With prefix tables
+   over x (O(v^2)): P+[q, y] = max_{x <= y} s[q, x], P-[q, y] = min_{x <= y} s[q, x] (s = EQKE /
+   sqrt(d_head)) and G[y, m] = max_{x <= y} g'[x, m], every x <= y has, with R[q, m] the row
+   shift of e_tok and val = E[q, m] + G[y, m] >= E[q, m] + g'[x, m],
+
+       h[q, m, x] <= B[q, m, y] := max(exp(P+[q, y] - R) val, exp(P-[q, y] - R) val)
+
+   (the first product bounds it when val >= 0, the second when val < 0). B is a bound on the
+   whole prefix, so if B[q, m, y] < theta every token x <= y passes the pure rule. Bisection
+   finds such a y (only a y whose test passed is ever kept; monotonicity is not needed for
+   soundness); then tokens y+1 .. y+w (< m) are tested one by one with their own h (exact
+   attention), extending the prefix while they pass. The cell's members are 0 .. Y.
+3. One threshold per set size c, not per position set. With W_S = sum_{p in S} e_pos[q, p]
+   over the non-query positions, W the sum over all of them, K = W on_max + query (on_max,
+   query: `separable-lite`'s fixed terms), the pure rule's threshold of set S is
+   theta(W_S) = -((W - W_S) on_max + query) / W_S = on_max - K / W_S: monotone in W_S > 0.
+   Every S of size c has W_S between the sum of the c smallest and of the c largest weights,
+   so theta_c = min(theta(w_min(c)), theta(w_max(c))) <= theta(W_S) for all C(k-1, c) sets.
+
+Count: sum over rows and c of [cell non-empty] C(k-1, c) (Y + 1)^c (c = 0: [-K > 0]). Every
+input counted is proven by `separable-lite`'s argument (pure rule: sum_{p in S} e_pos[q, p]
+h(x_p) <= W_S max h < W_S theta_c <= T_S), so the proof is sound whenever that one is; its
+arithmetic (balls, intervals, float64 with the underflow guards) is handled the same way.
+
+Cost: O(v^2 d) path matrices + O(k r v^2) for g' + O(k v^2 (log v + w)) for the cells: no v^3
+term and nothing exponential in k (so any n_ctx). Memory O((k r + k) v^2) floats, whatever
+the weights' values (rows are processed in chunks of ROW_CHUNK rows).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from compact_proofs.errors import CertificateError
+from compact_proofs.model.transformer import AttnOnlyTransformer, ModelConfig
+from compact_proofs.proofs.base import Strategy, Verdict
+from compact_proofs.proofs.flops import uncounted
+from compact_proofs.proofs.paths import PathMatrices, path_matrices
+from compact_proofs.proofs.separable import (
+    UNDERFLOW_GUARD,
+    UNDERFLOW_SLACK,
+    _attention,
+    _count_powers,
+    _direct,
+    _finite_or,
+    _rows,
+)
+from compact_proofs.soundness import interval as iv
+from compact_proofs.soundness.arithmetic import Arithmetic
+from compact_proofs.soundness.interval import Num
+
+NEG_INF, INF = float("-inf"), float("inf")
+DEFAULT_TOP_R = 2
+DEFAULT_WINDOW = 4
+ROW_CHUNK = 2**16  # rows (q, m) per chunk of the cell computations
+
+
+@dataclass(frozen=True)
+class Tables:
+    """The O(v^2) tables shared by every row: s [q, x], its prefix max/min P_hi/P_lo [q, y],
+    the row shifts R [q, m], e_pos [q, p], E [q, m], g' [x, m] and its prefix max G [y, m]."""
+
+    s: Num
+    P_hi: Num
+    P_lo: Num
+    R: Num
+    e_pos: Num
+    E: Num
+    g: Num
+    G: Num
+
+
+def coupled_g(paths: PathMatrices, top_r: int) -> Num:
+    """g' [x, m] >= max_{j != m}(EVOU[x, j] + pv[m, j]) - EVOU[x, m] (module docstring, 1)."""
+    EVOU, PVOU = paths.EVOU, paths.PVOU
+    v = paths.d_vocab
+    A = EVOU + PVOU.amax(dim=0)[None, :]
+    with uncounted():  # the choice of J is search: any J gives a valid bound
+        J = iv.mid(A).topk(min(top_r, v), dim=-1).indices  # [x, r]
+    in_J = torch.zeros((v, v), dtype=torch.bool, device=J.device).scatter(1, J, True)
+    rest = A.masked_fill(in_J, NEG_INF).amax(dim=-1)[:, None] - PVOU.amin(dim=0)[None, :]
+    if top_r == 0:
+        return rest - EVOU
+    pv_J = None  # [x, m, r]: max_p PVOU[p, J(x)] - PVOU[p, m], one position at a time
+    for p in range(paths.n_ctx):
+        diff = PVOU[p][J][:, None, :] - PVOU[p][None, :, None]
+        pv_J = diff if pv_J is None else iv.maximum(pv_J, diff)
+    ev_J = EVOU[torch.arange(v, device=J.device)[:, None], J]  # [x, r]
+    is_m = J[:, None, :] == torch.arange(v, device=J.device)[None, :, None]
+    coupled = (ev_J[:, None, :] + pv_J).masked_fill(is_m, NEG_INF).amax(dim=-1)
+    return iv.maximum(coupled, rest) - EVOU
+
+
+def tables(paths: PathMatrices, top_r: int) -> Tables:
+    """All O(v^2) tables of the proof (module docstring)."""
+    s, R, e_pos = _attention(paths)
+    g = coupled_g(paths, top_r)
+    return Tables(
+        s=s,
+        P_hi=iv.running_max(s, dim=-1),
+        P_lo=iv.running_min(s, dim=-1),
+        R=R,
+        e_pos=e_pos,
+        E=_direct(paths),
+        g=g,
+        G=iv.running_max(g, dim=0),
+    )
+
+
+@dataclass(frozen=True)
+class Rows:
+    """Per row (q[r], m[r]): the fixed terms and the threshold theta [r, c] of each set size c
+    (lower ends; c = 0 holds -K, proven iff > 0; -inf where the cell is empty), with theta_hi
+    >= the upper ends (balls only: what a tighter arithmetic could reach)."""
+
+    q: Tensor
+    m: Tensor
+    R: Num
+    E: Num
+    theta: Tensor
+    theta_hi: Tensor
+
+
+def _fast_slack(paths: PathMatrices, arith: Arithmetic) -> float:
+    """float64 mode: what underflow can hide in a threshold or a sum of terms, UNDERFLOW_SLACK
+    (k + 2)(V + 1) (proofs/separable.py); 0 in the rigorous arithmetics."""
+    if arith is not Arithmetic.FAST:
+        return 0.0
+    V = sum(2 * float(x.abs().amax()) for x in (paths.EUPU, paths.EVOU, paths.PVOU))
+    return UNDERFLOW_SLACK * (paths.n_ctx + 2) * (V + 1)
+
+
+def row_thresholds(t: Tables, q: Tensor, m: Tensor, k: int, slack: float) -> Rows:
+    """theta [r, c] for c = 0 .. k-1 (module docstring, 3)."""
+    R, E = t.R[q, m], t.E[q, m]
+    W_all = t.e_pos[q]  # [r, k]
+    W = W_all[:, : k - 1]
+    e_max = iv.exp(t.s[q, m] - R)
+    w_query = iv.exp(t.s[q, q] - R) * W_all[:, k - 1]
+    on_max = e_max * (E + t.g[m, m])
+    K = W.sum(dim=-1) * on_max + w_query * (E + t.g[q, m])
+    if slack:
+        K = K + slack
+    ordered = iv.sort_values(W, dim=-1)
+    cols: list[Num] = [-K]
+    for c in range(1, k):
+        w_min, w_max = ordered[:, :c].sum(dim=-1), ordered[:, k - 1 - c :].sum(dim=-1)
+        cols.append(iv.minimum(on_max - K / w_min, on_max - K / w_max))
+    theta = iv.stack(cols, dim=-1)
+    w_max_min = e_max * W.amin(dim=-1) if k > 1 else e_max  # (k = 1: no max position)
+    fixed_ok = _fixed_weights_ok(w_query, w_max_min, q == m, k)
+    lo = torch.where(fixed_ok, _finite_or(iv.lower(theta), NEG_INF), NEG_INF)
+    with uncounted():  # only decides whether a tighter arithmetic could prove more
+        hi = torch.where(fixed_ok, _finite_or(iv.upper(theta), NEG_INF), NEG_INF)
+    return Rows(q, m, R, E, lo, hi)
+
+
+def _fixed_weights_ok(w_query: Num, w_max_min: Num, q_eq_m: Tensor, k: int) -> Tensor:
+    """bool [r, c]: the cell of size c is non-empty (q < m needs a max position: c < k-1) and
+    some fixed weight of every position set of that size, as computed, is >= UNDERFLOW_GUARD
+    (the query's, or, when a max position exists, the smallest max-token weight)."""
+    big_query = iv.mid(w_query) >= UNDERFLOW_GUARD
+    big_max = iv.mid(w_max_min) >= UNDERFLOW_GUARD
+    c = torch.arange(k, device=q_eq_m.device)[None, :]
+    has_max = c < k - 1
+    nonempty = has_max | q_eq_m[:, None]
+    return nonempty & (big_query[:, None] | (big_max[:, None] & has_max))
+
+
+def _prefix_bound(t: Tables, rows: Rows, y: Tensor) -> Num:
+    """B [r] >= h[q, m, x] for every x <= y (module docstring, 2); 0 <= y <= m. The exponent
+    is P+ where val may be >= 0 (then B's upper end is >= max(0, exp(P+ - R) val) >= h,
+    whatever the sign of the exact val), else P-. Every exponent is <= ~0 (y <= m, R the
+    row maximum), so one ball radius fits them all."""
+    q, m = rows.q, rows.m
+    val = rows.E + t.G[y, m]
+    P = iv.where(iv.upper(val) >= 0, t.P_hi[q, y], t.P_lo[q, y])
+    return iv.exp(P - rows.R) * val
+
+
+def _term(t: Tables, rows: Rows, x: Tensor) -> Num:
+    """h [r, n] = e_tok[q, m, x] (E[q, m] + g'[x, m]) for tokens x [r, n] (x <= m)."""
+    q, m = rows.q[:, None], rows.m[:, None]
+    return iv.exp(t.s[q, x] - rows.R[:, None]) * (rows.E[:, None] + t.g[x, m])
+
+
+def _bisect(t: Tables, rows: Rows, theta: Tensor) -> Tensor:
+    """Y [r] in -1 .. m-1: the largest prefix end a binary descent finds whose bound passed
+    (B[Y] < theta), else -1. Only a y whose test passed is ever kept, so soundness does not
+    rest on B being monotone."""
+    v = t.s.shape[-1]
+    Y = torch.full_like(rows.m, -1)
+    step = 1 << max(0, (v - 1).bit_length() - 1)  # the largest power of two below v
+    while step:
+        y = Y + step
+        inside = y < rows.m
+        bound = _prefix_bound(t, rows, torch.where(inside, y, 0))
+        passed = inside & iv.certainly_below(bound, theta)
+        Y = torch.where(passed, y, Y)
+        step >>= 1
+    return Y
+
+
+def _extend(
+    t: Tables, rows: Rows, Y: Tensor, theta: Tensor, theta_hi: Tensor, window: int
+) -> tuple[Tensor, Tensor]:
+    """(Y' [r], undecided [r]): Y extended over the tokens Y+1 .. Y+window (< m) that pass one
+    by one with their own term; undecided where the first failing one might pass in a
+    tighter arithmetic."""
+    if window == 0:
+        return Y, torch.zeros_like(Y, dtype=torch.bool)
+    x = Y[:, None] + 1 + torch.arange(window, device=Y.device)[None, :]
+    present = x < rows.m[:, None]
+    h = _term(t, rows, x.clamp(max=rows.m[:, None]))
+    passing = iv.certainly_below(h, theta[:, None]) & present
+    run = passing.long().cummin(dim=-1).values.sum(dim=-1)
+    with uncounted():
+        nxt = run.clamp(max=window - 1)[:, None]
+        could = (iv.lower(h) < theta_hi[:, None]).gather(1, nxt)[:, 0]
+        undecided = (run < window) & present.gather(1, nxt)[:, 0] & could
+    return Y + run, undecided
+
+
+def members(t: Tables, rows: Rows, k: int, window: int) -> tuple[Tensor, int]:
+    """(Y [r, c] for c = 1 .. k-1 (members of cell (r, c): tokens 0 .. Y), undecided count)."""
+    ends, undecided = [], 0
+    for c in range(1, k):
+        theta, theta_hi = rows.theta[:, c], rows.theta_hi[:, c]
+        Y, maybe = _extend(t, rows, _bisect(t, rows, theta), theta, theta_hi, window)
+        ends.append(torch.where(theta > NEG_INF, Y, -1))
+        undecided += int((maybe & (theta > NEG_INF)).sum())
+    if not ends:
+        return torch.zeros((len(rows.q), 0), dtype=torch.long, device=rows.q.device), 0
+    return torch.stack(ends, dim=-1), undecided
+
+
+def cell_count(rows: Rows, ends: Tensor, k: int, v: int) -> int:
+    """sum over rows of [-K > 0] + sum_c C(k-1, c) (Y + 1)^c (exact Python int)."""
+    total = int((rows.theta[:, 0] > 0).sum())
+    for c in range(1, k):
+        total += math.comb(k - 1, c) * _count_powers(ends[:, c - 1] + 1, c, v)
+    return total
+
+
+def _params(payload: dict[str, Any], v: int) -> tuple[int, int]:
+    """(top_r, window) from the payload (absent: the defaults, at most v); ints in 0 .. v."""
+    out = []
+    for key, default in (("top_r", DEFAULT_TOP_R), ("window", DEFAULT_WINDOW)):
+        value = payload.get(key, min(default, v))
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= v:
+            raise CertificateError(f"separable-subcubic payload: {key} must be an int in 0..{v}")
+        out.append(value)
+    return out[0], out[1]
+
+
+class SeparableSubcubic(Strategy):
+    id = "separable-subcubic"
+    group = "separable-subcubic"
+    leading_complexity = "subcubic"
+    complexity = "O(v^2 (d + k r) + k v^2 (log v + w))"
+    description = (
+        "separable-lite's cells in O(v^2) work: top-r coupled value bound, members as a prefix "
+        "of tokens found by bisection on prefix-max tables plus w exact tokens, one threshold "
+        "per set size."
+    )
+
+    def unexplained_dims(self, cfg: ModelConfig) -> int:
+        """EUPU, EVOU, EQKE (v^2 each), PVOU and EQKP (k v each), as separable-lite."""
+        v, k = cfg.d_vocab, cfg.n_ctx
+        return 3 * v * v + 2 * k * v
+
+    def search(self, model: AttnOnlyTransformer) -> dict[str, Any]:
+        """The fixed parameters (no search: the bisection inside verification is the proof's
+        own, O(log v) per cell)."""
+        v = model.cfg.d_vocab
+        return {"top_r": min(DEFAULT_TOP_R, v), "window": min(DEFAULT_WINDOW, v)}
+
+    def _cells(
+        self, model: AttnOnlyTransformer, payload: dict[str, Any], arith: Arithmetic
+    ) -> tuple[Tables, list[tuple[Rows, Tensor]], int]:
+        """The tables and, per chunk of rows, the thresholds and prefix ends; undecided count."""
+        v, k = model.cfg.d_vocab, model.cfg.n_ctx
+        top_r, window = _params(payload, v)
+        paths = path_matrices(model, arith)
+        t = tables(paths, top_r)
+        slack = _fast_slack(paths, arith)
+        q, m = _rows(v, paths.EUPU.device)
+        out, undecided = [], 0
+        for start in range(0, len(q), ROW_CHUNK):
+            chunk = slice(start, start + ROW_CHUNK)
+            rows = row_thresholds(t, q[chunk], m[chunk], k, slack)
+            ends, maybe = members(t, rows, k, window)
+            out.append((rows, ends))
+            undecided += maybe
+        return t, out, undecided
+
+    def verify_in(
+        self, model: AttnOnlyTransformer, payload: dict[str, Any], arith: Arithmetic
+    ) -> Verdict:
+        """Memory O((k r + k) v^2) floats whatever the weights' values (module docstring)."""
+        v, k = model.cfg.d_vocab, model.cfg.n_ctx
+        _, cells, undecided = self._cells(model, payload, arith)
+        correct = sum(cell_count(rows, ends, k, v) for rows, ends in cells)
+        return Verdict(correct, model.cfg.n_inputs, {}, undecided, arith)
+
+    def proven_in(
+        self,
+        model: AttnOnlyTransformer,
+        payload: dict[str, Any],
+        tokens: Tensor,
+        arith: Arithmetic,
+    ) -> Tensor:
+        """An input (query q, max m, c non-query positions below m) is proven iff c = 0 and
+        -K > 0, or c >= 1 and every non-max token is <= Y of its cell."""
+        v = model.cfg.d_vocab
+        _, cells, _ = self._cells(model, payload, arith)
+        theta0 = torch.cat([rows.theta[:, 0] for rows, _ in cells])
+        ends = torch.cat([e for _, e in cells])
+        q, m = torch.cat([r.q for r, _ in cells]), torch.cat([r.m for r, _ in cells])
+        index = torch.full((v, v), -1, dtype=torch.long, device=q.device)
+        index[q, m] = torch.arange(len(q), device=q.device)
+        tokens = tokens.to(q.device)
+        mx = tokens.max(dim=-1).values
+        row = index[tokens[:, -1], mx]
+        below = tokens[:, :-1] < mx[:, None]
+        c = below.sum(dim=-1)
+        none = torch.full((len(ends), 1), -1, dtype=ends.dtype, device=ends.device)
+        Y = torch.cat([none, ends], dim=1)[row, c]  # c = 0: unused
+        fine = torch.where(below, tokens[:, :-1] <= Y[:, None], True).all(dim=-1)
+        return torch.where(c == 0, theta0[row] > 0, fine & (Y >= 0))
