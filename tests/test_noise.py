@@ -5,11 +5,19 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
-from compact_proofs.analysis.noise import noise_experiment
+from compact_proofs.analysis.noise import (
+    _evou_variant,
+    _outside_top,
+    noise_experiment,
+    separable_subcubic_noise,
+)
 from compact_proofs.cli import main
 from compact_proofs.model.file_format import save_model
+from compact_proofs.proofs.paths import path_matrices
 from compact_proofs.proofs.registry import get_strategy
+from compact_proofs.proofs.separable_subcubic import SeparableSubcubic
 from compact_proofs.proofs.subcubic.config import SubcubicConfig
 
 from models import trained_model
@@ -38,9 +46,28 @@ def test_cli_noise_json(tmp_path, capsys):
     save_model(trained_model(8, 3, 16, steps=300, seed=0), path)
     assert main(["noise", str(path), "--draws", "3", "--json"]) == 0
     records = json.loads(capsys.readouterr().out)
-    assert [r["strategy"].rsplit("-err-", 1)[1] for r in records] == [
+    assert [r["strategy"].rsplit("-err-", 1)[-1] for r in records] == [
         "svd",
         "max-diff",
         "mean+max-diff",
+        "separable-subcubic: EQKE beyond rank 1",
+        "separable-subcubic: EVOU outside the top-r",
     ]
     assert all("error_z" in r and "bound_z" in r for r in records)
+
+
+def test_separable_subcubic_residuals_reproduce_the_strategy_bound():
+    """The real residual's bound is the strategy's float64 count; the draws are reproducible
+    and keep what the proof explains (EVOU's top-r entries per row)."""
+    model = trained_model(8, 3, 16, steps=300, seed=0)
+    results = separable_subcubic_noise(model, draws=3, seed=1)
+    fast = SeparableSubcubic().verify(model, {}, rigorous=False).bound
+    assert [r.real_bound for r in results] == [fast, fast]
+    assert all(len(r.random_bounds) == len(r.random_errors) == 3 for r in results)
+    assert all(0 <= b <= 1 for r in results for b in r.random_bounds)
+    assert results == separable_subcubic_noise(model, draws=3, seed=1)
+    paths = path_matrices(model)
+    kept = ~_outside_top(paths, 2)
+    noisy = _evou_variant(paths, torch.Generator().manual_seed(0), 2)
+    assert torch.equal(noisy.EVOU[kept], paths.EVOU[kept])
+    assert not torch.equal(noisy.EVOU, paths.EVOU)

@@ -262,6 +262,32 @@ def cell_count(rows: Rows, ends: Tensor, k: int, v: int) -> int:
     return total
 
 
+def cells(
+    paths: PathMatrices, top_r: int, window: int, arith: Arithmetic
+) -> tuple[list[tuple[Rows, Tensor]], int]:
+    """Per chunk of ROW_CHUNK rows (q <= m): the thresholds and the prefix ends Y [r, c];
+    and the number of undecided comparisons."""
+    v, k = paths.d_vocab, paths.n_ctx
+    t = tables(paths, top_r)
+    slack = _fast_slack(paths, arith)
+    q, m = _rows(v, paths.EUPU.device)
+    out, undecided = [], 0
+    for start in range(0, len(q), ROW_CHUNK):
+        chunk = slice(start, start + ROW_CHUNK)
+        rows = row_thresholds(t, q[chunk], m[chunk], k, slack)
+        ends, maybe = members(t, rows, k, window)
+        out.append((rows, ends))
+        undecided += maybe
+    return out, undecided
+
+
+def count_paths(paths: PathMatrices, top_r: int, window: int, arith: Arithmetic) -> int:
+    """The number of inputs the proof certifies from these path matrices (analysis: e.g.
+    counterfactual matrices in the noise experiment)."""
+    chunks, _ = cells(paths, top_r, window, arith)
+    return sum(cell_count(r, e, paths.n_ctx, paths.d_vocab) for r, e in chunks)
+
+
 def _params(payload: dict[str, Any], v: int) -> tuple[int, int]:
     """(top_r, window) from the payload (absent: the defaults, at most v); ints in 0 .. v."""
     out = []
@@ -297,30 +323,17 @@ class SeparableSubcubic(Strategy):
 
     def _cells(
         self, model: AttnOnlyTransformer, payload: dict[str, Any], arith: Arithmetic
-    ) -> tuple[Tables, list[tuple[Rows, Tensor]], int]:
-        """The tables and, per chunk of rows, the thresholds and prefix ends; undecided count."""
-        v, k = model.cfg.d_vocab, model.cfg.n_ctx
-        top_r, window = _params(payload, v)
-        paths = path_matrices(model, arith)
-        t = tables(paths, top_r)
-        slack = _fast_slack(paths, arith)
-        q, m = _rows(v, paths.EUPU.device)
-        out, undecided = [], 0
-        for start in range(0, len(q), ROW_CHUNK):
-            chunk = slice(start, start + ROW_CHUNK)
-            rows = row_thresholds(t, q[chunk], m[chunk], k, slack)
-            ends, maybe = members(t, rows, k, window)
-            out.append((rows, ends))
-            undecided += maybe
-        return t, out, undecided
+    ) -> tuple[list[tuple[Rows, Tensor]], int]:
+        top_r, window = _params(payload, model.cfg.d_vocab)
+        return cells(path_matrices(model, arith), top_r, window, arith)
 
     def verify_in(
         self, model: AttnOnlyTransformer, payload: dict[str, Any], arith: Arithmetic
     ) -> Verdict:
         """Memory O((k r + k) v^2) floats whatever the weights' values (module docstring)."""
         v, k = model.cfg.d_vocab, model.cfg.n_ctx
-        _, cells, undecided = self._cells(model, payload, arith)
-        correct = sum(cell_count(rows, ends, k, v) for rows, ends in cells)
+        chunks, undecided = self._cells(model, payload, arith)
+        correct = sum(cell_count(rows, ends, k, v) for rows, ends in chunks)
         return Verdict(correct, model.cfg.n_inputs, {}, undecided, arith)
 
     def proven_in(
@@ -333,10 +346,10 @@ class SeparableSubcubic(Strategy):
         """An input (query q, max m, c non-query positions below m) is proven iff c = 0 and
         -K > 0, or c >= 1 and every non-max token is <= Y of its cell."""
         v = model.cfg.d_vocab
-        _, cells, _ = self._cells(model, payload, arith)
-        theta0 = torch.cat([rows.theta[:, 0] for rows, _ in cells])
-        ends = torch.cat([e for _, e in cells])
-        q, m = torch.cat([r.q for r, _ in cells]), torch.cat([r.m for r, _ in cells])
+        chunks, _ = self._cells(model, payload, arith)
+        theta0 = torch.cat([rows.theta[:, 0] for rows, _ in chunks])
+        ends = torch.cat([e for _, e in chunks])
+        q, m = torch.cat([r.q for r, _ in chunks]), torch.cat([r.m for r, _ in chunks])
         index = torch.full((v, v), -1, dtype=torch.long, device=q.device)
         index[q, m] = torch.arange(len(q), device=q.device)
         tokens = tokens.to(q.device)
