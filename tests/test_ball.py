@@ -153,6 +153,8 @@ def test_overflow_gives_no_information():
     assert (huge * huge).rad == math.inf
     assert (huge + huge).rad < math.inf
     assert Ball(t64([800.0]), 0.0, 800.0, False).exp().rad == math.inf
+    # a huge radius on small midpoints (found with W_E x 1e30): no information, no crash
+    assert Ball(t64([-1.0, 0.0]), 1e30, 1.0, False).exp().rad == math.inf
     assert interval.certainly_negative(Ball(t64([-1.0]), math.inf, 1.0, False)).item() is False
 
 

@@ -519,7 +519,7 @@ def test_prove_bundled_json(e2e):
     records = ok_json(run)
     assert isinstance(records, list)
     by_id = {r["strategy"]: r for r in records}
-    assert list(by_id) == list(STRATEGIES)  # the default is all 104 strategies, in order
+    assert list(by_id) == list(STRATEGIES)  # the default is all 105 strategies, in order
     for r in records:
         assert set(r) >= REQUIRED_KEYS, REQUIRED_KEYS - set(r)
         assert r["total"] == BUNDLED_TOTAL

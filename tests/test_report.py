@@ -58,6 +58,7 @@ def _strategies() -> list:
         [STRATEGIES["brute-force"], STRATEGIES["cubic"]]
         + [s for s in subcubic if wanted(s.config)]
         + [STRATEGIES["separable-lite"], STRATEGIES["separable"]]
+        + [STRATEGIES["separable-subcubic"]]
     )
 
 
@@ -367,8 +368,12 @@ def test_frontier_movement_compares_each_seed_with_its_own_paper_strategies():
 
 def test_the_report_shows_the_noise_experiment_and_frontier(report):
     out_dir, info = report
-    assert len(info["noise"]) == 3 and all(len(r["random_errors"]) == 10 for r in info["noise"])
-    assert [r["strategy"] for r in info["frontier"]] == ["separable-lite", "separable"]
+    assert len(info["noise"]) == 5 and all(len(r["random_errors"]) == 10 for r in info["noise"])
+    assert [r["strategy"] for r in info["frontier"]] == [
+        "separable-lite",
+        "separable",
+        "separable-subcubic",
+    ]
     index = (out_dir / "index.html").read_text()
     assert "Structureless noise (seed 123)" in index and "Frontier movement" in index
     assert "seed-123-noise.png" in index
@@ -442,6 +447,7 @@ def _paper_like_rows() -> pd.DataFrame:
             ("sub-b", "subcubic (direct-quadratic)", 0.6, 21.3),
             ("separable-lite", "separable", 0.96, 21.9),
             ("separable", "separable", 0.99, 24.6),
+            ("separable-subcubic", "separable-subcubic", 0.955, 21.4),
         ):
             rows.append((seed, strategy, group, bound, 2.0**log2_flops, 12800))
     columns = ["seed", "strategy", "group", "normalized_bound", "flops", "unexplained_dims"]
@@ -459,6 +465,9 @@ def test_bound_vs_flops_separates_the_new_strategies_and_zooms(frontier_only):
     labels = [t.get_text() for t in fig.legends[0].get_texts()]
     assert sum(label.startswith("separable-lite (new) (rel acc: 0.9600") for label in labels) == 1
     assert sum(label.startswith("separable (new) (rel acc: 0.9900") for label in labels) == 1
+    sub = series["separable-subcubic"]
+    assert sub.new and sub.marker not in (lite.marker, full.marker)
+    assert sum(label.startswith("separable-subcubic (new) (rel acc: 0.955") for label in labels) == 1
     full_axes, zoom = fig.axes
     assert zoom.get_xlim() == pytest.approx((2.0**20, 2.0**26))  # every row but brute force
     assert full_axes.get_xlim()[1] > 2.0**39.7

@@ -269,3 +269,19 @@ def test_counts_are_exact_python_ints_for_huge_vocabularies_of_cells():
     count = SUB.verify(model, {}).correct_count
     assert isinstance(count, int)
     assert count == int(SUB.proven(model, {}, all_sequences(5, 9)).sum())
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        ideal_model(6, 5, noise=0.5, seed=2, pos_scale=1.0),
+        random_model(ModelConfig(d_vocab=5, n_ctx=3, d_model=5, d_head=4), 7, 10.0, True),
+    ],
+)
+def test_balls_too_coarse_fall_back_to_intervals(model):
+    """Found by the checker's author: one tiny weight sum made every threshold of a ball
+    chunk [-inf, +inf]; those cells (and c = 0 cells) must count as undecided so that the
+    default mode re-verifies in intervals instead of proving nothing."""
+    default = SUB.verify(model, {})
+    assert default.correct_count == SUB.verify(model, {}, rigorous=False).correct_count > 0
+    assert default.rigorous

@@ -242,13 +242,16 @@ def _extend(
 
 
 def members(t: Tables, rows: Rows, k: int, window: int) -> tuple[Tensor, int]:
-    """(Y [r, c] for c = 1 .. k-1 (members of cell (r, c): tokens 0 .. Y), undecided count)."""
-    ends, undecided = [], 0
+    """(Y [r, c] for c = 1 .. k-1 (members of cell (r, c): tokens 0 .. Y), undecided count:
+    cells whose next token, or whose c = 0 test -K > 0, a tighter arithmetic might pass)."""
+    with uncounted():
+        undecided = int(((rows.theta[:, 0] <= 0) & (rows.theta_hi[:, 0] > 0)).sum())
+    ends = []
     for c in range(1, k):
         theta, theta_hi = rows.theta[:, c], rows.theta_hi[:, c]
         Y, maybe = _extend(t, rows, _bisect(t, rows, theta), theta, theta_hi, window)
         ends.append(torch.where(theta > NEG_INF, Y, -1))
-        undecided += int((maybe & (theta > NEG_INF)).sum())
+        undecided += int((maybe & (theta_hi > NEG_INF)).sum())
     if not ends:
         return torch.zeros((len(rows.q), 0), dtype=torch.long, device=rows.q.device), 0
     return torch.stack(ends, dim=-1), undecided

@@ -232,7 +232,7 @@ class Ball:
         if self.mid.numel() == 0:
             return Ball(mid, self.rad, 0.0, False)
         top, pos_inf = _finite_max(self.mid, self.inf)
-        if not top <= EXP_LIMIT:
+        if not (top <= EXP_LIMIT and self.rad <= EXP_LIMIT):  # expm1(rad) would overflow
             return Ball(mid, INF, INF, True)
         e_top = math.exp(top) * (1 + LIBM_REL)
         err = e_top * (LIBM_REL + math.expm1(self.rad) * (1 + LIBM_REL)) + TINY

@@ -37,6 +37,7 @@ TABLE1_ORDER: tuple[str, ...] = (
     "Quadratic QK & EU",
     "Separable lite (new)",
     "Separable (new)",
+    "Separable sub-cubic (new)",
 )
 # rows defined by a strategy id rather than by the `table1_rows` column (sweep.ROWS inverted)
 STRATEGY_ROWS = {row: strategy_id for strategy_id, row in ROWS.items()}
