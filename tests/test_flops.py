@@ -7,13 +7,21 @@ anyway, but comparisons that build masks are not).
 
 from __future__ import annotations
 
+import functools
+import json
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils._python_dispatch import _disable_current_modes
 
+from compact_proofs.cli import main
+from compact_proofs.model.file_format import save_model
+from compact_proofs.model.transformer import AttnOnlyTransformer, ModelConfig
+from compact_proofs.proofs.brute_force import BATCH, BruteForce, black_box_batch, black_box_flops
+from compact_proofs.proofs.exhaustive import all_sequences
 from compact_proofs.proofs.flops import (
     FlopCounter,
     FlopCountError,
@@ -22,6 +30,11 @@ from compact_proofs.proofs.flops import (
     log2,
     op_cost,
 )
+from compact_proofs.proofs.registry import get_strategy
+from compact_proofs.proofs.subcubic.config import ALL_CONFIGS
+from compact_proofs.soundness.arithmetic import Arithmetic
+
+from models import random_model
 
 aten = torch.ops.aten
 
@@ -496,3 +509,138 @@ def test_op_cost_without_rule_raises():
 def test_log2_display_helper():
     assert log2(1024) == 10
     assert log2(0) == float("-inf")
+
+
+# ---------------------------------------------- the fast counter measures what it always did
+
+
+class _ReferenceCounter(FlopCounter):
+    """The counter as it was before it was made cheaper (HEAD 0755d25): every operator's
+    rule runs with all modes disabled and every charge is broken down by operator. The fast
+    counter must measure exactly the same totals."""
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        with _disable_current_modes():
+            cost = op_cost(func, args, kwargs, out)
+        self.add(cost, str(func.overloadpacket.__name__))
+        return out
+
+
+def _reference_flops(fn: Callable[[], Any]) -> int:
+    with _ReferenceCounter() as counter:
+        fn()
+    return counter.total
+
+
+def _zero_attention(model: AttnOnlyTransformer) -> AttnOnlyTransformer:
+    with torch.no_grad():
+        model.W_Q.zero_()  # every score ties: uniform attention, degenerate QK
+    return model
+
+
+def _large(model: AttnOnlyTransformer) -> AttnOnlyTransformer:
+    with torch.no_grad():
+        model.W_E.mul_(1e4)  # large logits: saturated attention, wide error radii
+    return model
+
+
+RANDOM_MODELS: dict[str, Callable[[], AttnOnlyTransformer]] = {
+    "random": lambda: random_model(ModelConfig(6, 3, 5, 4), 3),
+    "random, biases": lambda: random_model(ModelConfig(7, 4, 6, 6), 5, biases=True),
+    "zero attention": lambda: _zero_attention(random_model(ModelConfig(5, 3, 4, 3), 7)),
+    "large embeddings, biases": lambda: _large(
+        random_model(ModelConfig(5, 2, 4, 4), 11, biases=True)
+    ),
+}
+# every family whose proof is counted by running it (brute force's count is that of the
+# black-box check, below), with a spread of the 100 sub-cubic configurations (every 9th); all
+# strategies (those added later included) in test_prove_json_flops_are_the_reference_measurement
+STRATEGY_SAMPLE = [
+    "cubic",
+    *(c.id for c in ALL_CONFIGS[::9]),
+    "separable-lite",
+    "separable",
+]
+
+
+@pytest.mark.parametrize("model_name", list(RANDOM_MODELS))
+@pytest.mark.parametrize("arith", list(Arithmetic))
+def test_fast_counter_totals_equal_the_reference_counter(model_name, arith):
+    model = RANDOM_MODELS[model_name]()
+    for strategy_id in STRATEGY_SAMPLE:
+        strategy = get_strategy(strategy_id)
+        payload = strategy.search(model)
+        run = functools.partial(strategy.verify_in, model, payload, arith)
+        with FlopCounter() as with_breakdown:
+            run()
+        fast, reference = flops(run), _reference_flops(run)
+        assert fast == reference == with_breakdown.total, (strategy_id, fast, reference)
+        assert sum(with_breakdown.by_op.values()) == reference
+
+
+def test_breakdown_off_keeps_the_total():
+    x, y = X(), Y()
+    with FlopCounter(breakdown=False) as fc:
+        torch.softmax(x @ y, dim=-1).sum()
+        charge(4, "extra")
+    assert fc.total == 105 + 69 + 14 + 4
+    assert not fc.by_op
+
+
+def test_nested_counters_with_different_breakdowns():
+    y, mask, source = X().clone(), X() > 5, torch.zeros(12)
+    with FlopCounter(breakdown=False) as outer, FlopCounter() as inner:
+        y[mask] = 1.0
+        y.masked_scatter_(mask, source)
+    assert inner.total == outer.total == 6 + 6
+    assert {k: v for k, v in inner.by_op.items() if v} == {"index_put_": 6, "masked_scatter_": 6}
+
+
+# ------------------------------------- the one cached count: brute force, per architecture
+
+
+@pytest.mark.parametrize("model_name", list(RANDOM_MODELS))
+def test_brute_force_cached_count_equals_a_fresh_measurement(model_name):
+    """`black_box_flops(cfg)` is measured once per architecture on a freshly built model and
+    reused (compact_proofs.proofs.brute_force): re-measured here on models of several shapes,
+    with biases, ties and overflowing values, by running the black-box check on every input of
+    the model itself under the counter."""
+    model = RANDOM_MODELS[model_name]()
+    cfg = model.cfg
+    tokens = all_sequences(cfg.d_vocab, cfg.n_ctx, 0, cfg.n_inputs, torch.device("cpu"))
+    remeasured = 0
+    for batch in tokens.split(BATCH):
+        remeasured += flops(lambda b=batch: black_box_batch(model, b))
+    assert remeasured == black_box_flops(cfg)
+    assert BruteForce().verify_counted(model, {})[1] == black_box_flops(cfg)
+
+
+# ------------------------------------------- what `prove --json` reports is the measurement
+
+
+def test_prove_json_flops_are_the_reference_measurement(tmp_path, capsys):
+    """The FLOPs `compact-proofs prove --json` prints, for every strategy, equal the
+    reference counter's count of the proof it kept (ball, or interval after an undecided
+    ball; float64 with --fast); brute force's is its per-architecture measurement."""
+    model = random_model(ModelConfig(5, 3, 4, 4), 13, biases=True)
+    path = tmp_path / "m.safetensors"
+    save_model(model, path)
+    for fast in (False, True):
+        capsys.readouterr()
+        assert main(["prove", str(path), "--strategy", "all", "--json", *(["--fast"] * fast)]) == 0
+        printed = json.loads(capsys.readouterr().out)
+        rows = printed["results"] if isinstance(printed, dict) else printed
+        assert len(rows) >= 104
+        for row in rows:
+            strategy = get_strategy(row["strategy"])
+            if strategy.id == "brute-force":
+                assert row["flops"] == black_box_flops(model.cfg)
+                continue
+            payload = strategy.search(model)
+            arith = Arithmetic(row["arithmetic"])
+            expected = _reference_flops(
+                lambda s=strategy, p=payload, a=arith: s.verify_in(model, p, a)
+            )
+            assert row["flops"] == expected, row["strategy"]

@@ -83,7 +83,8 @@ def _scatter_written(args, kwargs, out) -> int:
 def _masked_scatter_written(args, kwargs, out) -> int:
     # masked_scatter_(self, mask, source): one write per True of mask (broadcast to self)
     x, mask = args[0], args[1]
-    return int(torch.broadcast_to(mask, x.shape).sum())
+    with _disable_current_modes():  # counting the mask is not charged to any counter
+        return int(torch.broadcast_to(mask, x.shape).sum())
 
 
 def _index_put(args, kwargs, out) -> int:
@@ -98,7 +99,8 @@ def _index_put(args, kwargs, out) -> int:
         if not isinstance(i, torch.Tensor):
             d += 1
         elif i.dtype in (torch.bool, torch.uint8):
-            shapes.append((int(i.sum()),))
+            with _disable_current_modes():  # counting the mask is not charged to any counter
+                shapes.append((int(i.sum()),))
             covered.update(range(d, d + i.dim()))
             d += i.dim()
         else:
@@ -360,29 +362,52 @@ _register(_searchsorted, "searchsorted")
 _register(_svd, "linalg_svd", "_linalg_svd")
 
 
-def op_cost(func: Any, args: tuple, kwargs: dict, out: Any) -> int:
-    """FLOPs charged for one aten operator call (raises FlopCountError if it has no rule)."""
-    rule = _RULES.get(func.overloadpacket)
+_EMPTY: dict[str, Any] = {}
+# per overload (aten.add.Tensor, ...): its packet's rule and the label of its charges, resolved
+# on first use, so each dispatched operator costs one dict lookup
+_RESOLVED: dict[Any, tuple[Callable[..., int], str]] = {}
+
+
+def _resolve(func: Any) -> tuple[Callable[..., int], str]:
+    """(rule, label) of an operator overload (raises FlopCountError if it has no rule)."""
+    packet = func.overloadpacket
+    rule = _RULES.get(packet)
     if rule is None:
         raise FlopCountError(
             f"no FLOP cost rule for operator {func}; add one to compact_proofs.proofs.flops"
         )
-    return int(rule(args, kwargs or {}, out))
+    _RESOLVED[func] = rule, str(packet.__name__)
+    return _RESOLVED[func]
+
+
+def op_cost(func: Any, args: tuple, kwargs: dict, out: Any) -> int:
+    """FLOPs charged for one aten operator call (raises FlopCountError if it has no rule)."""
+    rule = (_RESOLVED.get(func) or _resolve(func))[0]
+    return int(rule(args, kwargs or _EMPTY, out))
 
 
 class FlopCounter(TorchDispatchMode):
     """Count the FLOPs of everything torch executes inside `with FlopCounter() as fc:`.
 
     Post: `fc.total` is the sum of `op_cost` over all operators run (plus explicit charges);
-    `fc.by_op` breaks it down by operator name.
+    `fc.by_op` breaks it down by operator name (an empty Counter, never filled, when
+    `breakdown=False`: the total is the same, each operator is cheaper to count).
+    Rules that look at values (how many entries of a boolean mask are set) do so with every
+    counter disabled, so nested counters charge exactly the operators run inside them.
     """
 
     _active: ClassVar[list[FlopCounter]] = []
 
-    def __init__(self) -> None:
+    def __init__(self, breakdown: bool = True) -> None:
         super().__init__()
         self.total = 0
         self.by_op: Counter[str] = Counter()
+        self._breakdown = breakdown
+
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        # nothing here is ever compiled: no per-operator torch._disable_dynamo wrapper
+        return False
 
     def __enter__(self) -> FlopCounter:
         FlopCounter._active.append(self)
@@ -393,16 +418,19 @@ class FlopCounter(TorchDispatchMode):
         return super().__exit__(*exc)
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        out = func(*args, **kwargs)
-        with _disable_current_modes():  # a rule's own torch calls (mask counts) are not charged
-            flops = op_cost(func, args, kwargs, out)
-        self.add(flops, str(func.overloadpacket.__name__))
+        # torch pops this mode while its handler runs; outer counters still see `func`
+        out = func(*args, **kwargs) if kwargs else func(*args)
+        rule, label = _RESOLVED.get(func) or _resolve(func)
+        flops = int(rule(args, kwargs or _EMPTY, out))
+        self.total += flops
+        if self._breakdown:
+            self.by_op[label] += flops
         return out
 
     def add(self, flops: int, label: str) -> None:
         self.total += flops
-        self.by_op[label] += flops
+        if self._breakdown:
+            self.by_op[label] += flops
 
 
 @contextlib.contextmanager
@@ -438,7 +466,7 @@ def warm_up() -> None:
 
 def count_flops(fn: Callable[[], Any]) -> tuple[Any, int]:
     """Run `fn()` under a FlopCounter; return (its result, FLOPs)."""
-    with FlopCounter() as counter:
+    with FlopCounter(breakdown=False) as counter:
         result = fn()
     return result, counter.total
 

@@ -1,0 +1,110 @@
+"""Cost of measuring proof length: verification with and without the FLOP counter.
+
+    .venv/bin/python benchmarks/flop_overhead.py [--repeats N] [--models N] [--out FILE]
+
+For each strategy family (brute force, cubic, the 100 sub-cubic configurations,
+separable-lite, separable), on the bundled model and a few shipped paper models, the
+certificates are searched once (free, not timed); then every certificate is verified
+`--repeats` times in both ways, interleaved: `strategy.verify` (plain) and
+`strategy.verify_counted` (what `compact-proofs prove` runs: the proof with its FLOPs
+measured), rigorous (default) and `--fast`. The table gives, per family and mode, the seconds
+to verify all its certificates (the median over the repeats, summed over the models) and the
+ratio instrumented / plain. One thread; the load average is printed because other processes
+share the machine. The table is written to `--out` (default: the results file below).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from compact_proofs.model.file_format import bundled_model, load_model
+from compact_proofs.model.transformer import AttnOnlyTransformer
+from compact_proofs.proofs.flops import warm_up
+from compact_proofs.proofs.registry import STRATEGIES, Strategy
+from compact_proofs.proofs.subcubic.strategy import SubcubicStrategy
+
+PAPER = Path(__file__).resolve().parents[1] / "src" / "compact_proofs" / "data" / "paper"
+RESULTS = Path(__file__).resolve().parent / "results-flop-overhead-2026-12-07.txt"
+FAMILIES: dict[str, Callable[[Strategy], bool]] = {
+    "brute-force": lambda s: s.id == "brute-force",
+    "cubic": lambda s: s.id == "cubic",
+    "subcubic (100)": lambda s: isinstance(s, SubcubicStrategy),
+    "separable-lite": lambda s: s.id == "separable-lite",
+    "separable": lambda s: s.id == "separable",
+}
+
+
+def _models(n_paper: int) -> list[tuple[str, AttnOnlyTransformer]]:
+    models = [("bundled", bundled_model().model)]
+    for path in sorted(PAPER.glob("seed-*.safetensors"))[:n_paper]:
+        models.append((path.stem, load_model(path).model))
+    return models
+
+
+def _time(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def _family_seconds(
+    model: AttnOnlyTransformer, strategies: list[Strategy], rigorous: bool, repeats: int
+) -> tuple[float, float]:
+    """Median over `repeats` of the family's total plain and instrumented seconds."""
+    payloads = [(s, s.search(model)) for s in strategies]
+    plain, counted = [], []
+    for _ in range(repeats):
+        plain.append(_time(lambda: [s.verify(model, p, rigorous=rigorous) for s, p in payloads]))
+        counted.append(
+            _time(lambda: [s.verify_counted(model, p, rigorous=rigorous) for s, p in payloads])
+        )
+    return statistics.median(plain), statistics.median(counted)
+
+
+def run(repeats: int, n_paper: int) -> list[str]:
+    """Measure every family on every model; return the report's lines."""
+    warm_up()
+    models = _models(n_paper)
+    lines = [
+        f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), "
+        f"models: {', '.join(name for name, _ in models)}, median of {repeats}",
+        f"{'family':16s} {'mode':8s} {'plain s':>9s} {'instr. s':>9s} {'ratio':>6s}",
+    ]
+    print(*lines, sep="\n", flush=True)
+    for family, member in FAMILIES.items():
+        strategies = [s for s in STRATEGIES.values() if member(s)]
+        for rigorous in (True, False):
+            plain = counted = 0.0
+            for _, model in models:
+                p, c = _family_seconds(model, strategies, rigorous, repeats)
+                plain, counted = plain + p, counted + c
+            mode = "rigorous" if rigorous else "fast"
+            line = f"{family:16s} {mode:8s} {plain:9.3f} {counted:9.3f} {counted / plain:6.2f}"
+            lines.append(line)
+            print(line, flush=True)
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    lines.append(f"load average after the run: {load} (2 cores shared with other work)")
+    print(lines[-1])
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--models", type=int, default=3, help="paper models besides bundled")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="also write the table here")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    lines = run(args.repeats, args.models)
+    args.out.write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
