@@ -44,7 +44,8 @@ def _subcubic_ids() -> dict[str, tuple[str, str, str]]:
 
 
 SUBCUBIC = _subcubic_ids()
-KNOWN_STRATEGIES = {"brute-force", "cubic", "separable", "separable-lite", *SUBCUBIC}
+KNOWN_STRATEGIES = {"brute-force", "cubic", "separable", "separable-lite", "separable-subcubic",
+                    *SUBCUBIC}  # fmt: skip
 
 
 def load_certificate_file(path: str | Path) -> dict[str, Any]:

@@ -19,10 +19,13 @@ from compact_proofs.soundness.checker.model_file import (
     weights_digest,
 )
 from compact_proofs.soundness.checker.separable import separable_count, separable_lite_count
+from compact_proofs.soundness.checker.separable_subcubic import separable_subcubic_count
 from compact_proofs.soundness.checker.subcubic import subcubic_count
 
 COUNTS = {"brute-force": brute_force_count, "cubic": cubic_count,
           "separable": separable_count, "separable-lite": separable_lite_count}  # fmt: skip
+# strategies whose count reads the certificate's payload (validated by the count itself)
+PAYLOAD_COUNTS = {"separable-subcubic": separable_subcubic_count}
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,8 @@ def check_strategy(m: Model, strategy: str, payload: dict[str, Any]) -> int:
         return subcubic_count(m, payload, strategy)
     if strategy in COUNTS:
         return COUNTS[strategy](m)
+    if strategy in PAYLOAD_COUNTS:
+        return PAYLOAD_COUNTS[strategy](m, payload)
     raise UnknownStrategyError(f"unknown strategy {strategy!r} in the certificate")
 
 
