@@ -8,6 +8,7 @@ import math
 import random
 
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -285,3 +286,15 @@ def test_balls_too_coarse_fall_back_to_intervals(model):
     default = SUB.verify(model, {})
     assert default.correct_count == SUB.verify(model, {}, rigorous=False).correct_count > 0
     assert default.rigorous
+
+
+def test_thresholds_do_not_cancel_in_float64():
+    """Found by the hypothesis test: with theta computed as on_max - K / W_S, the all-non-max
+    cell's threshold -query / W (~ -1e-15 here) came out as +1.8e-15 in float64 and the fast
+    mode certified the misclassified input (0, 0, 1). Thresholds now sum the complementary
+    weights themselves."""
+    model = ideal_model(8, 3, beta=3.0, alpha=1.0, noise=0.5, seed=73223, pos_scale=0.5)
+    assert_sound(model)
+    seqs = all_sequences(8, 3)
+    target = (seqs == torch.tensor([0, 0, 1])).all(dim=-1)
+    assert not bool(SUB.proven(model, {}, seqs, rigorous=False)[target].any())

@@ -30,7 +30,9 @@ one cell per position set (2^(k-1) of them). This strategy removes the three:
    query: `separable-lite`'s fixed terms), the pure rule's threshold of set S is
    theta(W_S) = -((W - W_S) on_max + query) / W_S = on_max - K / W_S: monotone in W_S > 0.
    Every S of size c has W_S between the sum of the c smallest and of the c largest weights,
-   so theta_c = min(theta(w_min(c)), theta(w_max(c))) <= theta(W_S) for all C(k-1, c) sets.
+   so theta_c = min(theta(w_min(c)), theta(w_max(c))) <= theta(W_S) for all C(k-1, c) sets
+   (each evaluated as -(W_M on_max + query) / W_S with the complementary weights' own sum
+   W_M, which has no cancellation).
 
 Count: sum over rows and c of [cell non-empty] C(k-1, c) (Y + 1)^c (c = 0: [-K > 0]). Every
 input counted is proven by `separable-lite`'s argument (pure rule: sum_{p in S} e_pos[q, p]
@@ -151,28 +153,48 @@ def _fast_slack(paths: PathMatrices, arith: Arithmetic) -> float:
 
 
 def row_thresholds(t: Tables, q: Tensor, m: Tensor, k: int, slack: float) -> Rows:
-    """theta [r, c] for c = 0 .. k-1 (module docstring, 3)."""
+    """theta [r, c] for c = 0 .. k-1 (module docstring, 3). Each extreme theta is computed as
+    -(W_M on_max + query) / W_S with W_M the sum of the complementary weights themselves (not
+    W - W_S, nor on_max - K / W_S: that cancels, and float64 mode would round a threshold of
+    size |query| / W_S into one of size 2^-52 |on_max|)."""
     R, E = t.R[q, m], t.E[q, m]
     W_all = t.e_pos[q]  # [r, k]
     W = W_all[:, : k - 1]
     e_max = iv.exp(t.s[q, m] - R)
     w_query = iv.exp(t.s[q, q] - R) * W_all[:, k - 1]
     on_max = e_max * (E + t.g[m, m])
-    K = W.sum(dim=-1) * on_max + w_query * (E + t.g[q, m])
+    query = w_query * (E + t.g[q, m])
     if slack:
-        K = K + slack
-    ordered = iv.sort_values(W, dim=-1)
-    cols: list[Num] = [-K]
+        query = query + slack
+    low, high = _extreme_sums(iv.sort_values(W, dim=-1))
+
+    def theta(w: Num, w_rest: Num | None) -> Num:
+        return -(query if w_rest is None else w_rest * on_max + query) / w
+
+    cols: list[Num] = [-(high[k - 1] * on_max + query) if k > 1 else -query]
     for c in range(1, k):
-        w_min, w_max = ordered[:, :c].sum(dim=-1), ordered[:, k - 1 - c :].sum(dim=-1)
-        cols.append(iv.minimum(on_max - K / w_min, on_max - K / w_max))
-    theta = iv.stack(cols, dim=-1)
+        rest = k - 1 - c
+        cols.append(iv.minimum(theta(low[c], high[rest]), theta(high[c], low[rest])))
+    theta_all = iv.stack(cols, dim=-1)
     w_max_min = e_max * W.amin(dim=-1) if k > 1 else e_max  # (k = 1: no max position)
     fixed_ok = _fixed_weights_ok(w_query, w_max_min, q == m, k)
-    lo = torch.where(fixed_ok, _finite_or(iv.lower(theta), NEG_INF), NEG_INF)
+    lo = torch.where(fixed_ok, _finite_or(iv.lower(theta_all), NEG_INF), NEG_INF)
     with uncounted():  # only decides whether a tighter arithmetic could prove more
-        hi = torch.where(fixed_ok, _finite_or(iv.upper(theta), NEG_INF), NEG_INF)
+        hi = torch.where(fixed_ok, _finite_or(iv.upper(theta_all), NEG_INF), NEG_INF)
     return Rows(q, m, R, E, lo, hi)
+
+
+def _extreme_sums(ordered: Num) -> tuple[list[Num | None], list[Num | None]]:
+    """(low, high): low[c] / high[c] = the sum of the c smallest / largest entries of each row
+    of `ordered` (ascending order statistics), None for c = 0."""
+    n = ordered.shape[-1]
+    low: list[Num | None] = [None]
+    high: list[Num | None] = [None]
+    for c in range(1, n + 1):
+        a, b = ordered[:, c - 1], ordered[:, n - c]
+        low.append(a if low[-1] is None else low[-1] + a)
+        high.append(b if high[-1] is None else high[-1] + b)
+    return low, high
 
 
 def _fixed_weights_ok(w_query: Num, w_max_min: Num, q_eq_m: Tensor, k: int) -> Tensor:
@@ -188,32 +210,33 @@ def _fixed_weights_ok(w_query: Num, w_max_min: Num, q_eq_m: Tensor, k: int) -> T
 
 
 def _prefix_bound(t: Tables, rows: Rows, y: Tensor) -> Num:
-    """B [r] >= h[q, m, x] for every x <= y (module docstring, 2); 0 <= y <= m. The exponent
-    is P+ where val may be >= 0 (then B's upper end is >= max(0, exp(P+ - R) val) >= h,
-    whatever the sign of the exact val), else P-. Every exponent is <= ~0 (y <= m, R the
-    row maximum), so one ball radius fits them all."""
-    q, m = rows.q, rows.m
-    val = rows.E + t.G[y, m]
+    """B [r, n] >= h[q, m, x] for every x <= y [r, n] (module docstring, 2); 0 <= y <= m.
+    The exponent is P+ where val may be >= 0 (then B's upper end is >= max(0, exp(P+ - R)
+    val) >= h, whatever the sign of the exact val), else P-. Every exponent is <= ~0
+    (y <= m, R the row maximum), so one ball radius fits them all."""
+    q, m = rows.q[:, None], rows.m[:, None]
+    val = rows.E[:, None] + t.G[y, m]
     P = iv.where(iv.upper(val) >= 0, t.P_hi[q, y], t.P_lo[q, y])
-    return iv.exp(P - rows.R) * val
+    return iv.exp(P - rows.R[:, None]) * val
 
 
 def _term(t: Tables, rows: Rows, x: Tensor) -> Num:
-    """h [r, n] = e_tok[q, m, x] (E[q, m] + g'[x, m]) for tokens x [r, n] (x <= m)."""
-    q, m = rows.q[:, None], rows.m[:, None]
-    return iv.exp(t.s[q, x] - rows.R[:, None]) * (rows.E[:, None] + t.g[x, m])
+    """h [r, n, w] = e_tok[q, m, x] (E[q, m] + g'[x, m]) for tokens x [r, n, w] (x <= m)."""
+    q, m = rows.q[:, None, None], rows.m[:, None, None]
+    return iv.exp(t.s[q, x] - rows.R[:, None, None]) * (rows.E[:, None, None] + t.g[x, m])
 
 
 def _bisect(t: Tables, rows: Rows, theta: Tensor) -> Tensor:
-    """Y [r] in -1 .. m-1: the largest prefix end a binary descent finds whose bound passed
-    (B[Y] < theta), else -1. Only a y whose test passed is ever kept, so soundness does not
-    rest on B being monotone."""
+    """Y [r, n] in -1 .. m-1 (one column per threshold theta [r, n]): the largest prefix end
+    a binary descent finds whose bound passed (B[Y] < theta), else -1. Only a y whose test
+    passed is ever kept, so soundness does not rest on B being monotone."""
     v = t.s.shape[-1]
-    Y = torch.full_like(rows.m, -1)
+    m = rows.m[:, None]
+    Y = torch.full_like(theta, -1, dtype=torch.long)
     step = 1 << max(0, (v - 1).bit_length() - 1)  # the largest power of two below v
     while step:
         y = Y + step
-        inside = y < rows.m
+        inside = y < m
         bound = _prefix_bound(t, rows, torch.where(inside, y, 0))
         passed = inside & iv.certainly_below(bound, theta)
         Y = torch.where(passed, y, Y)
@@ -224,37 +247,34 @@ def _bisect(t: Tables, rows: Rows, theta: Tensor) -> Tensor:
 def _extend(
     t: Tables, rows: Rows, Y: Tensor, theta: Tensor, theta_hi: Tensor, window: int
 ) -> tuple[Tensor, Tensor]:
-    """(Y' [r], undecided [r]): Y extended over the tokens Y+1 .. Y+window (< m) that pass one
-    by one with their own term; undecided where the first failing one might pass in a
-    tighter arithmetic."""
+    """(Y' [r, n], undecided [r, n]): Y extended over the tokens Y+1 .. Y+window (< m) that
+    pass one by one with their own term; undecided where the first failing one might pass
+    in a tighter arithmetic."""
     if window == 0:
         return Y, torch.zeros_like(Y, dtype=torch.bool)
-    x = Y[:, None] + 1 + torch.arange(window, device=Y.device)[None, :]
-    present = x < rows.m[:, None]
-    h = _term(t, rows, x.clamp(max=rows.m[:, None]))
-    passing = iv.certainly_below(h, theta[:, None]) & present
+    x = Y[..., None] + 1 + torch.arange(window, device=Y.device)
+    m = rows.m[:, None, None]
+    present = x < m
+    h = _term(t, rows, torch.minimum(x, m))
+    passing = iv.certainly_below(h, theta[..., None]) & present
     run = passing.long().cummin(dim=-1).values.sum(dim=-1)
     with uncounted():
-        nxt = run.clamp(max=window - 1)[:, None]
-        could = (iv.lower(h) < theta_hi[:, None]).gather(1, nxt)[:, 0]
-        undecided = (run < window) & present.gather(1, nxt)[:, 0] & could
+        nxt = run.clamp(max=window - 1)[..., None]
+        could = (iv.lower(h) < theta_hi[..., None]).gather(-1, nxt)[..., 0]
+        undecided = (run < window) & present.gather(-1, nxt)[..., 0] & could
     return Y + run, undecided
 
 
 def members(t: Tables, rows: Rows, k: int, window: int) -> tuple[Tensor, int]:
-    """(Y [r, c] for c = 1 .. k-1 (members of cell (r, c): tokens 0 .. Y), undecided count:
-    cells whose next token, or whose c = 0 test -K > 0, a tighter arithmetic might pass)."""
+    """(Y [r, c-1] for c = 1 .. k-1 (members of cell (r, c): tokens 0 .. Y), undecided count:
+    cells whose next token, or whose c = 0 test -K > 0, a tighter arithmetic might pass).
+    All set sizes at once."""
     with uncounted():
         undecided = int(((rows.theta[:, 0] <= 0) & (rows.theta_hi[:, 0] > 0)).sum())
-    ends = []
-    for c in range(1, k):
-        theta, theta_hi = rows.theta[:, c], rows.theta_hi[:, c]
-        Y, maybe = _extend(t, rows, _bisect(t, rows, theta), theta, theta_hi, window)
-        ends.append(torch.where(theta > NEG_INF, Y, -1))
-        undecided += int((maybe & (theta_hi > NEG_INF)).sum())
-    if not ends:
-        return torch.zeros((len(rows.q), 0), dtype=torch.long, device=rows.q.device), 0
-    return torch.stack(ends, dim=-1), undecided
+    theta, theta_hi = rows.theta[:, 1:], rows.theta_hi[:, 1:]
+    Y, maybe = _extend(t, rows, _bisect(t, rows, theta), theta, theta_hi, window)
+    undecided += int((maybe & (theta_hi > NEG_INF)).sum())
+    return torch.where(theta > NEG_INF, Y, -1), undecided
 
 
 def cell_count(rows: Rows, ends: Tensor, k: int, v: int) -> int:

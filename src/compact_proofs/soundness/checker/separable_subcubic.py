@@ -23,6 +23,9 @@ K = W on_max + query + slack: sum_S e_pos h(x_p) <= W_S max h, and -F - slack = 
 with theta(w) = on_max - K / w, monotone in w > 0; every S of size c has W_S between the sums of
 the c smallest and the c largest weights, so theta_c = min(theta(w_min), theta(w_max)): if every
 non-max token x has h(x) < theta_c, l_j - l_mx < -tol for every j. c = 0: proven iff -K > 0.
+Each theta is evaluated as -(W_M on_max + query + slack) / W_S with W_M the sum of the
+complementary weights themselves: on_max - K / w cancels (an error of 2^-52 |on_max| where
+the exact value is |query| / w, possibly far smaller).
 (A weight sum that underflowed to 0 gives theta = +inf only where K < 0, i.e. -K > slack: then
 the exact theta is at least slack 2^1074 - |on_max| > 2 value_scale + tol >= every h.)
 
@@ -142,13 +145,16 @@ def thresholds(t: _Tables, q: np.ndarray, mx: np.ndarray, k: int) -> np.ndarray:
     e_max = np.exp(t.s[q, mx] - R)
     w_query = np.exp(t.s[q, q] - R) * t.e_pos[q, k - 1]
     on_max = e_max * (E + t.g[mx, mx])
-    K = W.sum(axis=1) * on_max + w_query * (E + t.g[q, mx]) + t.slack
+    query = w_query * (E + t.g[q, mx]) + t.slack
     ordered = np.sort(W, axis=1)
-    w_min = np.cumsum(ordered, axis=1)  # [:, c-1]: the c smallest
-    w_max = np.cumsum(ordered[:, ::-1], axis=1)  # [:, c-1]: the c largest
-    cols = [-K]
+    zero = np.zeros((len(q), 1))
+    low = np.concatenate([zero, np.cumsum(ordered, axis=1)], axis=1)  # [:, c]: c smallest
+    high = np.concatenate([zero, np.cumsum(ordered[:, ::-1], axis=1)], axis=1)  # c largest
+    cols = [-(high[:, k - 1] * on_max + query)]
     for c in range(1, k):
-        lo, hi = on_max - K / w_min[:, c - 1], on_max - K / w_max[:, c - 1]
+        rest = k - 1 - c  # the complement's own sum: no cancellation (c = k - 1: exactly 0)
+        lo = -(high[:, rest] * on_max + query) / low[:, c]
+        hi = -(low[:, rest] * on_max + query) / high[:, c]
         cols.append(np.minimum(lo, hi))
     theta = np.stack(cols, axis=1)
     c = np.arange(k)[None, :]
