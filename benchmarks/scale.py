@@ -13,6 +13,7 @@ slopes v^(k+1), v^3 and v^2.
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from pathlib import Path
 
@@ -34,6 +35,15 @@ def seconds(fn) -> float:
     return time.perf_counter() - start
 
 
+def log_log_slope(xs: list[int], ys: list[float]) -> float:
+    """Least-squares slope of log y against log x (nan with fewer than two positive points)."""
+    pts = [(math.log(x), math.log(y)) for x, y in zip(xs, ys, strict=True) if y > 0]
+    if len(pts) < 2:
+        return math.nan
+    mx, my = sum(p[0] for p in pts) / len(pts), sum(p[1] for p in pts) / len(pts)
+    return sum((a - mx) * (b - my) for a, b in pts) / sum((a - mx) ** 2 for a, _ in pts)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--vocab", type=int, nargs="+", default=[64, 128, 256, 512])
@@ -42,20 +52,28 @@ def main() -> None:
     base = load_model(bundled_model_path()).model  # a trained model: the evaluator's speed
     exact_accuracy(base)  # warm-up                  depends on how many inputs are clear-cut
     throughput = 64**K / seconds(lambda: exact_accuracy(base))
-    rows = []
+    rows, searches = [], []
     for v in args.vocab:
         model = build_model(ModelConfig(d_vocab=v, n_ctx=K), seed=1)
         cubic, _ = prove(model, get_strategy("cubic"))
         sub, _ = prove(model, get_strategy(SubcubicConfig().id))
         rows.append((v, v**K / throughput, cubic.seconds, sub.search_seconds + sub.seconds))
-        print(f"v={v}: done", flush=True)
+        searches.append(sub.search_seconds)
+        print(f"v={v}: search {sub.search_seconds:.3g} s", flush=True)
     print(f"\nK = {K}; brute force extrapolated at {throughput:.3g} inputs/s (bundled model)")
     print(
-        "| d_vocab | brute force s (extrapolated) | cubic s | default sub-cubic s (search+verify) |"
+        "| d_vocab | brute force s (extrapolated) | cubic s | default sub-cubic s (search+verify)"
+        " | sub-cubic search s | search slope from previous v |"
     )
-    print("|---|---|---|---|")
-    for v, bf, cu, sc in rows:
-        print(f"| {v} | {bf:.3g} | {cu:.3g} | {sc:.3g} |")
+    print("|---|---|---|---|---|---|")
+    for i, (v, bf, cu, sc) in enumerate(rows):
+        slope = (
+            f"{math.log(searches[i] / searches[i - 1]) / math.log(v / rows[i - 1][0]):.2f}"
+            if i and searches[i - 1] > 0 and searches[i] > 0
+            else "-"
+        )
+        print(f"| {v} | {bf:.3g} | {cu:.3g} | {sc:.3g} | {searches[i]:.3g} | {slope} |")
+    print(f"search log-log slope (least squares): {log_log_slope(args.vocab, searches):.2f}")
 
     fig = Figure(figsize=(7, 5))
     ax = fig.add_subplot()

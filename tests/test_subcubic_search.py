@@ -82,3 +82,36 @@ def test_caches_stay_bounded():
     assert len(search._TERMS) <= search.TERMS_CACHE
     cached = sum(t.numel() for s in search._SHARED.values() for t in s.values())
     assert cached <= search.CACHE_CELLS or len(search._SHARED) == 1
+
+
+def test_pruning_keeps_every_negative_cell():
+    """_live_cells' lower bound: every cell that the linear scan finds negative for some gap
+    is live (bundled model, every fifth configuration), and an untrained paper-init model,
+    whose bounds are nowhere negative, is pruned entirely with the same gaps (all 1)."""
+    from compact_proofs.model.transformer import build_model
+    from compact_proofs.proofs.subcubic import search
+
+    w = weights64(bundled_model().model)
+    dirs = find_directions(w)
+    wkey = search._weights_key(w, dirs)
+    terms = search._weight_terms(w)
+    for cfg in ALL_CONFIGS[::5]:
+        gaps = _find_min_gaps_linear(w, dirs, cfg)
+        qk = search.decompose_eqke(w, dirs, cfg.error, cfg.route)
+        B, cells = search.subcubic_bounds(
+            w, qk, torch.arange(1, 64)[:, None, None, None], w.E_bar, cfg.eu,
+            dirs.W_EP_direction, cfg.uses_mean_diff, SOUND,
+        )  # fmt: skip
+        negative = (cells.valid & (cells.c >= 1) & (B < 0)).any(dim=0).any(dim=-1)  # [q, m]
+        live = search._live(w, dirs, terms, wkey, SOUND, cfg.uses_mean_diff)
+        assert not bool((negative & ~live).any()), cfg.id
+        assert bool((gaps > 1).any()) or not bool(negative.any())
+    untrained = weights64(build_model(ModelConfig(d_vocab=48, n_ctx=4), seed=1))
+    dirs = find_directions(untrained)
+    for cfg in ALL_CONFIGS[::11]:
+        live = search._live(
+            untrained, dirs, search._weight_terms(untrained), None, SOUND, cfg.uses_mean_diff
+        )
+        assert not bool(live.any())
+        old = _find_min_gaps_linear(untrained, dirs, cfg)
+        assert torch.equal(find_min_gaps(untrained, dirs, cfg), old), cfg.id

@@ -8,7 +8,6 @@ query embedding W_E + Pbar (as the original does).
 
 from __future__ import annotations
 
-import functools
 import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass, fields
@@ -26,7 +25,7 @@ from compact_proofs.proofs.subcubic.bounds import (
     split_eu,
     subcubic_bounds,
 )
-from compact_proofs.proofs.subcubic.config import SubcubicConfig
+from compact_proofs.proofs.subcubic.config import EU_HANDLINGS, SubcubicConfig
 from compact_proofs.proofs.subcubic.decompose import (
     Directions,
     QKDecomposition,
@@ -42,6 +41,8 @@ CACHE_CELLS = 2**23  # floats kept across calls (EU-independent terms, oldest ou
 # EU handling (the 100 configurations are 20 (error, attention) pairs x 5 EU handlings)
 _SHARED: OrderedDict[tuple[Any, ...], dict[str, Tensor]] = OrderedDict()
 TERMS_CACHE = 32  # the decompositions and tables of recent searches: O(v^2 + v d) floats each
+PRUNE_GRID = 32  # tangent points a = i / PRUNE_GRID of psi_m in the pruning bound (_live_cells)
+PRUNE_TOL = 1e-9  # relative margin of the pruning bound over float rounding (~1e-14 relative)
 _TERMS: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
 
 
@@ -129,7 +130,11 @@ def find_min_gaps(
     g makes valid with c >= 1 (about v^3 k / 6 of them, not v^3 k); the all-max cells
     (q = m, c = 0) need no gap, and get 1 either way. Gaps are taken in chunks holding at
     most SEARCH_CELLS dense cells (g, q, m, c), so memory is O(SEARCH_CELLS + v^2 + v d)
-    floats whatever the weights' values, caches included: _SHARED (EU-independent terms per
+    floats whatever the weights' values, caches included. Cells that no gap can make
+    negative (a lower bound on B over every gap and ordering, `_live_cells`) are skipped, with
+    every max token none of whose cells is live: their gap is 1 either way, and every other
+    cell's bound is the same float value (a_bar still averages every valid query of a live
+    max token). Caches: _SHARED (EU-independent terms per
     (qk, chunk)) holds at most CACHE_CELLS floats plus its newest entry (O(SEARCH_CELLS)),
     _TERMS the last TERMS_CACHE decompositions and tables (O(v^2 + v d) each, keyed by a
     digest of the weights and directions; not used in rigorous arithmetic), _chunk_cells
@@ -148,10 +153,14 @@ def find_min_gaps(
     if not plain or not isinstance(w.attn_scale, float) or k < 2 or v < 2:
         return _find_min_gaps_linear(w, dirs, config, variant, qk)
     terms = _model_terms(w, dirs, config, qk, wkey, qk_key)
+    live = _live(w, dirs, terms, wkey, variant, config.uses_mean_diff)
     best = torch.full((v * v * k,), v, dtype=torch.int64, device=w.W_E.device)
     step = max(1, SEARCH_CELLS // (v * v * k))
-    for start in range(1, v, step):
-        chunk = _chunk_cells(v, k, start, min(start + step, v), w.W_E.device)
+    live_m = live.any(dim=0).nonzero().flatten().tolist()  # max tokens with a live cell
+    for start in range(1, (live_m[-1] + 1) if live_m else 1, step):
+        chunk = _chunk_cells(v, k, start, min(start + step, v), w.W_E.device, live)
+        if chunk.g.numel() == 0:
+            continue
         B = _chunk_bounds(w, qk, terms, chunk, config.uses_mean_diff, variant)
         grid = torch.where(B < 0, chunk.g_full, v)
         best.scatter_reduce_(0, chunk.index, grid.view(-1), "amin")
@@ -177,15 +186,33 @@ class _Chunk:
     q_at: Tensor  # [N]: q v + m - g
     q_eq: Tensor  # [N]: q + v [q == m]
     dense: Tensor  # [N * (k - 1)]: the flat cell (g - start, q, m, c) of each (n, c - 1)
+    live: str = ""  # digest of the live-cell mask the layout was built for
 
 
-@functools.lru_cache(maxsize=1)  # the current layout: O(SEARCH_CELLS) integers
-def _chunk_cells(v: int, k: int, start: int, stop: int, device: torch.device) -> _Chunk:
+_LAYOUT: dict[tuple[Any, ...], _Chunk] = {}  # the current layout: O(SEARCH_CELLS) integers
+
+
+def _chunk_cells(
+    v: int, k: int, start: int, stop: int, device: torch.device, live: Tensor
+) -> _Chunk:
+    """The chunk's cells (q, m) with live[q, m] (live [v(q), v(m)] bool), cached (one)."""
+    digest = hashlib.blake2b(live.cpu().numpy().tobytes(), digest_size=16).hexdigest()
+    key = (v, k, start, stop, str(device), digest)
+    if key not in _LAYOUT:
+        _LAYOUT.clear()
+        _LAYOUT[key] = _make_chunk(v, k, start, stop, device, live, digest)
+    return _LAYOUT[key]
+
+
+def _make_chunk(
+    v: int, k: int, start: int, stop: int, device: torch.device, live: Tensor, digest: str
+) -> _Chunk:
     g = torch.arange(start, stop, device=device)[:, None, None]
     m = torch.arange(v, device=device)[None, :, None]
     q = torch.arange(v, device=device)[None, None, :]
-    triples = (m >= g) & ((q <= m - g) | (q == m))  # [g, m, q]
-    pairs = (m >= g)[..., 0]  # [g, m]
+    live_mq = live.T.to(device)[None]  # [1, m, q]
+    triples = (m >= g) & ((q <= m - g) | (q == m)) & live_mq  # [g, m, q]
+    pairs = (m >= g)[..., 0] & live_mq.any(dim=-1)  # [g, m]
     pair_id = (pairs.flatten().cumsum(0) - 1).view(pairs.shape)
     gi, mi, qi = triples.nonzero(as_tuple=True)
     pg, pm = pairs.nonzero(as_tuple=True)
@@ -196,8 +223,107 @@ def _chunk_cells(v: int, k: int, start: int, stop: int, device: torch.device) ->
     q_eq = qi + v * (qi == mi)
     return _Chunk(
         start, gi + start, qi, mi, pair_id[gi, mi], pg + start, pm,
-        index, g_full, qi * v + mi, qi * v + mi - gi - start, q_eq, dense,
+        index, g_full, qi * v + mi, qi * v + mi - gi - start, q_eq, dense, digest,
     )  # fmt: skip
+
+
+def _live(
+    w: Weights64,
+    dirs: Directions,
+    terms: dict[str, Any],
+    wkey: str | None,
+    variant: Variant,
+    mean_diff: bool,
+) -> Tensor:
+    """live [v(q), v(m)]: the cells (q, m) to search; with mean_diff every query of a max
+    token with a live cell (a_bar averages them all). The sound variant's bounds only (the
+    original's mean+diff rule is not bounded below by _live_cells): otherwise all cells."""
+    v = w.W_E.shape[0]
+    every = torch.ones(v, v, dtype=torch.bool, device=w.W_E.device)
+    if variant != SOUND:
+        return every
+    masks = (
+        _live_cells(w, dirs, terms, wkey)
+        if wkey is None
+        else _cached(("live", wkey), lambda: _live_cells(w, dirs, terms, wkey))
+    )
+    if masks is None:
+        return every
+    live_md, live_plain = masks
+    return live_md.any(dim=0, keepdim=True).expand(v, v) if mean_diff else live_plain
+
+
+def _live_cells(
+    w: Weights64, dirs: Directions, terms: dict[str, Any], wkey: str | None
+) -> tuple[Tensor, Tensor] | None:
+    """(live_md, live_plain) [v(q), v(m)]: the cells (q, m), q <= m, whose search bound B may
+    be negative for some gap, count c and EU handling, with / without mean_diff; None (no
+    pruning) where some table is not finite.
+
+    Bound. For any j != m and real a_bar, max(e (R_max - W), e (R_min - W)) >= e (R[m, j] - W)
+    (R_min <= R[m, j] <= R_max), so with e = A - a_bar (A either attention extreme)
+        B >= L[m, j] + a_bar R[m, j] + (1 - a_bar) W + EU_q_err[q] + e (R[m, j] - W)
+          = L[m, j] + A R[m, j] + (1 - A) W + EU_q_err[q],
+    hence B >= F_m(W) + EU_q_err[q] with F_m(w) = min_{a in [0, 1]} psi_m(a) + (1 - a) w,
+    psi_m(a) = max_{j != m} (L[m, j] + a R[m, j]) (A is a sigmoid: in [0, 1]). F_m is
+    nondecreasing in w and W = W_run[m - g] >= W_run[q] (q <= m - g; W_run[0] if q = m).
+    Without mean_diff (a_bar = 0), also B = psi_m(0) + EU_q_err[q] + (1 - A) W + A R_max
+    for the pessimal A, >= psi_m(0) + EU_q_err[q] + min(W, R_max). These are real-number
+    bounds on the exact value of the search's formula over its float tables; the float B
+    differs from that by rounding, ~1e-14 of the tables' magnitudes: a cell is dropped only
+    if its bound exceeds PRUNE_TOL times them (a NaN bound keeps it)."""
+    R, R_max, W_run = terms["R"], terms["R_max"], terms["W_run"]
+    v = R.shape[0]
+    q = torch.arange(v, device=R.device)
+    diagonal = q[:, None] == q[None, :]
+    w_q = torch.where(diagonal, W_run[0], W_run[:, None])  # [q, m]
+    values, inverse = torch.unique(W_run, return_inverse=True)  # F_m at W_run's values only
+    at = torch.where(diagonal, inverse[0], inverse[:, None])  # [q, m]: w_q = values[at]
+    upper = q[:, None] <= q[None, :]
+    live_md = torch.zeros(v, v, dtype=torch.bool, device=R.device)
+    live_plain = live_md.clone()
+    for eu in EU_HANDLINGS:
+        L, EU_q_err = _eu_table(w, dirs, terms, eu, wkey)
+        tables = (L, R, W_run, EU_q_err)
+        if not all(bool(torch.isfinite(t).all()) for t in tables):
+            return None
+        tol = PRUNE_TOL * (sum(float(t.abs().max()) for t in tables) + 1.0)
+        Lg, Rg = _tangents(L.masked_fill(terms["eye"], NEG_INF), R)
+        F = _min_over_attention(Lg, Rg, values[:, None])  # [value, m]
+        lb_md = F.gather(0, at) + EU_q_err[:, None]
+        lb_plain = Lg[0][None, :] + EU_q_err[:, None] + torch.minimum(w_q, R_max[None, :])
+        live_md |= ~(lb_md > tol)
+        live_plain |= ~(torch.maximum(lb_md, lb_plain) > tol)
+    return live_md & upper, live_plain & upper
+
+
+def _tangents(L_masked: Tensor, R: Tensor) -> tuple[Tensor, Tensor]:
+    """(Lg, Rg) [PRUNE_GRID + 1, m]: the line L[m, j] + a R[m, j] that attains psi_m at
+    a_i = i / PRUNE_GRID (j != m: L_masked is -inf at j = m); psi_m >= each of them."""
+    Lg, Rg = [], []
+    for i in range(PRUNE_GRID + 1):
+        j = (L_masked + (i / PRUNE_GRID) * R).argmax(dim=-1, keepdim=True)
+        Lg.append(L_masked.gather(-1, j)[:, 0])
+        Rg.append(R.gather(-1, j)[:, 0])
+    return torch.stack(Lg), torch.stack(Rg)
+
+
+def _min_over_attention(Lg: Tensor, Rg: Tensor, w: Tensor) -> Tensor:
+    """A lower bound [n, m] on F_m(w) = min_{a in [0, 1]} psi_m(a) + (1 - a) w (w [n, 1]).
+
+    On [a_i, a_i+1], psi_m + (1 - a) w >= max(f1, f2), the tangent lines at both ends plus
+    (1 - a) w, and max(f1, f2) >= lam f1 + (1 - lam) f2 for any lam in [0, 1]: a linear
+    function, whose minimum over the segment is at an end. lam = 1 if f1 rises, 0 if f2
+    falls, else the flat combination (any lam is valid; rounding only affects tightness)."""
+    best = torch.full((w.shape[0], Lg.shape[1]), float("inf"), dtype=w.dtype, device=w.device)
+    for i in range(PRUNE_GRID):
+        s1, s2 = Rg[i][None, :] - w, Rg[i + 1][None, :] - w
+        lam = torch.where(s1 >= 0, 1.0, torch.where(s2 <= 0, 0.0, s2 / (s2 - s1)))
+        for a in (i / PRUNE_GRID, (i + 1) / PRUNE_GRID):
+            f1 = (Lg[i] + a * Rg[i])[None, :]  # the tangent lines at a, then lam-combined
+            f2 = (Lg[i + 1] + a * Rg[i + 1])[None, :]
+            best = torch.minimum(best, f2 + lam * (f1 - f2) + (1 - a) * w)
+    return best
 
 
 def _log_ratio(pos_err: Tensor, attn_scale: float) -> Tensor:
@@ -266,6 +392,20 @@ def _weight_terms(w: Weights64) -> dict[str, Tensor]:
     }
 
 
+def _eu_table(
+    w: Weights64, dirs: Directions, terms: dict[str, Tensor], eu: str, wkey: str | None
+) -> tuple[Tensor, Tensor]:
+    """(L [m, j] = EU_mean[j] - EU_mean[m] + PVOU_pess[m, j], EU_q_err [q]) of EU handling
+    `eu` with the search's query embedding E_bar (cached in _TERMS when wkey is given)."""
+
+    def make() -> tuple[Tensor, Tensor]:
+        args = (w.E_bar, w.W_U, eu, dirs.W_EP_direction, w.direct_bias())
+        EU_mean, EU_q_err = split_eu(*args)
+        return (EU_mean[None, :] - EU_mean[:, None]) + terms["PVOU_pess"], EU_q_err
+
+    return make() if wkey is None else _cached(("eu", wkey, eu), make)
+
+
 def _model_terms(
     w: Weights64,
     dirs: Directions,
@@ -279,12 +419,7 @@ def _model_terms(
     depends on (qk, attn_scale, EVOU: qk_key, or a digest of their values)."""
     terms = _weight_terms(w) if wkey is None else _cached(("w", wkey), lambda: _weight_terms(w))
 
-    def eu_terms() -> tuple[Tensor, Tensor]:
-        args = (w.E_bar, w.W_U, config.eu, dirs.W_EP_direction, w.direct_bias())
-        EU_mean, EU_q_err = split_eu(*args)
-        return (EU_mean[None, :] - EU_mean[:, None]) + terms["PVOU_pess"], EU_q_err
-
-    L, EU_q_err = eu_terms() if wkey is None else _cached(("eu", wkey, config.eu), eu_terms)
+    L, EU_q_err = _eu_table(w, dirs, terms, config.eu, wkey)
     if qk_key is None:
         digest = hashlib.blake2b(repr((w.attn_scale, terms["EVOU"].device)).encode())
         for t in (qk.EQKE_hat, qk.pos_err, qk.err_bound, terms["EVOU"]):
@@ -334,7 +469,7 @@ def _shared_terms(
     floats across entries, oldest out first, and always the newest entry: each is
     O(SEARCH_CELLS) floats): a_bar_p, T, aW = (1 - a_bar_p) W_run[m - g] per pair and aR =
     a_bar_p R[m] per pair (-inf where q = m), or 0 R [v, v] without mean_diff."""
-    key = (terms["key"], chunk.start, chunk.g.shape[0], mean_diff, variant)
+    key = (terms["key"], chunk.start, chunk.g.shape[0], chunk.live, mean_diff, variant)
     shared = _SHARED.get(key)
     if shared is not None:
         _SHARED.move_to_end(key)
