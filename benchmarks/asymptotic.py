@@ -1,0 +1,153 @@
+"""The asymptotic frontier: bound and proof length against the vocabulary size (K = 4).
+
+    python benchmarks/asymptotic.py [--vocab 64 128 256 512] [--seeds 123 50 104]
+                                    [--out docs/asymptotic.png]
+
+For each d_vocab: models trained with the paper's recipe (batched trainer, one per seed),
+then, in the default rigorous mode, the cubic proof, `separable-lite`, `separable` (both
+cubic in v), the paper's best sub-cubic configuration on the bundled model
+(EUPU max-diff-exact, attention mean-query+diff, error max-diff-exact) and
+`separable-subcubic`, each with its bound, FLOPs, search and verification time. Brute force
+is not run: its FLOPs are the strategy's own count (`black_box_flops`: one batch of the
+forward pass measured, scaled to the v^k inputs), and its bound (the exact accuracy) is
+estimated by uniform sampling (a statistic, never a proof). Prints per-v tables (means over the
+seeds), the fitted log-log slope of each strategy's FLOPs in v, the v = 512 comparison with
+cubic, and writes a two-panel log-log figure (FLOPs vs v with fitted slopes; bound vs v).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import platform
+import resource
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+from compact_proofs.analysis.estimate import estimate_accuracy
+from compact_proofs.model.batched_training import train_many
+from compact_proofs.model.transformer import ModelConfig
+from compact_proofs.proofs.brute_force import black_box_flops
+from compact_proofs.proofs.registry import get_strategy
+from compact_proofs.proofs.runner import ProofResult, prove
+
+K = 4
+PAPER_BEST = "EUPU-max-diff-exact--attn-mean-query+diff--attn-err-max-diff-exact"
+STRATEGIES = ("cubic", "separable-lite", "separable", PAPER_BEST, "separable-subcubic")
+LABELS = {PAPER_BEST: "best paper sub-cubic"}
+
+
+def brute_force_flops(vocab: list[int]) -> dict[int, float]:
+    """Brute force's proof length at each v (depends on the architecture only)."""
+    return {v: float(black_box_flops(ModelConfig(d_vocab=v, n_ctx=K))) for v in vocab}
+
+
+def run_vocab(v: int, seeds: list[int], samples: int) -> dict[str, list[ProofResult]]:
+    """Train the seeds' models at this v and run every strategy on each (rigorous)."""
+    start = time.perf_counter()
+    models = [m for m, _ in train_many(ModelConfig(d_vocab=v, n_ctx=K), seeds)]
+    print(f"v={v}: trained {len(seeds)} models in {time.perf_counter() - start:.0f} s", flush=True)
+    out: dict[str, list] = {s: [] for s in (*STRATEGIES, "estimate")}
+    for seed, model in zip(seeds, models, strict=True):
+        for sid in STRATEGIES:
+            result, _ = prove(model, get_strategy(sid))
+            out[sid].append(result)
+            log2 = math.log2(result.flops)
+            print(f"  seed {seed} {sid}: {result.bound:.4f}, 2^{log2:.2f} FLOPs, "
+                  f"{result.search_seconds:.2f} + {result.seconds:.2f} s", flush=True)  # fmt: skip
+        out["estimate"].append(estimate_accuracy(model, samples, 0.99, seed=0))
+    return out
+
+
+def fitted_slope(vocab: list[int], values: list[float]) -> float:
+    return float(np.polyfit(np.log2(vocab), np.log2(values), 1)[0])
+
+
+def print_tables(vocab: list[int], runs: dict[int, dict], bf: dict[int, float]) -> None:
+    print("\n| d_vocab | strategy | bound (mean) | bound / cubic | log2 FLOPs | FLOPs / cubic "
+          "| search s | verify s |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|")
+    for v in vocab:
+        r = runs[v]
+        cubic_b = statistics.mean(x.bound for x in r["cubic"])
+        cubic_f = statistics.mean(x.flops for x in r["cubic"])
+        est = statistics.mean(e.estimate for e in r["estimate"])
+        print(f"| {v} | brute force (bound: sampled estimate) | {est:.4f} | {est / cubic_b:.3f}"
+              f" | {math.log2(bf[v]):.2f} | {bf[v] / cubic_f:.3g} | | |")  # fmt: skip
+        for sid in STRATEGIES:
+            b = statistics.mean(x.bound for x in r[sid])
+            f = statistics.mean(x.flops for x in r[sid])
+            s = statistics.mean(x.search_seconds for x in r[sid])
+            t = statistics.mean(x.seconds for x in r[sid])
+            print(f"| {v} | {LABELS.get(sid, sid)} | {b:.4f} | {b / cubic_b:.3f} | "
+                  f"{math.log2(f):.2f} | {f / cubic_f:.3g} | {s:.2f} | {t:.2f} |")  # fmt: skip
+    print("\nfitted log-log slope of FLOPs in v (over the measured vocabularies):")
+    print(f"  brute force: {fitted_slope(vocab, [bf[v] for v in vocab]):.2f}")
+    for sid in STRATEGIES:
+        flops = [statistics.mean(x.flops for x in runs[v][sid]) for v in vocab]
+        print(f"  {LABELS.get(sid, sid)}: {fitted_slope(vocab, flops):.2f}")
+
+
+def plot(vocab: list[int], runs: dict[int, dict], bf: dict[int, float], out: Path) -> None:
+    fig = Figure(figsize=(11, 4.5), layout="constrained")
+    ax_f, ax_b = fig.subplots(1, 2)
+    bf_slope = fitted_slope(vocab, list(bf.values()))
+    ax_f.plot(vocab, [bf[v] for v in vocab], "k:", marker="x",
+              label=f"brute force (slope {bf_slope:.2f})")  # fmt: skip
+    for sid in STRATEGIES:
+        flops = [statistics.mean(x.flops for x in runs[v][sid]) for v in vocab]
+        bounds = [statistics.mean(x.bound for x in runs[v][sid]) for v in vocab]
+        name = LABELS.get(sid, sid)
+        slope = fitted_slope(vocab, flops)
+        line = ax_f.plot(vocab, flops, "o-", label=f"{name} (slope {slope:.2f})")
+        ax_b.plot(vocab, bounds, "o-", color=line[0].get_color(), label=name)
+    est = [statistics.mean(e.estimate for e in runs[v]["estimate"]) for v in vocab]
+    ax_b.plot(vocab, est, "k:", marker="x", label="accuracy (sampled estimate)")
+    for ax in (ax_f, ax_b):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("d_vocab (log scale)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    ax_f.set_yscale("log", base=2)
+    ax_f.set_ylabel("proof length, FLOPs (log2 scale)")
+    ax_f.set_title(f"Proof length vs vocabulary (K = {K})")
+    ax_b.set_ylabel("certified accuracy bound (mean over seeds)")
+    ax_b.set_title("Bound vs vocabulary")
+    fig.savefig(out, dpi=120)
+    print(f"plot: {out}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--vocab", type=int, nargs="+", default=[64, 128, 256, 512])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[123, 50, 104])
+    parser.add_argument("--samples", type=int, default=100_000)
+    parser.add_argument("--out", type=Path, default=Path("docs/asymptotic.png"))
+    args = parser.parse_args()
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads")  # fmt: skip
+    bf = brute_force_flops(args.vocab)
+    runs = {v: run_vocab(v, args.seeds, args.samples) for v in args.vocab}
+    print_tables(args.vocab, runs, bf)
+    top = args.vocab[-1]
+    cubic = runs[top]["cubic"]
+    new = runs[top]["separable-subcubic"]
+    pairs = list(zip(new, cubic, strict=True))
+    print(f"\nv = {top}: separable-subcubic / cubic per seed: bound "
+          + ", ".join(f"{n.bound / c.bound:.3f}" for n, c in pairs)
+          + "; FLOPs " + ", ".join(f"1/{c.flops / n.flops:.0f}" for n, c in pairs)
+          + "; search + verify s " + ", ".join(
+              f"{n.search_seconds + n.seconds:.2f} vs {c.search_seconds + c.seconds:.2f}"
+              for n, c in pairs))  # fmt: skip
+    print(f"peak memory: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GB")
+    plot(args.vocab, runs, bf, args.out)
+
+
+if __name__ == "__main__":
+    main()
