@@ -67,7 +67,11 @@ from compact_proofs.model.file_format import save_model  # noqa: E402
 from compact_proofs.model.training import TrainingRecipe, train  # noqa: E402
 from compact_proofs.model.transformer import AttnOnlyTransformer, ModelConfig  # noqa: E402
 from compact_proofs.proofs.exhaustive import all_sequences, forward_margin, is_correct  # noqa: E402
-from compact_proofs.proofs.registry import STRATEGIES, Strategy  # noqa: E402
+from compact_proofs.proofs.registry import (  # noqa: E402
+    STRATEGIES,
+    Strategy,
+    resolve_strategies,
+)
 from compact_proofs.proofs.tensor_codec import decode_tensor, encode_tensor  # noqa: E402
 from compact_proofs.soundness.arithmetic import Arithmetic  # noqa: E402
 from compact_proofs.soundness.exact import CORRECT, UNDECIDED, WRONG, ExactReference  # noqa: E402
@@ -821,7 +825,11 @@ def main(argv: list[str] | None = None) -> int:
         help="models with findings saved under --unsound-dir (all findings go to the JSON)",
     )
     parser.add_argument("--families", default="all", help="comma-separated family names")
+    parser.add_argument(
+        "--strategies", default="all", help="a --strategy spec (default: every strategy)"
+    )
     args = parser.parse_args(argv)
+    chosen = resolve_strategies(args.strategies)
     torch.set_num_threads(1)
     families = list(FAMILIES) if args.families == "all" else args.families.split(",")
     rng = random.Random(args.seed)
@@ -837,14 +845,14 @@ def main(argv: list[str] | None = None) -> int:
     deadline = start + 60 * args.minutes
     started = dt.datetime.now().isoformat(timespec="seconds")
     print(f"soundness campaign: {args.minutes} min, seed {args.seed}, families {families}")
-    print(f"strategies: {len(STRATEGIES)}; modes: {', '.join(MODES)}; tampers: {TAMPERS}")
+    print(f"strategies: {len(chosen)}; modes: {', '.join(MODES)}; tampers: {TAMPERS}")
     last = start
     index = 0
     while time.perf_counter() < deadline:
         family = families[index % len(families)]
         index += 1
         case = FAMILIES[family](rng)
-        campaign.check_case(case)
+        campaign.check_case(case, chosen)
         if time.perf_counter() - last > 20:
             last = time.perf_counter()
             print(progress_line(campaign, start), flush=True)
@@ -856,7 +864,8 @@ def main(argv: list[str] | None = None) -> int:
         "seed": args.seed,
         "tamper_fraction": args.tamper_fraction,
         "count_check_fraction": args.count_check_fraction,
-        "strategies": len(STRATEGIES),
+        "strategies": len(chosen),
+        "strategy_spec": args.strategies,
         "git": git_state(),
         "torch": torch.__version__,
         **campaign.summary(),
