@@ -48,14 +48,17 @@ def brute_force_flops(vocab: list[int]) -> dict[int, float]:
     return {v: float(black_box_flops(ModelConfig(d_vocab=v, n_ctx=K))) for v in vocab}
 
 
-def run_vocab(v: int, seeds: list[int], samples: int) -> dict[str, list[ProofResult]]:
-    """Train the seeds' models at this v and run every strategy on each (rigorous)."""
+def run_vocab(
+    v: int, seeds: list[int], samples: int, skip: tuple[str, ...]
+) -> dict[str, list[ProofResult]]:
+    """Train the seeds' models at this v and run every strategy not in `skip` on each
+    (rigorous; skipped strategies get empty lists)."""
     start = time.perf_counter()
     models = [m for m, _ in train_many(ModelConfig(d_vocab=v, n_ctx=K), seeds)]
     print(f"v={v}: trained {len(seeds)} models in {time.perf_counter() - start:.0f} s", flush=True)
     out: dict[str, list] = {s: [] for s in (*STRATEGIES, "estimate")}
     for seed, model in zip(seeds, models, strict=True):
-        for sid in STRATEGIES:
+        for sid in (s for s in STRATEGIES if s not in skip):
             result, _ = prove(model, get_strategy(sid))
             out[sid].append(result)
             log2 = math.log2(result.flops)
@@ -80,7 +83,7 @@ def print_tables(vocab: list[int], runs: dict[int, dict], bf: dict[int, float]) 
         est = statistics.mean(e.estimate for e in r["estimate"])
         print(f"| {v} | brute force (bound: sampled estimate) | {est:.4f} | {est / cubic_b:.3f}"
               f" | {math.log2(bf[v]):.2f} | {bf[v] / cubic_f:.3g} | | |")  # fmt: skip
-        for sid in STRATEGIES:
+        for sid in (s for s in STRATEGIES if r[s]):
             b = statistics.mean(x.bound for x in r[sid])
             f = statistics.mean(x.flops for x in r[sid])
             s = statistics.mean(x.search_seconds for x in r[sid])
@@ -90,8 +93,16 @@ def print_tables(vocab: list[int], runs: dict[int, dict], bf: dict[int, float]) 
     print("\nfitted log-log slope of FLOPs in v (over the measured vocabularies):")
     print(f"  brute force: {fitted_slope(vocab, [bf[v] for v in vocab]):.2f}")
     for sid in STRATEGIES:
-        flops = [statistics.mean(x.flops for x in runs[v][sid]) for v in vocab]
-        print(f"  {LABELS.get(sid, sid)}: {fitted_slope(vocab, flops):.2f}")
+        vs, flops = _series(vocab, runs, sid, "flops")
+        print(f"  {LABELS.get(sid, sid)}: {fitted_slope(vs, flops):.2f} (v = {vs[0]}..{vs[-1]})")
+
+
+def _series(
+    vocab: list[int], runs: dict[int, dict], sid: str, field: str
+) -> tuple[list[int], list[float]]:
+    """(the vocabularies `sid` ran at, its mean `field` at each)."""
+    vs = [v for v in vocab if runs[v][sid]]
+    return vs, [statistics.mean(getattr(x, field) for x in runs[v][sid]) for v in vs]
 
 
 def plot(vocab: list[int], runs: dict[int, dict], bf: dict[int, float], out: Path) -> None:
@@ -101,12 +112,12 @@ def plot(vocab: list[int], runs: dict[int, dict], bf: dict[int, float], out: Pat
     ax_f.plot(vocab, [bf[v] for v in vocab], "k:", marker="x",
               label=f"brute force (slope {bf_slope:.2f})")  # fmt: skip
     for sid in STRATEGIES:
-        flops = [statistics.mean(x.flops for x in runs[v][sid]) for v in vocab]
-        bounds = [statistics.mean(x.bound for x in runs[v][sid]) for v in vocab]
+        vs, flops = _series(vocab, runs, sid, "flops")
+        bounds = _series(vocab, runs, sid, "bound")[1]
         name = LABELS.get(sid, sid)
-        slope = fitted_slope(vocab, flops)
-        line = ax_f.plot(vocab, flops, "o-", label=f"{name} (slope {slope:.2f})")
-        ax_b.plot(vocab, bounds, "o-", color=line[0].get_color(), label=name)
+        slope = fitted_slope(vs, flops)
+        line = ax_f.plot(vs, flops, "o-", label=f"{name} (slope {slope:.2f})")
+        ax_b.plot(vs, bounds, "o-", color=line[0].get_color(), label=name)
     est = [statistics.mean(e.estimate for e in runs[v]["estimate"]) for v in vocab]
     ax_b.plot(vocab, est, "k:", marker="x", label="accuracy (sampled estimate)")
     for ax in (ax_f, ax_b):
@@ -129,11 +140,16 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[123, 50, 104])
     parser.add_argument("--samples", type=int, default=100_000)
     parser.add_argument("--out", type=Path, default=Path("docs/asymptotic.png"))
+    parser.add_argument("--separable-max-vocab", type=int, default=256)
     args = parser.parse_args()
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads")  # fmt: skip
     bf = brute_force_flops(args.vocab)
-    runs = {v: run_vocab(v, args.seeds, args.samples) for v in args.vocab}
+    runs = {
+        v: run_vocab(v, args.seeds, args.samples,
+                     ("separable",) if v > args.separable_max_vocab else ())
+        for v in args.vocab
+    }  # fmt: skip
     print_tables(args.vocab, runs, bf)
     top = args.vocab[-1]
     cubic = runs[top]["cubic"]
