@@ -93,16 +93,23 @@ class Tables:
 
 
 def coupled_g(paths: PathMatrices, top_r: int) -> Num:
-    """g' [x, m] >= max_{j != m}(EVOU[x, j] + pv[m, j]) - EVOU[x, m] (module docstring, 1)."""
+    """g' [x, m] >= max_{j != m}(EVOU[x, j] + pv[m, j]) - EVOU[x, m] (module docstring, 1).
+
+    The uncoupled part max_{j not in J(x)} A[x, j] - pv_lo[m] - EVOU[x, m] is evaluated as
+    (A_rest[x] - A[x, m]) + (pv_hi[m] - pv_lo[m]) (the same real number, A[x, m] = EVOU[x, m]
+    + pv_hi[m]): where the computed A[x, j] of some j not in J(x) equals A[x, m], both
+    differences are >= 0 in float64 too (no rounding below the exact value's sign)."""
     EVOU, PVOU = paths.EVOU, paths.PVOU
     v = paths.d_vocab
-    A = EVOU + PVOU.amax(dim=0)[None, :]
+    pv_hi, pv_lo = PVOU.amax(dim=0), PVOU.amin(dim=0)
+    A = EVOU + pv_hi[None, :]
     with uncounted():  # the choice of J is search: any J gives a valid bound
         J = iv.mid(A).topk(min(top_r, v), dim=-1).indices  # [x, r]
     in_J = torch.zeros((v, v), dtype=torch.bool, device=J.device).scatter(1, J, True)
-    rest = A.masked_fill(in_J, NEG_INF).amax(dim=-1)[:, None] - PVOU.amin(dim=0)[None, :]
+    A_rest = A.masked_fill(in_J, NEG_INF).amax(dim=-1)
+    rest = (A_rest[:, None] - A) + (pv_hi - pv_lo)[None, :]
     if top_r == 0:
-        return rest - EVOU
+        return rest
     pv_J = None  # [x, m, r]: max_p PVOU[p, J(x)] - PVOU[p, m], one position at a time
     for p in range(paths.n_ctx):
         diff = PVOU[p][J][:, None, :] - PVOU[p][None, :, None]
@@ -110,7 +117,7 @@ def coupled_g(paths: PathMatrices, top_r: int) -> Num:
     ev_J = EVOU[torch.arange(v, device=J.device)[:, None], J]  # [x, r]
     is_m = J[:, None, :] == torch.arange(v, device=J.device)[None, :, None]
     coupled = (ev_J[:, None, :] + pv_J).masked_fill(is_m, NEG_INF).amax(dim=-1)
-    return iv.maximum(coupled, rest) - EVOU
+    return iv.maximum(coupled - EVOU, rest)
 
 
 def tables(paths: PathMatrices, top_r: int) -> Tables:
