@@ -1,7 +1,7 @@
 """The independent checker (compact_proofs.soundness.checker) against the main verifier.
 
 Agreement means exact equality of certified counts between `checker` and the main verifier
-(`strategy.verify(model, payload)`, non-rigorous) for all 104 strategies (the paper's 102 and
+(`strategy.verify(model, payload)`, non-rigorous) for all 105 strategies (the paper's 102 and
 the two separable ones), on searched certificates and on arbitrary ones (random directions and
 gaps). Also: the checker's counts never exceed the exact accuracy (the separable ones not even
 where float64 attention weights underflow), digest mismatches and malformed certificates are

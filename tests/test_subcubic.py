@@ -64,7 +64,7 @@ def test_appendix_a_reproduced():
 
 def test_registry_has_the_paper_s_102_strategies_then_the_new_ones():
     assert len(PAPER_STRATEGIES) == 102 == len({s.id for s in PAPER_STRATEGIES.values()})
-    assert len(STRATEGIES) == 104 == len({s.id for s in STRATEGIES.values()})
+    assert len(STRATEGIES) == 105 == len({s.id for s in STRATEGIES.values()})
     assert [s.config for s in SUBCUBIC] == list(ALL_CONFIGS)
     default = get_strategy("EUPU-mean-query+max-diff--attn-mean-query+diff--attn-err-max-diff")
     assert default.config == SubcubicConfig()
