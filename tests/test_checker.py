@@ -2,7 +2,7 @@
 
 Agreement means exact equality of certified counts between `checker` and the main verifier
 (`strategy.verify(model, payload)`, non-rigorous) for all 105 strategies (the paper's 102 and
-the two separable ones), on searched certificates and on arbitrary ones (random directions and
+the three separable ones), on searched certificates and on arbitrary ones (random directions and
 gaps). Also: the checker's counts never exceed the exact accuracy (the separable ones not even
 where float64 attention weights underflow), digest mismatches and malformed certificates are
 refused with one-line errors, the `check` CLI, and that the checker imports none of the
