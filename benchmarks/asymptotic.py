@@ -12,12 +12,15 @@ is not run: its FLOPs are the strategy's own count (`black_box_flops`: one batch
 forward pass measured, scaled to the v^k inputs), and its bound (the exact accuracy) is
 estimated by uniform sampling (a statistic, never a proof). Prints per-v tables (means over the
 seeds), the fitted log-log slope of each strategy's FLOPs in v, the v = 512 comparison with
-cubic, and writes a two-panel log-log figure (FLOPs vs v with fitted slopes; bound vs v).
+cubic, and writes a two-panel log-log figure (FLOPs vs v with fitted slopes; bound vs v) and,
+with --json DIR/asymptotic.json, the records `compact-proofs report DIR` turns into the same
+figure in the report.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import platform
@@ -25,14 +28,15 @@ import resource
 import statistics
 import time
 from pathlib import Path
+from typing import Any
 
-import numpy as np
 import torch
-from matplotlib.figure import Figure
 
 from compact_proofs.analysis.estimate import estimate_accuracy
 from compact_proofs.model.batched_training import train_many
 from compact_proofs.model.transformer import ModelConfig
+from compact_proofs.pipeline.report import plot_asymptotic
+from compact_proofs.pipeline.report.figures import loglog_slope
 from compact_proofs.proofs.brute_force import black_box_flops
 from compact_proofs.proofs.registry import get_strategy
 from compact_proofs.proofs.runner import ProofResult, prove
@@ -57,6 +61,7 @@ def run_vocab(
     models = [m for m, _ in train_many(ModelConfig(d_vocab=v, n_ctx=K), seeds)]
     print(f"v={v}: trained {len(seeds)} models in {time.perf_counter() - start:.0f} s", flush=True)
     out: dict[str, list] = {s: [] for s in (*STRATEGIES, "estimate")}
+    out["seeds"] = list(seeds)
     for seed, model in zip(seeds, models, strict=True):
         for sid in (s for s in STRATEGIES if s not in skip):
             result, _ = prove(model, get_strategy(sid))
@@ -69,7 +74,7 @@ def run_vocab(
 
 
 def fitted_slope(vocab: list[int], values: list[float]) -> float:
-    return float(np.polyfit(np.log2(vocab), np.log2(values), 1)[0])
+    return loglog_slope(vocab, values)
 
 
 def print_tables(vocab: list[int], runs: dict[int, dict], bf: dict[int, float]) -> None:
@@ -105,33 +110,25 @@ def _series(
     return vs, [statistics.mean(getattr(x, field) for x in runs[v][sid]) for v in vs]
 
 
-def plot(vocab: list[int], runs: dict[int, dict], bf: dict[int, float], out: Path) -> None:
-    fig = Figure(figsize=(11, 4.5), layout="constrained")
-    ax_f, ax_b = fig.subplots(1, 2)
-    bf_slope = fitted_slope(vocab, list(bf.values()))
-    ax_f.plot(vocab, [bf[v] for v in vocab], "k:", marker="x",
-              label=f"brute force (slope {bf_slope:.2f})")  # fmt: skip
-    for sid in STRATEGIES:
-        vs, flops = _series(vocab, runs, sid, "flops")
-        bounds = _series(vocab, runs, sid, "bound")[1]
-        name = LABELS.get(sid, sid)
-        slope = fitted_slope(vs, flops)
-        line = ax_f.plot(vs, flops, "o-", label=f"{name} (slope {slope:.2f})")
-        ax_b.plot(vs, bounds, "o-", color=line[0].get_color(), label=name)
-    est = [statistics.mean(e.estimate for e in runs[v]["estimate"]) for v in vocab]
-    ax_b.plot(vocab, est, "k:", marker="x", label="accuracy (sampled estimate)")
-    for ax in (ax_f, ax_b):
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("d_vocab (log scale)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    ax_f.set_yscale("log", base=2)
-    ax_f.set_ylabel("proof length, FLOPs (log2 scale)")
-    ax_f.set_title(f"Proof length vs vocabulary (K = {K})")
-    ax_b.set_ylabel("certified accuracy bound (mean over seeds)")
-    ax_b.set_title("Bound vs vocabulary")
-    fig.savefig(out, dpi=120)
-    print(f"plot: {out}")
+def records(vocab: list[int], runs: dict[int, dict], bf: dict[int, float]) -> dict[str, Any]:
+    """The run as JSON (what `compact-proofs report` reads from DIR/asymptotic.json)."""
+    rows = [
+        {"d_vocab": v, "strategy": sid, "label": LABELS.get(sid, sid), "seed": seed,
+         "bound": r.bound, "flops": r.flops, "search_seconds": r.search_seconds,
+         "seconds": r.seconds}
+        for v in vocab
+        for sid in STRATEGIES
+        for seed, r in zip(runs[v]["seeds"], runs[v][sid], strict=False)
+    ]  # fmt: skip
+    return {
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "n_ctx": K,
+        "rows": rows,
+        "brute_force_flops": {str(v): bf[v] for v in vocab},
+        "estimate": {
+            str(v): statistics.mean(e.estimate for e in runs[v]["estimate"]) for v in vocab
+        },
+    }
 
 
 def main() -> None:
@@ -141,6 +138,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=100_000)
     parser.add_argument("--out", type=Path, default=Path("docs/asymptotic.png"))
     parser.add_argument("--separable-max-vocab", type=int, default=256)
+    parser.add_argument("--json", type=Path, default=None, help="e.g. RESULTS_DIR/asymptotic.json")
     args = parser.parse_args()
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads")  # fmt: skip
@@ -162,7 +160,12 @@ def main() -> None:
               f"{n.search_seconds + n.seconds:.2f} vs {c.search_seconds + c.seconds:.2f}"
               for n, c in pairs))  # fmt: skip
     print(f"peak memory: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GB")
-    plot(args.vocab, runs, bf, args.out)
+    data = records(args.vocab, runs, bf)
+    if args.json:
+        args.json.write_text(json.dumps(data, indent=1))
+        print(f"json: {args.json}")
+    plot_asymptotic(data).savefig(args.out, dpi=120)
+    print(f"plot: {args.out}")
 
 
 if __name__ == "__main__":

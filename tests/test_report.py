@@ -467,7 +467,8 @@ def test_bound_vs_flops_separates_the_new_strategies_and_zooms(frontier_only):
     assert sum(label.startswith("separable (new) (rel acc: 0.9900") for label in labels) == 1
     sub = series["separable-subcubic"]
     assert sub.new and sub.marker not in (lite.marker, full.marker)
-    assert sum(label.startswith("separable-subcubic (new) (rel acc: 0.955") for label in labels) == 1
+    new_label = "separable-subcubic (new) (rel acc: 0.955"
+    assert sum(label.startswith(new_label) for label in labels) == 1
     full_axes, zoom = fig.axes
     assert zoom.get_xlim() == pytest.approx((2.0**20, 2.0**26))  # every row but brute force
     assert full_axes.get_xlim()[1] > 2.0**39.7
@@ -510,3 +511,31 @@ def test_saved_figures_keep_everything_inside_their_edges(tmp_path):
         assert np.all(border[:, :3] == 1.0)  # nothing touches the edge
         widths.append(image.shape[1])
     assert widths[1] > widths[0] + 200  # grown to the left to hold the label
+
+
+def _asymptotic_records() -> dict:
+    rows = []
+    for v in (64, 128, 256):
+        for seed in (1, 2):
+            for strategy, bound, flops in (("cubic", 0.9, v**3), ("sub", 0.88, v**2)):
+                rows.append({"d_vocab": v, "strategy": strategy, "label": strategy, "seed": seed,
+                             "bound": bound, "flops": float(flops), "search_seconds": 0.0,
+                             "seconds": 1.0})  # fmt: skip
+    return {"machine": "test", "n_ctx": 4, "rows": rows,
+            "brute_force_flops": {str(v): float(v**5) for v in (64, 128, 256)},
+            "estimate": {str(v): 0.99 for v in (64, 128, 256)}}  # fmt: skip
+
+
+def test_asymptotic_figure_shows_fitted_slopes():
+    fig = report_module.plot_asymptotic(_asymptotic_records())
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert labels == [
+        "brute force (slope 5.00)",
+        "cubic (slope 3.00)",
+        "sub (slope 2.00)",
+    ]
+
+
+def test_report_says_how_to_add_the_asymptotic_figure(report):
+    _, info = report
+    assert any("benchmarks/asymptotic.py --json" in note for note in info["notes"])

@@ -40,6 +40,7 @@ from tqdm.auto import tqdm
 
 from compact_proofs.analysis import loss_breakdown as loss
 from compact_proofs.pipeline.report.figures import (
+    plot_asymptotic,
     EXCLUDED_SIGMA_ERROR,
     MIN_FIT_POINTS,
     PAPER_FORMATS,
@@ -72,6 +73,7 @@ from compact_proofs.pipeline.report.formatting import (
 from compact_proofs.pipeline.report.html import table1_html
 from compact_proofs.pipeline.report.steps import (
     ReportRun,
+    add_asymptotic,
     add_bound_vs_flops,
     add_dims_vs_flops,
     add_frontier,
@@ -113,7 +115,7 @@ __all__ = [
     "fit_refusal", "frontier_markdown", "frontier_movement", "group_order", "group_summary",
     "linear_fit", "load_path_matrices", "load_results", "mode_sentence", "paper_fields",
     "pareto_frontier", "plot_bound_vs_flops", "plot_bound_vs_sigma_ratio", "plot_dims_vs_flops",
-    "plot_noise", "plot_path_matrices", "plot_series", "pm_round", "row_mask", "save_figure",
+    "plot_asymptotic", "plot_noise", "plot_path_matrices", "plot_series", "pm_round", "row_mask", "save_figure",
     "sigma_ratio_points", "table1", "table1_csv", "table1_html", "table1_latex",
     "table1_markdown", "write_text",
 ]  # fmt: skip
@@ -152,6 +154,7 @@ def build_report(
             f"seed {figure_seed} loss breakdown",
             partial(add_loss_breakdowns, strategies=loss_strategies),
         ),
+        ("asymptotic frontier", add_asymptotic),
     ]
     bar = tqdm(steps, desc="report", unit="step", disable=not progress, leave=False)
     for name, step in bar:

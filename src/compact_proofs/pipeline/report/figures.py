@@ -5,8 +5,10 @@ Paper-style figures (SPEC §9): normalised bound against proof length (`plot_bou
 unexplained dimensionality against proof length (`plot_dims_vs_flops`), normalised bound
 against EQKE's σ₁/σ₂ (`sigma_ratio_points`, `linear_fit`, `plot_bound_vs_sigma_ratio`); one
 seed's presentation figures: its path matrices (`load_path_matrices`, `plot_path_matrices`)
-and the structureless-noise experiment (`plot_noise`). `save_figure` writes a figure in several
-formats, each file atomically and without creation dates.
+and the structureless-noise experiment (`plot_noise`); the asymptotic benchmark's bound and
+FLOPs against d_vocab (`plot_asymptotic`, from benchmarks/asymptotic.py's JSON).
+`save_figure` writes a figure in several formats, each file atomically and without creation
+dates.
 """
 
 from __future__ import annotations
@@ -434,3 +436,58 @@ def save_figure(fig: Figure, out_dir: Path, stem: str, formats: Sequence[str]) -
         atomic_write(path, write)
         paths.append(path)
     return paths
+
+
+# -- the asymptotic benchmark ----------------------------------------------------------------
+
+
+def loglog_slope(xs: Sequence[float], ys: Sequence[float]) -> float:
+    """Least-squares slope of log2 y against log2 x (nan with fewer than two points)."""
+    if len(xs) < 2:
+        return float("nan")
+    return float(np.polyfit(np.log2(xs), np.log2(ys), 1)[0])
+
+
+def asymptotic_series(records: dict[str, Any]) -> dict[str, dict[str, list[float]]]:
+    """Per strategy label: d_vocab, mean bound and mean FLOPs over its seeds, by d_vocab."""
+    df = pd.DataFrame(records["rows"])
+    means = df.groupby(["label", "d_vocab"], sort=False)[["bound", "flops"]].mean()
+    out: dict[str, dict[str, list[float]]] = {}
+    for label in df["label"].unique():
+        part = means.loc[label].sort_index()
+        out[label] = {
+            "v": [float(v) for v in part.index],
+            "bound": part["bound"].tolist(),
+            "flops": part["flops"].tolist(),
+        }
+    return out
+
+
+def plot_asymptotic(records: dict[str, Any]) -> Figure:
+    """Two log-log panels against d_vocab: proof length (FLOPs, with each strategy's fitted
+    slope; brute force's count beside them) and the certified bound (mean over seeds; the
+    sampled accuracy estimate for reference)."""
+    fig = Figure(figsize=(11, 4.5), layout="constrained")
+    ax_f, ax_b = fig.subplots(1, 2)
+    bf = {float(v): f for v, f in records["brute_force_flops"].items()}
+    vs = sorted(bf)
+    slope = loglog_slope(vs, [bf[v] for v in vs])
+    ax_f.plot(vs, [bf[v] for v in vs], "k:", marker="x", label=f"brute force (slope {slope:.2f})")
+    for label, series in asymptotic_series(records).items():
+        slope = loglog_slope(series["v"], series["flops"])
+        line = ax_f.plot(series["v"], series["flops"], "o-", label=f"{label} (slope {slope:.2f})")
+        ax_b.plot(series["v"], series["bound"], "o-", color=line[0].get_color(), label=label)
+    est = {float(v): e for v, e in records["estimate"].items()}
+    ax_b.plot(sorted(est), [est[v] for v in sorted(est)], "k:", marker="x",
+              label="accuracy (sampled estimate)")  # fmt: skip
+    for ax in (ax_f, ax_b):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("d_vocab (log scale)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    ax_f.set_yscale("log", base=2)
+    ax_f.set_ylabel("proof length, FLOPs (log2 scale)")
+    ax_f.set_title(f"Proof length vs vocabulary (K = {records['n_ctx']})")
+    ax_b.set_ylabel("certified accuracy bound (mean over seeds)")
+    ax_b.set_title("Bound vs vocabulary")
+    return fig

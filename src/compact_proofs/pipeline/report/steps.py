@@ -8,6 +8,7 @@ instead; index.html, written last, shows the notes and links only files this run
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,7 @@ from compact_proofs.pipeline.report.figures import (
     SEED_FORMATS,
     FigureEntry,
     load_path_matrices,
+    plot_asymptotic,
     plot_bound_vs_flops,
     plot_bound_vs_sigma_ratio,
     plot_dims_vs_flops,
@@ -291,6 +293,37 @@ def add_loss_breakdowns(run: ReportRun, strategies: Sequence[str]) -> None:
         run.sections.append(loss_section(lb, strategy, seed))
     if markdown:
         run.write("loss.md", "\n\n".join(markdown) + "\n")
+
+
+ASYMPTOTIC_JSON = "asymptotic.json"  # written by benchmarks/asymptotic.py --json
+
+
+def add_asymptotic(run: ReportRun) -> None:
+    """The asymptotic benchmark's figure, when the results directory holds its JSON (a note
+    saying how to add it otherwise)."""
+    path = run.results_dir / ASYMPTOTIC_JSON
+    if not path.exists():
+        run.notes.append(
+            "Asymptotic frontier not included: run `python benchmarks/asymptotic.py --json "
+            f"{path}` to add it."
+        )
+        return
+    try:
+        records = json.loads(path.read_text())
+        fig = plot_asymptotic(records)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        run.notes.append(f"Asymptotic frontier skipped: {path.name} is not readable ({exc}).")
+        return
+    run.add_figure(
+        fig,
+        "asymptotic",
+        PAPER_FORMATS,
+        "Proof length and bound against the vocabulary size",
+        f"benchmarks/asymptotic.py ({records.get('machine', 'machine not recorded')}): FLOPs "
+        "(log2) with fitted log-log slopes, and the mean certified bound over the seeds of "
+        "each d_vocab, for models trained with the paper's recipe (K = "
+        f"{records['n_ctx']}).",
+    )
 
 
 def write_index(run: ReportRun) -> None:
