@@ -4,6 +4,7 @@ the rigorous exact accuracy never counts more than the inputs it can certify one
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from fractions import Fraction
 
@@ -311,6 +312,34 @@ def test_chunked_paths_give_the_same_counts(monkeypatch):
     for model, result, verdict in zip(models, expected, verdicts, strict=True):
         assert exact_accuracy(model, rigorous=True) == result
         assert torch.equal(is_correct(model, inputs(model), rigorous=True), verdict)
+
+
+@pytest.mark.parametrize("rigorous", [False, True])
+def test_cheap_bound_filters_agree_with_full_evaluation(rigorous, monkeypatch):
+    """The separable cheap bound (and its whole-row and whole-group filters) only ever counts
+    pairs that the full evaluation also counts: with every cheap term forced to -inf, so that
+    every pair is evaluated in full, the counts are the same (k up to 6, both sides looped)."""
+    models = [STRESS[n] for n in ("k = 4", "non-zero biases", "thousands of nats", "k = 1")]
+    models += [ideal_model(4, 6, noise=0.3, seed=21), random_model(ModelConfig(3, 5, 4, 4), 22)]
+    expected = [exact_accuracy(m, rigorous=rigorous) for m in models]
+    original = accuracy._SideTerms.of
+
+    def nothing_sure(side, q, tol_unit):
+        terms = original(side, q, tol_unit)
+        blank = torch.full_like(terms.col, -float("inf"))
+        return dataclasses.replace(
+            terms,
+            col=blank,
+            own=blank[:, 0].clone(),
+            group_min=torch.full_like(terms.group_min, -float("inf")),
+        )
+
+    monkeypatch.setattr(accuracy._SideTerms, "of", staticmethod(nothing_sure))
+    for model, result in zip(models, expected, strict=True):
+        assert exact_accuracy(model, rigorous=rigorous) == result
+    monkeypatch.setattr(accuracy, "CHUNK_PAIRS", 6)
+    for model, result in zip(models, expected, strict=True):
+        assert exact_accuracy(model, rigorous=rigorous) == result
 
 
 @settings(max_examples=25, deadline=None)

@@ -15,11 +15,17 @@ constant C, the unnormalised logits Z = (sum_p w_p) * logits are
 
     Z = sum_{p<k-1} Y_p[x_p] + y_q,   Y_p[t] = w_p(t) (EUPU[q] + EVOU[t] + PVOU[p]),
 
-and sum_p w_p > 0 preserves every comparison. Splitting the non-query positions into a
-prefix a = (x_0..x_{k-3}) and the last one t = x_{k-2}, Z = A[a] + B[t]. For the pair (a, t)
-with max m, the margin is at least Z[m] - max_{j!=m} A[a, j] - max_{j!=m} B[t, j], which the
-top-2 entries of each row give in O(1); only pairs where this cheap bound is inconclusive
-are evaluated in full (O(v)). Cost O(v^k) + O(v * #inconclusive) per model.
+and sum_p w_p > 0 preserves every comparison. Splitting the non-query positions into two
+halves, side A (the first half and the query) and side B (the rest), Z = A[a] + B[b] for the
+pair of rows (a, b), with max m = max(mu_a, mu_b) (mu: a side's largest token). The margin is
+at least c_A(a, m) + c_B(b, m), c(r, m) = T[r, m] - max_{j!=m} T[r, j] (top-2 of each row),
+and this cheap bound separates: where m = mu_a it is own_A(a) + c_B(b, mu_a), so the pairs
+of row a are counted against column mu_a of side B, a whole group of rows b (one value of
+mu_b) at once when the group's least entry already beats row a's threshold (likewise with
+the sides swapped where mu_b > mu_a). Only pairs of groups that fail this are compared one
+by one, and only pairs where the cheap bound is inconclusive are evaluated in full (O(v)).
+Cost O(v^(ceil((k-1)/2)+1)) per query for the tables, plus the pairs compared one by one
+and O(v) per inconclusive pair: far below v^(k-1) per query on trained models (K = 5).
 
 Rigorous mode (`rigorous=True`; docs/soundness.md, "Brute force (exact accuracy)"). The count
 is then *proven*: every input counted has, in exact real arithmetic on the float32 weights,
@@ -44,9 +50,15 @@ makes its "sure" decisions rigorous by an a-priori error bound checked at run ti
    + 2^-1074 (underflow). Any float sum of the k terms of an entry of Z (prefix tables,
    loops, A + B) adds at most gamma_{k-1} sum |Y~|. So |Z~_j - Z^_j| <= W~ e1 + e0 with
    W~ = sum w~_p, for every partial sum (A, B) and full sum (Z) alike.
-4. Decisions use D~ = fl(fl(fl(A_m + B_m) - max A_{j!=m}) - max B_{j!=m}) (cheap bound) or
-   fl(Z~_m - max Z~_{j!=m}); both are within 2 (W~ e1 + e0) + gamma_3 S of a quantity
-   <= D^ (max is 1-Lipschitz; S bounds the magnitudes of the four operands). With
+4. Decisions use fl(Z~_m - max Z~_{j!=m}) > fl(t w_f) (full evaluation, t the per-unit
+   tolerance, w_f = fl(W_A + W_B)) or, for the cheap bound, the exact comparison
+   c'_A > -c'_B of c'_X = fl(X_m - fl(max X_{j!=m} + fl(t W_X))) (X = A, B). Both are
+   within 2 (W~ e1 + e0) + gamma_3 S of a quantity <= D^ (max is 1-Lipschitz; S bounds the
+   magnitudes of the four operands). For the cheap bound (E_X = max X_{j!=m}):
+   c'_A + c'_B > 0 gives (A_m - E_A - t W_A) + (B_m - E_B - t W_B) > -gamma_3 (S +
+   t (W_A + W_B)) (each of the three roundings per side errs by U of its result), hence
+   A_m - E_A + B_m - E_B > t w_f (1 - gamma_3) / (1 + U) - gamma_3 S, which the
+   (1 + 8U) in t covers. With
    W~ <= w_f / (1 - gamma_{k-1}) (w_f the computed weight sum) and w_f >= MIN_WEIGHT for
    non-faint inputs, that error is <= eps_D V^ w_f, and
    REL_TOL V^ W^ <= REL_TOL V^ w_f (1 + xi) with xi from rho, tau and gamma_{k-1}.
@@ -64,7 +76,7 @@ makes its "sure" decisions rigorous by an a-priori error bound checked at run ti
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -434,7 +446,7 @@ def _count_for_query(
 ) -> int | None:
     """Correct count among sequences with query token q (those it cannot decide, [n, k]
     token tensors, go to `undecided` chunk by chunk); None if `tolerance` refuses the query
-    (it is then decided elsewhere)."""
+    or its tables could overflow (it is then decided elsewhere, input by input)."""
     v, k = paths.d_vocab, paths.n_ctx
     s = (paths.EQKE[q][None, :] + paths.EQKP[q][:, None]) / paths.attn_scale  # [k, v]
     s_query = s[k - 1, q]
@@ -445,8 +457,11 @@ def _count_for_query(
         return None
     base = paths.EUPU[q]
     Y = w[..., None] * (base + paths.EVOU[None] + paths.PVOU[:, None])  # [k, v, v]
-    y_query, w_query = Y[k - 1, q], w[k - 1, q]
+    used = max(float(Y[: k - 1].abs().max()) if k > 1 else 0.0, float(Y[k - 1, q].abs().max()))
+    if not k * used < OVERFLOW_CEIL:  # tables could overflow, or NaN: decide elsewhere
+        return None
     if k == 1:  # the input is the query alone
+        y_query, w_query = Y[k - 1, q], w[k - 1, q]
         margin = float(_margin_rows(y_query[None], torch.tensor([q], device=device))[0])
         tol = tol_unit * float(w_query)
         if margin > tol and float(w_query) >= MIN_WEIGHT:
@@ -454,101 +469,197 @@ def _count_for_query(
         if not (margin < -tol and float(w_query) >= MIN_WEIGHT):
             undecided(torch.tensor([[q]], dtype=torch.int64, device=device))
         return 0
-
-    # Prefix positions 0..k-3: the `n_low` lowest are vectorised, higher ones looped over.
-    n_prefix = k - 2
-    n_low = 0
-    while n_low < n_prefix and v ** (n_low + 1) * v <= CHUNK_PAIRS:
-        n_low += 1
-    A_low, W_low, mu_low = _prefix_tables(Y, w, n_low, device)
-    B, W_B = Y[k - 2], w[k - 2]
-    top_B = B.topk(min(2, v), dim=-1)
+    if v == 1:  # a single logit: the max token always wins (no j != m to beat)
+        return 1
+    # Non-query positions 0..split-1 join the query in side A, split..k-2 form side B.
+    split = k - 1 - (k - 1) // 2
+    counter = _PairCounter(q, v, k, tol_unit, undecided)
     correct = 0
-    for high in itertools.product(range(v), repeat=n_prefix - n_low):
-        A, W_A, mu = A_low + y_query, W_low + w_query, mu_low.clamp(min=q)
-        for i, t in enumerate(high):  # high[i] is the token at position n_low + i
-            p = n_low + i
-            A, W_A, mu = A + Y[p, t], W_A + w[p, t], mu.clamp(min=t)
-        c, amb = _count_pairs(A, W_A, mu, B, W_B, top_B, tol_unit)
-        correct += c
-        if amb.numel():
-            undecided(_pair_tokens(amb, high, q, v, n_low))
+    for side_a in _sides(Y, w, list(range(split)), q):
+        terms_a = _SideTerms.of(side_a, q, tol_unit)
+        for side_b in _sides(Y, w, list(range(split, k - 1)), None):
+            terms_b = _SideTerms.of(side_b, q, tol_unit)
+            correct += counter.count(terms_a, terms_b)
     return correct
 
 
-def _prefix_tables(
-    Y: Tensor, w: Tensor, n_low: int, device: torch.device
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Sum of Y over positions 0..n_low-1 for every prefix (flat index sum_p x_p v^p)."""
-    v = Y.shape[1]
-    A = torch.zeros(1, v, dtype=Y.dtype, device=device)
+@dataclass(frozen=True)
+class _Side:
+    """Partial sums over a set of positions, one row per assignment of their tokens.
+
+    Z[j] = sum_p Y[p, x_p, j] over the side's positions (plus the query's term on side A)
+    in T[r, j]; the matching attention-weight sum in W[r]; the largest token of the side
+    (the query included on side A, -1 for an empty side) in mu[r]; the tokens in
+    tokens[r, i] for position positions[i].
+    """
+
+    T: Tensor
+    W: Tensor
+    mu: Tensor
+    tokens: Tensor
+    positions: tuple[int, ...]
+
+
+def _sides(Y: Tensor, w: Tensor, positions: list[int], q: int | None) -> Iterator[_Side]:
+    """`_Side` tables covering every assignment of tokens to `positions` (with the query
+    token q's term when q is given), in chunks of at most max(1, CHUNK_PAIRS // v) rows:
+    the lowest positions are vectorised (the first least significant), higher ones looped."""
+    v, device = Y.shape[1], Y.device
+    n_low = 0
+    while n_low < len(positions) and v ** (n_low + 1) * v <= CHUNK_PAIRS:
+        n_low += 1
+    T = torch.zeros(1, v, dtype=Y.dtype, device=device)
     W = torch.zeros(1, dtype=Y.dtype, device=device)
-    mu = torch.zeros(1, dtype=torch.int64, device=device)
-    tokens = torch.arange(v, device=device)
-    for p in range(n_low):  # new digit is the most significant so far
-        A = (Y[p][:, None, :] + A[None]).reshape(-1, v)
+    mu = torch.full((1,), -1, dtype=torch.int64, device=device)
+    tokens = torch.zeros(1, 0, dtype=torch.int64, device=device)
+    if q is not None:
+        k = Y.shape[0]
+        T, W, mu = T + Y[k - 1, q], W + w[k - 1, q], mu.clamp(min=q)
+    digits = torch.arange(v, device=device)
+    for p in positions[:n_low]:  # the new digit is the most significant so far
+        n = len(T)
+        T = (Y[p][:, None, :] + T[None]).reshape(-1, v)
         W = (w[p][:, None] + W[None]).reshape(-1)
-        mu = torch.maximum(tokens[:, None], mu[None]).reshape(-1)
-    return A, W, mu
+        mu = torch.maximum(digits[:, None], mu[None]).reshape(-1)
+        new = digits[:, None, None].expand(v, n, 1)
+        tokens = torch.cat([tokens[None].expand(v, n, -1), new], dim=2).reshape(v * n, -1)
+    for high in itertools.product(range(v), repeat=len(positions) - n_low):
+        T_h, W_h, mu_h, columns = T, W, mu, [tokens]
+        for p, t in zip(positions[n_low:], high, strict=True):
+            T_h, W_h, mu_h = T_h + Y[p, t], W_h + w[p, t], mu_h.clamp(min=t)
+            columns.append(torch.full_like(mu, t)[:, None])
+        yield _Side(T_h, W_h, mu_h, torch.cat(columns, dim=1), tuple(positions))
+
+
+@dataclass(frozen=True)
+class _SideTerms:
+    """A side's contributions to the cheap margin bound, for pair maxima m >= q.
+
+    With E(r, m) = max_{j != m} T[r, j] (from the row's top two entries) and
+    t(r) = fl(tol_unit * W[r]): col[r, m - q] = fl(T[r, m] - fl(E(r, m) + t(r))) for every
+    m in q..v-1, and own[r] = col[r, mu[r] - q] (meaningful where mu[r] >= q). Rows grouped
+    by their max token g = mu[r] (index g + 1, so that an empty side's -1 fits): `order`
+    lists the rows group by group, group g + 1 being order[start[g + 1]:][:size[g + 1]];
+    group_min[g + 1, m - q] is the least col[r, m - q] over the group (+inf if empty).
+    """
+
+    side: _Side
+    col: Tensor
+    own: Tensor
+    order: Tensor
+    start: Tensor
+    size: Tensor
+    group_min: Tensor
+
+    @classmethod
+    def of(cls, side: _Side, q: int, tol_unit: float) -> _SideTerms:
+        table, v = side.T, side.T.shape[1]
+        top1 = table.amax(dim=1)
+        is_top = table == top1[:, None]
+        second = table.masked_fill(is_top, -float("inf")).amax(dim=1)
+        top2 = torch.where(is_top.sum(dim=1) > 1, top1, second)  # max over j != argmax
+        tol = tol_unit * side.W
+        # E(r, m) = top2 where T[r, m] is the row's maximum (if unique), top1 elsewhere
+        excl_tol = torch.where(is_top[:, q:], (top2 + tol)[:, None], (top1 + tol)[:, None])
+        col = table[:, q:] - excl_tol
+        own = col.gather(1, (side.mu - q).clamp(min=0)[:, None]).squeeze(1)
+        group = side.mu + 1
+        size = torch.bincount(group, minlength=v + 1)
+        start = size.cumsum(0) - size
+        group_min = torch.full((v + 1, v - q), float("inf"), dtype=col.dtype, device=col.device)
+        index = group[:, None].expand(-1, v - q)
+        group_min = group_min.scatter_reduce(0, index, col, "amin", include_self=True)
+        order = torch.sort(group, stable=True).indices
+        return cls(side, col, own, order, start, size, group_min)
+
+
+class _PairCounter:
+    """Counts the correct pairs (a, b) of rows of side A (query side) and side B.
+
+    The pair's max token is m = max(mu_a, mu_b) and its logits Z = T_A[a] + T_B[b]. Since
+    max_{j != m} Z_j <= E_A(a, m) + E_B(b, m), the margin Z_m - max_{j != m} Z_j is at least
+    (T_A[a, m] - E_A(a, m)) + (T_B[b, m] - E_B(b, m)), so the pair is *sure* (correct) when
+    col_A[a, m] + col_B[b, m] > 0 (one of the two is the side's `own` term), compared
+    exactly as col_A > -col_B (module docstring, step 4). Case I, mu_a >= mu_b: per row a,
+    the b with mu_b <= mu_a and col_B[b, mu_a] > -own_A[a]; case II, mu_b > mu_a: per row
+    b, the a with mu_a < mu_b and col_A[a, mu_b] > -own_B[b]. Filters, exact since min is:
+    a row whose threshold is beaten by the least eligible entry of the other side's column,
+    with no faint pair (weight sum below MIN_WEIGHT), counts all its eligible pairs; else
+    each group of the other side (one max token) whose least entry beats it counts whole;
+    the pairs of the remaining groups are compared one by one, and those not sure are
+    evaluated in full (`_decide`).
+    """
+
+    def __init__(
+        self, q: int, v: int, k: int, tol_unit: float, undecided: Callable[[Tensor], None]
+    ) -> None:
+        self.q, self.v, self.k, self.tol_unit, self.undecided = q, v, k, tol_unit, undecided
+
+    def count(self, a: _SideTerms, b: _SideTerms) -> int:
+        return self._case(a, b, strict=False) + self._case(b, a, strict=True)
+
+    def _case(self, rows: _SideTerms, other: _SideTerms, strict: bool) -> int:
+        """Correct pairs (r, o) with mu_o <= mu_r (strict: mu_o < mu_r), m = mu_r."""
+        mu_r = rows.side.mu
+        limit = mu_r + 1 - int(strict)  # eligible o: group index mu_o + 1 <= limit
+        n_eligible = torch.where(mu_r >= self.q, other.size.cumsum(0)[limit.clamp(min=0)], 0)
+        threshold = -rows.own
+        at = (mu_r - self.q).clamp(min=0)
+        faint_free = rows.side.W + other.side.W.min() >= MIN_WEIGHT  # monotone rounding
+        below_min = other.group_min.cummin(dim=0).values  # [g + 1]: least over groups <= g
+        whole = (below_min[limit.clamp(min=0), at] > threshold) & faint_free
+        correct = int(n_eligible[whole].sum())
+        rest = ((n_eligible > 0) & ~whole).nonzero().squeeze(1)
+        groups = torch.arange(self.v + 1, device=mu_r.device)
+        in_range = (groups[None] <= limit[rest, None]) & (other.size[None] > 0)
+        least = other.group_min[:, at[rest]].T  # [n_rest, v + 1]
+        group_ok = (least > threshold[rest, None]) & faint_free[rest, None]
+        correct += int((other.size[None] * (in_range & group_ok)).sum())
+        r_items, g_items = (in_range & ~group_ok).nonzero(as_tuple=True)
+        return correct + self._pairs(rows, other, rest[r_items], g_items)
+
+    def _pairs(self, rows: _SideTerms, other: _SideTerms, r_items: Tensor, g_items: Tensor) -> int:
+        """Correct pairs (r, o) for o in group g (index), per item (r, g), one by one."""
+        counts = other.size[g_items]
+        chunk = torch.div(counts.cumsum(0) - 1, CHUNK_PAIRS, rounding_mode="floor")
+        correct = 0
+        for part in torch.unique_consecutive(chunk, return_counts=True)[1].tolist():
+            r_part, g_part, n_part = r_items[:part], g_items[:part], counts[:part]
+            r_items, g_items, counts = r_items[part:], g_items[part:], counts[part:]
+            r = torch.repeat_interleave(r_part, n_part)
+            first = torch.repeat_interleave(
+                other.start[g_part] - (n_part.cumsum(0) - n_part), n_part
+            )
+            o = other.order[first + torch.arange(len(r), device=r.device)]
+            values = other.col[o, (rows.side.mu[r] - self.q).clamp(min=0)]
+            weight = rows.side.W[r] + other.side.W[o]
+            sure = (values > -rows.own[r]) & (weight >= MIN_WEIGHT)
+            correct += int(sure.sum())
+            if not bool(sure.all()):
+                correct += self._decide(rows.side, other.side, r[~sure], o[~sure])
+        return correct
+
+    def _decide(self, rs: _Side, os: _Side, r: Tensor, o: Tensor) -> int:
+        """Full evaluation of pairs (r, o): correct if the margin of Z = T_r + T_o exceeds
+        tol_unit * weight, undecided (to `undecided`) if within it or faint."""
+        margin = _margin_rows(rs.T[r] + os.T[o], torch.maximum(rs.mu[r], os.mu[o]))
+        weight = rs.W[r] + os.W[o]
+        tol = self.tol_unit * weight
+        faint = weight < MIN_WEIGHT
+        amb = (margin.abs() <= tol) | faint
+        if bool(amb.any()):
+            tokens = torch.full((int(amb.sum()), self.k), self.q, dtype=torch.int64)
+            tokens = tokens.to(r.device)
+            tokens[:, list(rs.positions)] = rs.tokens[r[amb]]
+            tokens[:, list(os.positions)] = os.tokens[o[amb]]
+            self.undecided(tokens)
+        return int(((margin > tol) & ~faint).sum())
 
 
 def _margin_rows(Z: Tensor, m: Tensor) -> Tensor:
     """Z[r, m_r] - max_{j != m_r} Z[r, j] for each row r."""
     at_m = Z.gather(-1, m[:, None]).squeeze(-1)
     return at_m - Z.scatter(-1, m[:, None], float("-inf")).max(dim=-1).values
-
-
-def _count_pairs(
-    A: Tensor,
-    W_A: Tensor,
-    mu: Tensor,
-    B: Tensor,
-    W_B: Tensor,
-    top_B: torch.return_types.topk,
-    tol_unit: float,
-) -> tuple[int, Tensor]:
-    """Correct count over pairs (prefix a, last non-query token t); ambiguous pairs (flat).
-
-    A pair is sure-correct if its margin exceeds tol_unit * weight, wrong if below minus
-    that, ambiguous otherwise or if its weight is faint (< MIN_WEIGHT).
-    """
-    v = B.shape[0]
-    if v == 1:  # a single logit: the max token always wins (no j != m to beat)
-        return A.shape[0], torch.empty(0, dtype=torch.int64, device=A.device)
-    t = torch.arange(v, device=A.device)
-    m = torch.maximum(mu[:, None], t[None, :])  # [na, v]: max token of the pair
-    Zm = A.gather(1, m) + B.T.gather(0, m)
-    top_A = A.topk(2, dim=-1)
-    A_excl = torch.where(top_A.indices[:, :1] == m, top_A.values[:, 1:2], top_A.values[:, :1])
-    B_excl = torch.where(
-        top_B.indices[None, :, 0] == m, top_B.values[None, :, 1], top_B.values[None, :, 0]
-    )
-    weight = W_A[:, None] + W_B[None, :]  # sum of the pair's attention weights (<= k)
-    # near-underflowing weights lose relative precision: leave those to the forward pass
-    faint = weight < MIN_WEIGHT
-    tol = tol_unit * weight
-    lower = Zm - A_excl - B_excl
-    sure = (lower > tol) & ~faint
-    n_sure = int(sure.sum())
-    rest = (~sure).flatten().nonzero().squeeze(-1)
-    if rest.numel() == 0:
-        return n_sure, rest
-    a_idx, t_idx = rest // v, rest % v
-    margin = _margin_rows(A[a_idx] + B[t_idx], m.flatten()[rest])
-    tol_r, faint_r = tol.flatten()[rest], faint.flatten()[rest]
-    n_full = int(((margin > tol_r) & ~faint_r).sum())
-    return n_sure + n_full, rest[(margin.abs() <= tol_r) | faint_r]
-
-
-def _pair_tokens(pairs: Tensor, high: tuple[int, ...], q: int, v: int, n_low: int) -> Tensor:
-    """The inputs x_0..x_{k-1} [n, k] of flat (prefix, t) pair indices: the prefix's n_low
-    lowest positions are the digits of a = pair // v (base v, least significant first), then
-    the looped positions `high`, the last non-query token t = pair % v, and the query q."""
-    a, t = pairs // v, pairs % v
-    columns = [(a // v**p) % v for p in range(n_low)]
-    columns += [torch.full_like(pairs, x) for x in high]
-    columns += [t, torch.full_like(pairs, q)]
-    return torch.stack(columns, dim=1)
 
 
 def _accuracy_by_forward(
