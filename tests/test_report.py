@@ -6,6 +6,7 @@ import base64
 import json
 import math
 import re
+import shutil
 import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
 from pathlib import Path
@@ -536,6 +537,12 @@ def test_asymptotic_figure_shows_fitted_slopes():
     ]
 
 
-def test_report_says_how_to_add_the_asymptotic_figure(report):
+def test_asymptotic_figure_only_with_the_benchmark_json(store, report, tmp_path):
     _, info = report
-    assert any("benchmarks/asymptotic.py --json" in note for note in info["notes"])
+    assert "asymptotic" not in info["figures"]
+    copy = tmp_path / "store"
+    shutil.copytree(store, copy)
+    (copy / "asymptotic.json").write_text(json.dumps(_asymptotic_records()))
+    info = build_report(copy, tmp_path / "out", noise_draws=0, loss_strategies=())
+    assert [p.suffix for p in info["figures"]["asymptotic"]] == [".png", ".svg", ".pdf"]
+    assert "asymptotic.png" in (tmp_path / "out" / "index.html").read_text()

@@ -299,14 +299,10 @@ ASYMPTOTIC_JSON = "asymptotic.json"  # written by benchmarks/asymptotic.py --jso
 
 
 def add_asymptotic(run: ReportRun) -> None:
-    """The asymptotic benchmark's figure, when the results directory holds its JSON (a note
-    saying how to add it otherwise)."""
+    """The asymptotic benchmark's figure, when the results directory holds its JSON
+    (`python benchmarks/asymptotic.py --json DIR/asymptotic.json`; nothing otherwise)."""
     path = run.results_dir / ASYMPTOTIC_JSON
     if not path.exists():
-        run.notes.append(
-            "Asymptotic frontier not included: run `python benchmarks/asymptotic.py --json "
-            f"{path}` to add it."
-        )
         return
     try:
         records = json.loads(path.read_text())
