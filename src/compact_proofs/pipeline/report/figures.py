@@ -14,6 +14,7 @@ dates.
 from __future__ import annotations
 
 import itertools
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -310,11 +311,12 @@ def plot_noise(results: Sequence[NoiseResult], seed: int) -> Figure:
     residual (route-A error handlings, separable-subcubic's two), the random residuals'
     values (grey dots) and the real one (red diamond): the residual's statistic relative to
     the random draws' mean (left; 1 = like random noise) and the certified bound (right)."""
-    fig = Figure(figsize=(12, 5.2), layout="constrained")
+    fig = Figure(figsize=(13, 5.4), layout="constrained")
     panels = (
         ("residual statistic / mean over random residuals", "real_error", "random_errors",
          "error_z"),
-        ("certified bound (fresh gap search)", "real_bound", "random_bounds", "bound_z"),
+        ("certified bound (route A: fresh gap search)", "real_bound", "random_bounds",
+         "bound_z"),
     )  # fmt: skip
     rng = np.random.default_rng(0)
     for ax, (ylabel, real, randoms, z) in zip(fig.subplots(1, 2), panels, strict=True):
@@ -328,9 +330,9 @@ def plot_noise(results: Sequence[NoiseResult], seed: int) -> Figure:
                        zorder=3, label="real residual" if i == 0 else None)  # fmt: skip
             ax.annotate(f"z = {getattr(r, z):+.1f}", (i, getattr(r, real) / unit),
                         xytext=(8, 6), textcoords="offset points", fontsize=8)  # fmt: skip
-        labels = [r.strategy.split("--")[-1].replace(": ", ":\n") for r in results]
+        labels = [textwrap.fill(r.strategy.split("--")[-1], 16) for r in results]
         ax.set_xticks(range(len(results)), labels, fontsize=7)
-        ax.set_xlim(-0.5, len(results) - 0.5)
+        ax.set_xlim(-0.5, len(results) - 0.2)
         ax.set_ylabel(ylabel)
         ax.grid(True, axis="y", alpha=0.3)
     handles, labels = fig.axes[0].get_legend_handles_labels()
