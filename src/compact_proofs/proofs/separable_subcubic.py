@@ -6,8 +6,8 @@ every token x < m, h[q, m, x] = e_tok[q, m, x] (E[q, m] + g[x, m]) with g[x, m] 
 one cell per position set (2^(k-1) of them). This strategy removes the three:
 
 1. g in O(k r v^2) (top-r coupling). For any index sets J(x) (the r largest entries of
-   A[x, j] = EVOU[x, j] + max_p PVOU[p, j], chosen on midpoints: any choice is sound), and
-   pv[m, j] <= max_p PVOU[p, j] - min_p PVOU[p, m] =: A-part - pv_lo[m],
+   A[x, j] = EVOU[x, j] + pv_hi[j], pv_hi[j] = max_p PVOU[p, j], chosen on midpoints: any
+   choice is sound), and pv[m, j] <= pv_hi[j] - pv_lo[m] (pv_lo[m] = min_p PVOU[p, m]),
 
        max_{j != m} (EVOU[x, j] + pv[m, j]) <= max( max_{j in J(x), j != m} (EVOU[x, j] +
            pv[m, j]),  max_{j not in J(x)} A[x, j] - pv_lo[m] ),
@@ -18,9 +18,10 @@ one cell per position set (2^(k-1) of them). This strategy removes the three:
    sqrt(d_head)) and G[y, m] = max_{x <= y} g'[x, m], every x <= y has, with R[q, m] the row
    shift of e_tok and val = E[q, m] + G[y, m] >= E[q, m] + g'[x, m],
 
-       h[q, m, x] <= B[q, m, y] := max(exp(P+[q, y] - R) val, exp(P-[q, y] - R) val)
+       h[q, m, x] <= B[q, m, y] := exp(P[q, y] - R) val,  P = P+ if val >= 0, else P-
 
-   (the first product bounds it when val >= 0, the second when val < 0). B is a bound on the
+   (e_tok <= exp(P+ - R) and, when val < 0, every term is <= e_tok val <= exp(P- - R) val;
+   in an enclosure P+ is taken wherever val may be >= 0). B is a bound on the
    whole prefix, so if B[q, m, y] < theta every token x <= y passes the pure rule. Bisection
    finds such a y (only a y whose test passed is ever kept; monotonicity is not needed for
    soundness); then tokens y+1 .. y+w (< m) are tested one by one with their own h (exact
@@ -34,13 +35,15 @@ one cell per position set (2^(k-1) of them). This strategy removes the three:
    (each evaluated as -(W_M on_max + query) / W_S with the complementary weights' own sum
    W_M, which has no cancellation).
 
-Count: sum over rows and c of [cell non-empty] C(k-1, c) (Y + 1)^c (c = 0: [-K > 0]). Every
+Count: sum over rows and c of [cell non-empty] C(k-1, c) (Y + 1)^c (c = 0: [-K > 0]); as in
+`separable-lite`, a cell counts only if a fixed attention weight of every set of its size (the
+query's, or the smallest max-token weight) is >= 2^-900 as computed. Every
 input counted is proven by `separable-lite`'s argument (pure rule: sum_{p in S} e_pos[q, p]
 h(x_p) <= W_S max h < W_S theta_c <= T_S), so the proof is sound whenever that one is; its
 arithmetic (balls, intervals, float64 with the underflow guards) is handled the same way.
 
 Cost: O(v^2 d) path matrices + O(k r v^2) for g' + O(k v^2 (log v + w)) for the cells: no v^3
-term and nothing exponential in k (so any n_ctx). Memory O((k r + k) v^2) floats, whatever
+term and nothing exponential in k (so any n_ctx). Memory O((r + k) v^2) floats, whatever
 the weights' values (rows are processed in chunks of ROW_CHUNK rows).
 """
 
@@ -65,6 +68,7 @@ from compact_proofs.proofs.separable import (
     _count_powers,
     _direct,
     _finite_or,
+    _row_index,
     _rows,
 )
 from compact_proofs.soundness import interval as iv
@@ -360,7 +364,7 @@ class SeparableSubcubic(Strategy):
     def verify_in(
         self, model: AttnOnlyTransformer, payload: dict[str, Any], arith: Arithmetic
     ) -> Verdict:
-        """Memory O((k r + k) v^2) floats whatever the weights' values (module docstring)."""
+        """Memory O((r + k) v^2) floats whatever the weights' values (module docstring)."""
         v, k = model.cfg.d_vocab, model.cfg.n_ctx
         chunks, undecided = self._cells(model, payload, arith)
         correct = sum(cell_count(rows, ends, k, v) for rows, ends in chunks)
@@ -380,11 +384,9 @@ class SeparableSubcubic(Strategy):
         theta0 = torch.cat([rows.theta[:, 0] for rows, _ in chunks])
         ends = torch.cat([e for _, e in chunks])
         q, m = torch.cat([r.q for r, _ in chunks]), torch.cat([r.m for r, _ in chunks])
-        index = torch.full((v, v), -1, dtype=torch.long, device=q.device)
-        index[q, m] = torch.arange(len(q), device=q.device)
         tokens = tokens.to(q.device)
         mx = tokens.max(dim=-1).values
-        row = index[tokens[:, -1], mx]
+        row = _row_index(v, q, m, tokens)
         below = tokens[:, :-1] < mx[:, None]
         c = below.sum(dim=-1)
         none = torch.full((len(ends), 1), -1, dtype=ends.dtype, device=ends.device)
