@@ -61,7 +61,7 @@ def assert_sound(model, payload=None, check_lite: bool = True) -> int:
     return int(proven[True].sum())
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(
     v=st.integers(1, 7),
     k=st.integers(1, 5),
@@ -75,7 +75,7 @@ def test_sound_on_random_models(v, k, d, seed, scale, biases):
     assert_sound(random_model(cfg, seed, scale, biases))
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(
     v=st.integers(2, 8),
     k=st.integers(1, 5),
