@@ -40,7 +40,6 @@ from tqdm.auto import tqdm
 
 from compact_proofs.analysis import loss_breakdown as loss
 from compact_proofs.pipeline.report.figures import (
-    plot_asymptotic,
     EXCLUDED_SIGMA_ERROR,
     MIN_FIT_POINTS,
     PAPER_FORMATS,
@@ -49,6 +48,7 @@ from compact_proofs.pipeline.report.figures import (
     fit_refusal,
     linear_fit,
     load_path_matrices,
+    plot_asymptotic,
     plot_bound_vs_flops,
     plot_bound_vs_sigma_ratio,
     plot_dims_vs_flops,
@@ -114,10 +114,10 @@ __all__ = [
     "TABLE_HEADERS", "FigureEntry", "PaperValue", "best_per_seed", "build_report",
     "fit_refusal", "frontier_markdown", "frontier_movement", "group_order", "group_summary",
     "linear_fit", "load_path_matrices", "load_results", "mode_sentence", "paper_fields",
-    "pareto_frontier", "plot_bound_vs_flops", "plot_bound_vs_sigma_ratio", "plot_dims_vs_flops",
-    "plot_asymptotic", "plot_noise", "plot_path_matrices", "plot_series", "pm_round", "row_mask", "save_figure",
-    "sigma_ratio_points", "table1", "table1_csv", "table1_html", "table1_latex",
-    "table1_markdown", "write_text",
+    "pareto_frontier", "plot_asymptotic", "plot_bound_vs_flops", "plot_bound_vs_sigma_ratio",
+    "plot_dims_vs_flops", "plot_noise", "plot_path_matrices", "plot_series", "pm_round",
+    "row_mask", "save_figure", "sigma_ratio_points", "table1", "table1_csv", "table1_html",
+    "table1_latex", "table1_markdown", "write_text",
 ]  # fmt: skip
 
 
