@@ -51,7 +51,7 @@ def run_noise(args: argparse.Namespace) -> int:
     print(f"model: {name}; {args.draws} random residuals with the real entry mean and std")
     rows = [noise.table_cells(r) for r in results]
     print(common.format_table(list(noise.TABLE_HEADERS), rows))
-    print("z > 0 for the error bound: the real residual is worse than structureless noise.")
+    print("z > 0 for the statistic: the real residual costs more than structureless noise would.")
     return 0
 
 
