@@ -202,7 +202,7 @@ def test_chunking_over_rows_gives_the_same_count(monkeypatch):
     whole = SUB.verify(model, {}).correct_count
     seqs = all_sequences(9, 4)
     proven = SUB.proven(model, {}, seqs)
-    monkeypatch.setattr(separable_subcubic, "ROW_CHUNK", 7)
+    monkeypatch.setattr(separable_subcubic, "CHUNK_ELEMENTS", 60)  # 3 rows (q, m), 3 rows x
     assert SUB.verify(model, {}).correct_count == whole
     assert bool((SUB.proven(model, {}, seqs) == proven).all())
 

@@ -43,8 +43,9 @@ h(x_p) <= W_S max h < W_S theta_c <= T_S), so the proof is sound whenever that o
 arithmetic (balls, intervals, float64 with the underflow guards) is handled the same way.
 
 Cost: O(v^2 d) path matrices + O(k r v^2) for g' + O(k v^2 (log v + w)) for the cells: no v^3
-term and nothing exponential in k (so any n_ctx). Memory O((r + k) v^2) floats, whatever
-the weights' values (rows are processed in chunks of ROW_CHUNK rows).
+term and nothing exponential in k (so any n_ctx). Memory O(k v^2 + CHUNK_ELEMENTS) floats,
+whatever the weights' values and the payload's r and w (rows, and the rows x of the coupled
+value bound, are processed in blocks of O(CHUNK_ELEMENTS) entries).
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ from compact_proofs.soundness.interval import Num
 NEG_INF, INF = float("-inf"), float("inf")
 DEFAULT_TOP_R = 2
 DEFAULT_WINDOW = 4
-ROW_CHUNK = 2**16  # rows (q, m) per chunk of the cell computations
+CHUNK_ELEMENTS = 2**20  # entries per block of the [rows, sizes, tokens] and [x, m, r] tensors
 
 
 @dataclass(frozen=True)
@@ -114,14 +115,24 @@ def coupled_g(paths: PathMatrices, top_r: int) -> Num:
     rest = (A_rest[:, None] - A) + (pv_hi - pv_lo)[None, :]
     if top_r == 0:
         return rest
-    pv_J = None  # [x, m, r]: max_p PVOU[p, J(x)] - PVOU[p, m], one position at a time
-    for p in range(paths.n_ctx):
+    ev_J = EVOU[torch.arange(v, device=J.device)[:, None], J]  # [x, r]
+    step = max(1, CHUNK_ELEMENTS // (v * J.shape[1]))  # rows x per block: memory O(2^20)
+    coupled = iv.cat(
+        [_coupled_rows(PVOU, J[a : a + step], ev_J[a : a + step]) for a in range(0, v, step)]
+    )
+    return iv.maximum(coupled - EVOU, rest)
+
+
+def _coupled_rows(PVOU: Num, J: Tensor, ev_J: Num) -> Num:
+    """[x, m] for a block of rows x: max_{j in J(x), j != m} (EVOU[x, j] + pv[m, j]), with
+    pv[m, j] = max_p PVOU[p, j] - PVOU[p, m] (-inf where J(x) holds only m)."""
+    v = PVOU.shape[-1]
+    pv_J = None  # [x, m, r], one position at a time
+    for p in range(PVOU.shape[0]):
         diff = PVOU[p][J][:, None, :] - PVOU[p][None, :, None]
         pv_J = diff if pv_J is None else iv.maximum(pv_J, diff)
-    ev_J = EVOU[torch.arange(v, device=J.device)[:, None], J]  # [x, r]
     is_m = J[:, None, :] == torch.arange(v, device=J.device)[None, :, None]
-    coupled = (ev_J[:, None, :] + pv_J).masked_fill(is_m, NEG_INF).amax(dim=-1)
-    return iv.maximum(coupled - EVOU, rest)
+    return (ev_J[:, None, :] + pv_J).masked_fill(is_m, NEG_INF).amax(dim=-1)
 
 
 def tables(paths: PathMatrices, top_r: int) -> Tables:
@@ -299,15 +310,17 @@ def cell_count(rows: Rows, ends: Tensor, k: int, v: int) -> int:
 def cells(
     paths: PathMatrices, top_r: int, window: int, arith: Arithmetic
 ) -> tuple[list[tuple[Rows, Tensor]], int]:
-    """Per chunk of ROW_CHUNK rows (q <= m): the thresholds and the prefix ends Y [r, c];
-    and the number of undecided comparisons."""
+    """Per chunk of rows (q <= m; at most CHUNK_ELEMENTS / (k (window + 1)) of them, so the
+    per-chunk tensors stay O(CHUNK_ELEMENTS) whatever the payload): the thresholds and the
+    prefix ends Y [r, c]; and the number of undecided comparisons."""
     v, k = paths.d_vocab, paths.n_ctx
     t = tables(paths, top_r)
     slack = _fast_slack(paths, arith)
     q, m = _rows(v, paths.EUPU.device)
+    step = max(1, CHUNK_ELEMENTS // (k * (window + 1)))  # rows per chunk: O(2^20) entries
     out, undecided = [], 0
-    for start in range(0, len(q), ROW_CHUNK):
-        chunk = slice(start, start + ROW_CHUNK)
+    for start in range(0, len(q), step):
+        chunk = slice(start, start + step)
         rows = row_thresholds(t, q[chunk], m[chunk], k, slack)
         ends, maybe = members(t, rows, k, window)
         out.append((rows, ends))
@@ -364,7 +377,8 @@ class SeparableSubcubic(Strategy):
     def verify_in(
         self, model: AttnOnlyTransformer, payload: dict[str, Any], arith: Arithmetic
     ) -> Verdict:
-        """Memory O((r + k) v^2) floats whatever the weights' values (module docstring)."""
+        """Memory O(k v^2 + CHUNK_ELEMENTS) floats whatever the weights' values and the
+        payload (module docstring)."""
         v, k = model.cfg.d_vocab, model.cfg.n_ctx
         chunks, undecided = self._cells(model, payload, arith)
         correct = sum(cell_count(rows, ends, k, v) for rows, ends in chunks)

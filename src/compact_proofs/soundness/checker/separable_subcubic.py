@@ -58,7 +58,7 @@ from compact_proofs.soundness.checker.paths import single_head_paths, sum_of_pow
 DEFAULTS = (("top_r", 2), ("window", 4))
 UNDERFLOW = 2.0**-1070  # 16 x the subnormal spacing, per weight and unit of value
 GUARD = 2.0**-900 * (1 + 2.0**-20)  # a counted cell has a fixed weight above this
-ROWS = 2**15  # rows (q, mx) per block
+ELEMENTS = 2**21  # entries per block of the [rows, window] arrays (rows >= 1)
 
 
 def payload_params(payload: dict[str, Any], v: int) -> tuple[int, int]:
@@ -217,8 +217,9 @@ def separable_subcubic_count(m: Model, payload: dict[str, Any]) -> int:
     with np.errstate(all="ignore"):  # inf - inf, 0 * inf: NaN compares False (nothing proven)
         t = _tables(m, top_r)
         q_all, mx_all = _rows(m.v)
-        for start in range(0, len(q_all), ROWS):
-            q, mx = q_all[start : start + ROWS], mx_all[start : start + ROWS]
+        step = max(1, ELEMENTS // (window + 1))  # memory O(ELEMENTS) whatever the payload
+        for start in range(0, len(q_all), step):
+            q, mx = q_all[start : start + step], mx_all[start : start + step]
             theta = thresholds(t, q, mx, k)
             total += int((theta[:, 0] > 0).sum())
             for c in range(1, k):
