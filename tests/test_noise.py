@@ -54,6 +54,15 @@ def test_cli_noise_json(tmp_path, capsys):
         "separable-subcubic: EVOU outside the top-r",
     ]
     assert all("error_z" in r and "bound_z" in r for r in records)
+    assert all(r["arithmetic"] == "float64" for r in records)  # counterfactuals: not proofs
+
+
+def test_cli_noise_labels_its_bounds_as_not_proofs(tmp_path, capsys):
+    path = tmp_path / "m.safetensors"
+    save_model(trained_model(8, 3, 16, steps=300, seed=0), path)
+    assert main(["noise", str(path), "--draws", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "bound real (float64)" in out and "NOT proofs" in out
 
 
 def test_separable_subcubic_residuals_reproduce_the_strategy_bound():

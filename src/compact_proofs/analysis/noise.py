@@ -80,7 +80,18 @@ class NoiseResult:
         return self._z(self.real_bound, self.random_bounds)
 
     def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "error_z": self.error_z, "bound_z": self.bound_z}
+        return {
+            **asdict(self),
+            "error_z": self.error_z,
+            "bound_z": self.bound_z,
+            "arithmetic": "float64",  # counterfactual bounds, not proofs (BOUNDS_NOTE)
+        }
+
+
+BOUNDS_NOTE = (
+    "Bounds here are plain float64 counterfactuals (what each proof would certify with that "
+    "residual), NOT proofs; `compact-proofs prove` gives the rigorous bound of the real model."
+)
 
 
 TABLE_HEADERS = (
@@ -89,7 +100,7 @@ TABLE_HEADERS = (
     "real",
     "random mean ± sd",
     "z",
-    "bound real",
+    "bound real (float64)",
     "random mean ± sd",
     "z",
 )

@@ -52,6 +52,7 @@ def run_noise(args: argparse.Namespace) -> int:
     rows = [noise.table_cells(r) for r in results]
     print(common.format_table(list(noise.TABLE_HEADERS), rows))
     print("z > 0 for the statistic: the real residual costs more than structureless noise would.")
+    print(noise.BOUNDS_NOTE)
     return 0
 
 

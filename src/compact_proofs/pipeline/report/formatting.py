@@ -239,7 +239,8 @@ def noise_markdown(results: Sequence[NoiseResult]) -> str:
     text = (
         "| " + " | ".join(noise.TABLE_HEADERS) + " |\n|" + "---|" * len(noise.TABLE_HEADERS) + "\n"
     )
-    return text + "".join("| " + " | ".join(noise.table_cells(r)) + " |\n" for r in results)
+    rows = "".join("| " + " | ".join(noise.table_cells(r)) + " |\n" for r in results)
+    return text + rows + "\n" + noise.BOUNDS_NOTE + "\n"
 
 
 # -- sentences about the results ------------------------------------------------------------

@@ -88,7 +88,9 @@ def noise_section(results: Sequence[NoiseResult], seed: int, draws: int) -> Sect
         "EVOU outside each row's top entries — replaced by Gaussian matrices with its entry "
         f"mean and standard deviation ({draws} draws), the statistic it costs the proof and "
         "the certified bound recomputed; z = (real − mean random) / sd random. z &gt; 0 for "
-        "the statistic: the real residual costs more than structureless noise would.</p>"
+        "the statistic: the real residual costs more than structureless noise would. "
+        + noise.BOUNDS_NOTE
+        + "</p>"
         + html_table(noise.TABLE_HEADERS, [noise.table_cells(r) for r in results]),
     )
 
