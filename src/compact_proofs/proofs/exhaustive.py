@@ -58,7 +58,9 @@ makes its "sure" decisions rigorous by an a-priori error bound checked at run ti
    c'_A + c'_B > 0 gives (A_m - E_A - t W_A) + (B_m - E_B - t W_B) > -gamma_3 (S +
    t (W_A + W_B)) (each of the three roundings per side errs by U of its result), hence
    A_m - E_A + B_m - E_B > t w_f (1 - gamma_3) / (1 + U) - gamma_3 S, which the
-   (1 + 8U) in t covers. With
+   (1 + 8U) in t covers. (fl(t W_X) of one side may be subnormal, off by up to 2^-1075
+   absolutely rather than relatively: e0 budgets 2 SUBNORMAL per term where the products
+   use one, which leaves far more than those two roundings need.) With
    W~ <= w_f / (1 - gamma_{k-1}) (w_f the computed weight sum) and w_f >= MIN_WEIGHT for
    non-faint inputs, that error is <= eps_D V^ w_f, and
    REL_TOL V^ W^ <= REL_TOL V^ w_f (1 + xi) with xi from rho, tau and gamma_{k-1}.
@@ -303,7 +305,7 @@ def exact_accuracy(
     correct, n_ties = 0, 0
     for q in tqdm(range(v), desc="exact accuracy", unit="query", disable=not progress, leave=False):
         counted = _count_for_query(paths, q, tolerance, device, open_inputs.add)
-        if counted is None:  # only in rigorous mode: the bound failed its run-time checks
+        if counted is None:  # the bound failed its run-time checks, or a table could overflow
             _query_inputs(v, k, q, device, open_inputs.add)  # every input decided one by one
             continue
         correct += counted
@@ -457,7 +459,8 @@ def _count_for_query(
         return None
     base = paths.EUPU[q]
     Y = w[..., None] * (base + paths.EVOU[None] + paths.PVOU[:, None])  # [k, v, v]
-    used = max(float(Y[: k - 1].abs().max()) if k > 1 else 0.0, float(Y[k - 1, q].abs().max()))
+    parts = [Y[: k - 1].abs().max()] if k > 1 else []
+    used = float(torch.stack([*parts, Y[k - 1, q].abs().max()]).max())  # NaN if any is NaN
     if not k * used < OVERFLOW_CEIL:  # tables could overflow, or NaN: decide elsewhere
         return None
     if k == 1:  # the input is the query alone
