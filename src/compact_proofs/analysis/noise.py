@@ -228,13 +228,19 @@ def _row_spread(paths: PathMatrices, top_r: int) -> float:
     return float((top - mean)[out.any(dim=-1)].mean())
 
 
-def _eqke_variant(paths: PathMatrices, gen: torch.Generator | None) -> PathMatrices:
-    """The path matrices with EQKE's residual beyond rank one replaced by a Gaussian with its
-    entry mean and std (gen None: the real matrices)."""
+def _rank_one(EQKE: torch.Tensor) -> torch.Tensor:
+    """EQKE's best rank-one approximation s1 u w^T."""
+    U, S, Vh = torch.linalg.svd(EQKE)
+    return S[0] * torch.outer(U[:, 0], Vh[0])
+
+
+def _eqke_variant(
+    paths: PathMatrices, gen: torch.Generator | None, rank1: torch.Tensor
+) -> PathMatrices:
+    """The path matrices with EQKE's residual beyond rank one (rank1: its rank-one part)
+    replaced by a Gaussian with its entry mean and std (gen None: the real matrices)."""
     if gen is None:
         return paths
-    U, S, Vh = torch.linalg.svd(paths.EQKE)
-    rank1 = S[0] * torch.outer(U[:, 0], Vh[0])
     return replace(paths, EQKE=rank1 + _like(paths.EQKE - rank1, gen))
 
 
@@ -259,8 +265,10 @@ def separable_subcubic_noise(
     v, k = paths.d_vocab, paths.n_ctx
     top_r, window = min(ss.DEFAULT_TOP_R, v), min(ss.DEFAULT_WINDOW, v)
     scale = float(paths.attn_scale)
+    rank1 = _rank_one(paths.EQKE)  # once, not per draw
     cases = (
-        ("EQKE beyond rank 1", "mean prefix excess of EQKE / sqrt(d_head)", _eqke_variant,
+        ("EQKE beyond rank 1", "mean prefix excess of EQKE / sqrt(d_head)",
+         lambda p, g: _eqke_variant(p, g, rank1),
          lambda p: _prefix_excess(p.EQKE, scale)),
         ("EVOU outside the top-r", "mean row spread of the residual",
          lambda p, g: _evou_variant(p, g, top_r), lambda p: _row_spread(p, top_r)),
