@@ -73,10 +73,6 @@ def run_vocab(
     return out
 
 
-def fitted_slope(vocab: list[int], values: list[float]) -> float:
-    return loglog_slope(vocab, values)
-
-
 def print_tables(vocab: list[int], runs: dict[int, dict], bf: dict[int, float]) -> None:
     print("\n| d_vocab | strategy | bound (mean) | bound / cubic | log2 FLOPs | FLOPs / cubic "
           "| search s | verify s |")  # fmt: skip
@@ -96,10 +92,10 @@ def print_tables(vocab: list[int], runs: dict[int, dict], bf: dict[int, float]) 
             print(f"| {v} | {LABELS.get(sid, sid)} | {b:.4f} | {b / cubic_b:.3f} | "
                   f"{math.log2(f):.2f} | {f / cubic_f:.3g} | {s:.2f} | {t:.2f} |")  # fmt: skip
     print("\nfitted log-log slope of FLOPs in v (over the measured vocabularies):")
-    print(f"  brute force: {fitted_slope(vocab, [bf[v] for v in vocab]):.2f}")
+    print(f"  brute force: {loglog_slope(vocab, [bf[v] for v in vocab]):.2f}")
     for sid in STRATEGIES:
         vs, flops = _series(vocab, runs, sid, "flops")
-        print(f"  {LABELS.get(sid, sid)}: {fitted_slope(vs, flops):.2f} (v = {vs[0]}..{vs[-1]})")
+        print(f"  {LABELS.get(sid, sid)}: {loglog_slope(vs, flops):.2f} (v = {vs[0]}..{vs[-1]})")
 
 
 def _series(
