@@ -15,7 +15,13 @@ from compact_proofs.proofs.exhaustive import all_sequences, exact_accuracy, is_c
 from compact_proofs.proofs.paths import path_matrices
 
 from conftest import FIXTURES
-from models import adversarial_models, ideal_model, random_model, trained_model
+from models import (
+    adversarial_models,
+    ideal_model,
+    paper_size_worst_cases,
+    random_model,
+    trained_model,
+)
 
 
 def cell_sizes(v: int, k: int) -> int:
@@ -136,3 +142,28 @@ def test_chunking_over_max_tokens_gives_the_same_count(monkeypatch):
     whole = Cubic().verify(model, {}).correct_count
     monkeypatch.setattr(cubic, "CHUNK_ELEMENTS", 2 * 8 * 8 * 3)  # 3 max tokens per chunk
     assert Cubic().verify(model, {}).correct_count == whole
+
+
+def _blocking_models() -> dict[str, object]:
+    models = dict(adversarial_models())
+    models["trained"] = trained_model(8, 4, 12, 600, 1)
+    models["random k=6"] = random_model(ModelConfig(d_vocab=7, n_ctx=6, d_model=6, d_head=5), 3)
+    models.update({f"paper-size {n}": m for n, m in paper_size_worst_cases().items()})
+    return models
+
+
+@pytest.mark.parametrize("name", list(_blocking_models()))
+def test_blocks_of_non_max_tokens_change_nothing(monkeypatch, name):
+    """Splitting the t axis into blocks (down to one token per block) only bounds memory:
+    the same count, undecided cells, arithmetic and FLOPs, in both modes."""
+    from compact_proofs.proofs import cubic
+
+    model = _blocking_models()[name]
+    modes = (True, False)
+    whole = [Cubic().verify_counted(model, {}, rigorous=r) for r in modes]
+    monkeypatch.setattr(cubic, "BLOCK_ELEMENTS", 1)  # one non-max token per block
+    blocked = [Cubic().verify_counted(model, {}, rigorous=r) for r in modes]
+    for (a, fa), (b, fb) in zip(whole, blocked, strict=True):
+        assert (b.correct_count, b.undecided, b.arithmetic, fb) == (
+            a.correct_count, a.undecided, a.arithmetic, fa,
+        )  # fmt: skip

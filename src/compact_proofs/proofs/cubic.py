@@ -64,7 +64,9 @@ from compact_proofs.soundness.arithmetic import Arithmetic
 from compact_proofs.soundness.interval import Num
 
 NEG_INF = float("-inf")
-CHUNK_ELEMENTS = 2**23  # cells (ordering x q x m x t) per chunk: ~64 MB per float64 table
+CHUNK_ELEMENTS = 2**23  # cells (ordering x q x m x t) per chunk of max tokens
+BLOCK_ELEMENTS = 2**21  # and per block of non-max tokens: 16 MB float64 temporaries, below
+# glibc's 32 MB mmap threshold, so freed blocks are reused instead of mapped afresh (page faults)
 
 
 @dataclass(frozen=True)
@@ -160,29 +162,23 @@ def cubic_tables(paths: PathMatrices, m_range: range | None = None) -> CubicTabl
     B_list, good_list = [], []
     t_lt_m = tok[None, :] < ms[:, None]  # [m, t]
     g_mm = g[rows, ms]  # [m]: g[m, m]
+    width = max(1, BLOCK_ELEMENTS // (2 * r * len(ms)))  # non-max tokens t per block
     for c in range(1, k):
         n_max = k - 1 - c  # non-query positions holding m
         log_on_max = orders[..., :n_max].logsumexp(dim=-1)  # [o, q]
         log_on_nonmax = orders[..., n_max:].logsumexp(dim=-1)
-        on_max, on_nonmax, w_query = three_way_softmax(
-            (s_max[None] + log_on_max[..., None])[..., None],  # [o, q, m, 1]
-            (s_tok[None, :, :r] + log_on_nonmax[..., None])[:, :, None, :],  # [o, q, 1, t]
-            s_query[None, :, None, None],
-        )
-        eq = q_eq_m[None, :, :, None]
-        A_max = iv.where(eq, on_max + w_query, on_max)
-        A_qry = iv.where(eq, 0.0, w_query)
-        ov = (
-            A_max * g_mm[None, None, :, None]
-            + A_qry * g.T[None, :, :, None]
-            + on_nonmax * g[None, None, :, :]
-        )  # g.T[q, m] = g[m, q]; g[m, t]
-        B = EUPU_pess[:, :, None] + ov.amax(dim=0)  # [q, m, t]
+        score_max = (s_max[None] + log_on_max[..., None])[..., None]  # [o, q, m, 1]
         valid_qm = q_eq_m | (q_le_m & (c <= k - 2))
-        valid = valid_qm[:, :, None] & t_lt_m[None, :, :]  # t < m
-        B_list.append(B)
-        good_list.append(valid & iv.certainly_negative(B))
-        undecided += _undecided(B, valid, good_list[-1])
+        blocks = [
+            _pure_block(
+                score_max, s_tok[:, t], log_on_nonmax, s_query, q_eq_m, g_mm, g[:, t], g.T,
+                EUPU_pess, valid_qm[:, :, None] & t_lt_m[None, :, t],
+            )
+            for t in (slice(t0, min(t0 + width, r)) for t0 in range(0, r, width))
+        ]  # fmt: skip
+        B_list.append(blocks[0][0] if len(blocks) == 1 else iv.cat([b[0] for b in blocks], -1))
+        good_list.append(torch.cat([b[1] for b in blocks], dim=-1))
+        undecided += sum(b[2] for b in blocks)
     empty = (r, len(ms), r, 0)  # k = 1: there are no c >= 1 cells
     B = (
         iv.stack(B_list, dim=-1)
@@ -191,6 +187,40 @@ def cubic_tables(paths: PathMatrices, m_range: range | None = None) -> CubicTabl
     )
     good = torch.stack(good_list, dim=-1) if good_list else good0.new_empty(empty)
     return CubicTables(B0=B0, B=B, good0=good0, good=good, undecided=undecided)
+
+
+def _pure_block(
+    score_max: Num,
+    s_tok: Num,
+    log_on_nonmax: Num,
+    s_query: Num,
+    q_eq_m: Tensor,
+    g_mm: Num,
+    g_t: Num,
+    g_T: Num,
+    EUPU_pess: Num,
+    valid: Tensor,
+) -> tuple[Num, Tensor, int]:
+    """(B [q, m, t], good, undecided) of one count c for a block of non-max tokens t (s_tok
+    [q, t], g_t [m, t] and valid [q, m, t] restricted to the block). Every operation is
+    entrywise over t (or a reduction over the orderings), so blocks only bound the size of
+    the temporaries: the values, radii and FLOPs are those of the whole t axis at once."""
+    on_max, on_nonmax, w_query = three_way_softmax(
+        score_max,  # [o, q, m, 1]
+        (s_tok[None] + log_on_nonmax[..., None])[:, :, None, :],  # [o, q, 1, t]
+        s_query[None, :, None, None],
+    )
+    eq = q_eq_m[None, :, :, None]
+    A_max = iv.where(eq, on_max + w_query, on_max)
+    A_qry = iv.where(eq, 0.0, w_query)
+    ov = (
+        A_max * g_mm[None, None, :, None]
+        + A_qry * g_T[None, :, :, None]
+        + on_nonmax * g_t[None, None, :, :]
+    )  # g_T[q, m] = g[m, q]; g_t[m, t]
+    B = EUPU_pess[:, :, None] + ov.amax(dim=0)  # [q, m, t]
+    good = valid & iv.certainly_negative(B)
+    return B, good, _undecided(B, valid, good)
 
 
 def _undecided(B: Num, valid: Tensor, good: Tensor) -> int:
