@@ -32,6 +32,7 @@ from typing import Any
 
 import torch
 
+from compact_proofs.allocator import retain_freed_memory
 from compact_proofs.analysis.estimate import estimate_accuracy
 from compact_proofs.model.batched_training import train_many
 from compact_proofs.model.transformer import ModelConfig
@@ -136,6 +137,7 @@ def main() -> None:
     parser.add_argument("--separable-max-vocab", type=int, default=256)
     parser.add_argument("--json", type=Path, default=None, help="e.g. RESULTS_DIR/asymptotic.json")
     args = parser.parse_args()
+    retain_freed_memory()  # as the CLI does
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads")  # fmt: skip
     bf = brute_force_flops(args.vocab)

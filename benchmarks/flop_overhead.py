@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from compact_proofs.allocator import retain_freed_memory
 from compact_proofs.model.file_format import bundled_model, load_model
 from compact_proofs.model.transformer import AttnOnlyTransformer
 from compact_proofs.proofs.flops import warm_up
@@ -101,6 +102,7 @@ def main() -> None:
     parser.add_argument("--models", type=int, default=3, help="paper models besides bundled")
     parser.add_argument("--out", type=Path, default=RESULTS, help="also write the table here")
     args = parser.parse_args()
+    retain_freed_memory()  # as the CLI does
     torch.set_num_threads(1)
     lines = run(args.repeats, args.models)
     args.out.write_text("\n".join(lines) + "\n")

@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from compact_proofs.allocator import retain_freed_memory
 from compact_proofs.analysis.estimate import estimate_accuracy
 from compact_proofs.analysis.stratified import stratified_estimate
 from compact_proofs.model.batched_training import train_many
@@ -53,6 +54,7 @@ def main() -> None:
     parser.add_argument("--shapes", type=shape, nargs="+", default=["5x64", "10x64", "10x128"])
     parser.add_argument("--samples", type=int, default=200_000)
     args = parser.parse_args()
+    retain_freed_memory()  # as the CLI does
     shapes = [shape(s) if isinstance(s, str) else s for s in args.shapes]
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads")  # fmt: skip

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from compact_proofs.allocator import retain_freed_memory
 from compact_proofs.model.seeds import parse_seeds
 from compact_proofs.model.training import TrainingRecipe
 from compact_proofs.model.transformer import ModelConfig
@@ -67,6 +68,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--previous", type=Path, default=None)
     args = parser.parse_args()
+    retain_freed_memory()  # as the CLI does
     before = previous_run(args.previous)
     out = args.out or Path(tempfile.mkdtemp(prefix="reproduce-"))
     spec = SweepSpec(

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
+from compact_proofs.allocator import retain_freed_memory
 from compact_proofs.model.file_format import bundled_model_path, load_model
 from compact_proofs.model.transformer import ModelConfig, build_model
 from compact_proofs.proofs.exhaustive import exact_accuracy
@@ -49,6 +50,7 @@ def main() -> None:
     parser.add_argument("--vocab", type=int, nargs="+", default=[64, 128, 256, 512])
     parser.add_argument("--out", type=Path, default=Path("scale.png"))
     args = parser.parse_args()
+    retain_freed_memory()  # as the CLI does
     base = load_model(bundled_model_path()).model  # a trained model: the evaluator's speed
     exact_accuracy(base)  # warm-up                  depends on how many inputs are clear-cut
     throughput = 64**K / seconds(lambda: exact_accuracy(base))

@@ -26,6 +26,7 @@ import platform
 
 import torch
 
+from compact_proofs.allocator import retain_freed_memory
 from compact_proofs.model.batched_training import train_many
 from compact_proofs.model.file_format import bundled_model_path, load_model
 from compact_proofs.model.seeds import SELECTED_SEED
@@ -67,6 +68,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
+    retain_freed_memory()  # as the CLI does
     rate = elementwise_rate()
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads; "

@@ -40,8 +40,10 @@ SCRIPT = textwrap.dedent(
     from compact_proofs.analysis.noise import run_all
     from compact_proofs.proofs.registry import STRATEGIES
     from compact_proofs.proofs.runner import prove
+    from compact_proofs.allocator import retain_freed_memory
 
     torch.set_num_threads(1)
+    retain_freed_memory()  # as the CLI runs
     counts = {}
     for name, model in paper_size_worst_cases().items():
         if name == "huge weights":  # every input decided on its own by the slow path

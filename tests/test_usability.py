@@ -149,3 +149,13 @@ def test_no_stale_parquet_without_pyarrow(tmp_path, monkeypatch):
     monkeypatch.setattr(results.importlib.util, "find_spec", lambda name: None)
     assert results.write_parquet(stale, []) is False
     assert not stale.exists()
+
+
+def test_freed_memory_is_retained_where_the_c_library_allows():
+    """The CLI's allocator setting: accepted by glibc (both thresholds), a no-op elsewhere."""
+    import platform
+
+    from compact_proofs.allocator import retain_freed_memory
+
+    assert retain_freed_memory() is (platform.libc_ver()[0] == "glibc")
+    assert retain_freed_memory() is retain_freed_memory()  # once per process

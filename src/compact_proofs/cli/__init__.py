@@ -22,6 +22,7 @@ import sys
 from collections.abc import Sequence
 
 from compact_proofs._version import __version__
+from compact_proofs.allocator import retain_freed_memory
 from compact_proofs.cli import accuracy, analysis, common, export, proofs, sweep, train
 from compact_proofs.errors import CompactProofsError
 
@@ -53,6 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if hasattr(args, "threads"):  # commands that compute; the others skip the 0.1 s sample
         common.use_threads(args.threads)
+        retain_freed_memory()
     try:
         return args.func(args)
     except BrokenPipeError:  # e.g. `compact-proofs strategies | head`: not an error
