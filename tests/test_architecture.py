@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "compact_proofs"
 
 # Rank of each layer: a module may import its own layer or a lower one, never a higher one.
 LAYERS = {
-    "errors": 0, "_version": 0,
+    "errors": 0, "_version": 0, "allocator": 0,
     "model": 1, "soundness": 2, "proofs": 3, "analysis": 4, "pipeline": 5, "api": 6, "cli": 7,
 }  # fmt: skip
 MAX_FUNCTION_LINES = 80

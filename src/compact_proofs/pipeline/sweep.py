@@ -24,6 +24,7 @@ import torch
 from joblib import Parallel, delayed, parallel_config
 from tqdm.auto import tqdm
 
+from compact_proofs.allocator import retain_freed_memory
 from compact_proofs.errors import CompactProofsError
 from compact_proofs.model.batched_training import train_many
 from compact_proofs.model.file_format import (
@@ -102,6 +103,7 @@ def train_seeds(results_dir: str, seeds: list[int], config: dict, recipe: dict) 
     depend on how the sweep splits the work.
     """
     start = time.perf_counter()
+    retain_freed_memory()  # a worker process: as the CLI sets it in its own
     cfg = ModelConfig(**config)
     rec = TrainingRecipe(**{**recipe, "betas": tuple(recipe["betas"])})
     for seed, (model, stats) in zip(seeds, train_many(cfg, seeds, rec), strict=True):
@@ -115,6 +117,7 @@ def prove_seed(
 ) -> dict[str, float]:
     """Run every strategy on one seed's model and store its rows; returns stage seconds."""
     torch.set_num_threads(1)
+    retain_freed_memory()  # a worker process: as the CLI sets it in its own
     root = Path(results_dir)
     path = model_path(root, seed)
     mf = load_model(path)
