@@ -5,23 +5,31 @@ from __future__ import annotations
 from math import comb
 
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from compact_proofs.model.file_format import load_model
 from compact_proofs.model.transformer import ModelConfig
+from compact_proofs.proofs.base import Strategy
 from compact_proofs.proofs.cubic import Cubic, count_correct, cubic_tables, proven_mask
 from compact_proofs.proofs.exhaustive import all_sequences, exact_accuracy, is_correct
 from compact_proofs.proofs.paths import path_matrices
+from compact_proofs.soundness.arithmetic import Arithmetic
+from compact_proofs.soundness.exact import CORRECT, exact_verdicts
 
 from conftest import FIXTURES
 from models import (
     adversarial_models,
     ideal_model,
+    large_bias_model,
     paper_size_worst_cases,
     random_model,
     trained_model,
+    underflow_model,
 )
+
+RIGOROUS = (Arithmetic.BALL, Arithmetic.INTERVAL)
 
 
 def cell_sizes(v: int, k: int) -> int:
@@ -167,3 +175,58 @@ def test_blocks_of_non_max_tokens_change_nothing(monkeypatch, name):
         assert (b.correct_count, b.undecided, b.arithmetic, fb) == (
             a.correct_count, a.undecided, a.arithmetic, fa,
         )  # fmt: skip
+
+
+def _loud_token_model():
+    """One token's embedding 1000x the others: one radius per ball tensor is then too coarse
+    for some cells (balls leave them undecided) but not for others."""
+    model = ideal_model(7, 3, noise=0.05, seed=4)
+    with torch.no_grad():
+        model.W_E[0] *= 1000.0
+    return model
+
+
+def _fallback_models() -> dict[str, object]:
+    models = dict(adversarial_models())
+    models["loud token"] = _loud_token_model()
+    models["large biases"] = large_bias_model()
+    models["underflow"] = underflow_model(5, 4)
+    return models
+
+
+@pytest.mark.parametrize("name", list(_fallback_models()))
+def test_one_chunk_keeps_the_whole_proof_rule(name):
+    """With a single chunk of max tokens, the chunk-wise rule is the base rule exactly
+    (balls, else intervals if they prove more): same count, arithmetic and FLOPs."""
+    model = _fallback_models()[name]
+    cubic = Cubic()
+    for rigorous in (True, False):
+        new, new_flops = cubic.verify_counted(model, {}, rigorous=rigorous)
+        old, old_flops = Strategy.verify_counted(cubic, model, {}, rigorous=rigorous)
+        assert (new.correct_count, new.arithmetic, new.undecided, new_flops) == (
+            old.correct_count, old.arithmetic, old.undecided, old_flops,
+        )  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(_fallback_models()))
+def test_intervals_chunk_by_chunk_are_sound_and_prove_at_least_as_much(monkeypatch, name):
+    """One max token per chunk: each chunk falls back to intervals on its own. Every input
+    the default certifies is correct in exact arithmetic, the count is what `proven` marks,
+    and it is at least what balls or intervals prove for the whole model."""
+    from compact_proofs.proofs import cubic
+
+    model = _fallback_models()[name]
+    v, k = model.cfg.d_vocab, model.cfg.n_ctx
+    monkeypatch.setattr(cubic, "CHUNK_ELEMENTS", 2 * v * v)
+    seqs = all_sequences(v, k)
+    correct = exact_verdicts(model, seqs) == CORRECT
+    verdict = Cubic().verify(model, {})
+    proven = Cubic().proven(model, {}, seqs)
+    assert not bool((proven & ~correct).any())
+    assert verdict.correct_count == int(proven.sum())
+    whole = [Cubic().verify_in(model, {}, a).correct_count for a in RIGOROUS]
+    assert verdict.correct_count >= max(whole)
+    if name == "loud token":  # intervals where balls are too coarse, and only there
+        chunks = verdict.details["interval_chunks"]
+        assert verdict.arithmetic is Arithmetic.INTERVAL and 0 < len(chunks) < v
+        assert verdict.correct_count > whole[0]

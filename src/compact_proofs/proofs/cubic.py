@@ -41,13 +41,16 @@ N = #{t < m: B[q, m, t, c] < 0}. The cells partition all v^k inputs (SPEC §12.4
 Arithmetic (compact_proofs.soundness.arithmetic): the same formulas run on balls (float64 with one
 certified radius per tensor) or intervals that enclose their exact real values, a cell
 counting only if its whole enclosure lies below 0 (docs/soundness.md); or, with --fast, in
-plain float64 with strict `< 0` tests. Orderings under uncertainty: step 3 needs only the
-extremes of X, and the order statistics of enclosed positional scores are enclosed by sorting
-(interval.sort_values).
+plain float64 with strict `< 0` tests. The proof works in chunks of max tokens, which
+partition the inputs; the default falls back from balls to intervals chunk by chunk
+(`chunk_proofs`), so a few undecided cells cost one chunk in intervals, not the whole proof.
+Orderings under uncertainty: step 3 needs only the extremes of X, and the order statistics of
+enclosed positional scores are enclosed by sorting (interval.sort_values).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from math import comb
 from typing import Any
@@ -57,7 +60,7 @@ from torch import Tensor
 
 from compact_proofs.model.transformer import AttnOnlyTransformer, ModelConfig
 from compact_proofs.proofs.base import Strategy, Verdict
-from compact_proofs.proofs.flops import charge, uncounted
+from compact_proofs.proofs.flops import charge, count_flops, uncounted
 from compact_proofs.proofs.paths import PathMatrices, path_matrices
 from compact_proofs.soundness import interval as iv
 from compact_proofs.soundness.arithmetic import Arithmetic
@@ -76,7 +79,7 @@ class CubicTables:
     `undecided` counts the valid ones neither proven nor refuted by the enclosure."""
 
     B0: Num
-    B: Num
+    B: Num | None  # None when not kept (cubic_tables' keep_bounds)
     good0: Tensor
     good: Tensor
     undecided: int = 0
@@ -116,9 +119,13 @@ def three_way_softmax(a: Num, b: Num, c: Num) -> tuple[Num, Num, Num]:
     return wa, wb, wc
 
 
-def cubic_tables(paths: PathMatrices, m_range: range | None = None) -> CubicTables:
+def cubic_tables(
+    paths: PathMatrices, m_range: range | None = None, keep_bounds: bool = True
+) -> CubicTables:
     """Compute B0, B and the proven masks (SPEC §5.3–§5.5) for one single-head model, for the
     max tokens in `m_range` (default: all; the m axis of every table then indexes it).
+    `keep_bounds=False` leaves B out (None): the count needs only the masks, and B is the
+    largest table (v k floats per cell (q, m)).
 
     Attention: with the max tokens at the n_max non-query positions of an ordering, the
     softmax weight of a group of positions holding token x is exp(s[q, x] + logsumexp of
@@ -176,7 +183,8 @@ def cubic_tables(paths: PathMatrices, m_range: range | None = None) -> CubicTabl
             )
             for t in (slice(t0, min(t0 + width, r)) for t0 in range(0, r, width))
         ]  # fmt: skip
-        B_list.append(blocks[0][0] if len(blocks) == 1 else iv.cat([b[0] for b in blocks], -1))
+        if keep_bounds:
+            B_list.append(blocks[0][0] if len(blocks) == 1 else iv.cat([b[0] for b in blocks], -1))
         good_list.append(torch.cat([b[1] for b in blocks], dim=-1))
         undecided += sum(b[2] for b in blocks)
     empty = (r, len(ms), r, 0)  # k = 1: there are no c >= 1 cells
@@ -184,6 +192,8 @@ def cubic_tables(paths: PathMatrices, m_range: range | None = None) -> CubicTabl
         iv.stack(B_list, dim=-1)
         if B_list
         else torch.empty(empty, dtype=torch.float64, device=device)
+        if keep_bounds
+        else None
     )
     good = torch.stack(good_list, dim=-1) if good_list else good0.new_empty(empty)
     return CubicTables(B0=B0, B=B, good0=good0, good=good, undecided=undecided)
@@ -244,21 +254,86 @@ def count_correct(tables: CubicTables, k: int) -> int:
     return total
 
 
-def proven_mask(tables: CubicTables, tokens: Tensor) -> Tensor:
-    """Which of `tokens` [n, k] the proof certifies (bool [n]); its sum over all inputs equals
-    `count_correct` (used by the exhaustive soundness tests)."""
+def proven_mask(tables: CubicTables, tokens: Tensor, m_start: int = 0) -> Tensor:
+    """Which of `tokens` [n, k] the proof certifies (bool [n]), for tables of the max tokens
+    m_start, m_start + 1, ... (cubic_tables' m_range; inputs with another max token need
+    other tables); over all inputs its sum equals `count_correct` (used by the exhaustive
+    soundness tests)."""
     q = tokens[:, -1]
     m = tokens.max(dim=-1).values
+    row = m - m_start  # the row of m in the tables' m axis
     nonquery = tokens[:, :-1]
     is_nonmax = nonquery < m[:, None]
     c = is_nonmax.sum(dim=-1)
-    proven0 = tables.good0[q, m]
+    proven0 = tables.good0[q, row]
     if tables.good.shape[-1] == 0:
         return proven0 & (c == 0)
     c_idx = (c - 1).clamp(min=0)
-    per_pos = tables.good[q[:, None], m[:, None], nonquery, c_idx[:, None]]  # [n, k-1]
+    per_pos = tables.good[q[:, None], row[:, None], nonquery, c_idx[:, None]]  # [n, k-1]
     proven_c = (per_pos | ~is_nonmax).all(dim=-1)
     return torch.where(c == 0, proven0, proven_c)
+
+
+def max_token_chunks(v: int) -> list[range]:
+    """The chunks of max tokens the verification works in: O(CHUNK_ELEMENTS) cells each."""
+    step = max(1, CHUNK_ELEMENTS // (2 * v * v))
+    return [range(start, min(start + step, v)) for start in range(0, v, step)]
+
+
+@dataclass(frozen=True)
+class ChunkProof:
+    """The proof for the inputs whose max token lies in `m_range`, in `arith`."""
+
+    m_range: range
+    arith: Arithmetic
+    correct: int
+    undecided: int
+    flops: int  # of the tables and the count (not the path matrices)
+
+
+def chunk_proofs(
+    model: AttnOnlyTransformer,
+    rigorous: bool,
+    counted: bool,
+    use: Callable[[ChunkProof, CubicTables], None] | None = None,
+) -> tuple[list[ChunkProof], int]:
+    """The proof chunk by chunk of max tokens, and the FLOPs of the path matrices it uses;
+    `use(proof, tables)` sees each chunk's kept tables (B only when there is one chunk).
+
+    float64 (not rigorous): every chunk in float64. Rigorous: every chunk in balls and, if
+    the balls left some of its cells undecided, again in intervals, keeping whichever proves
+    more there (an abandoned attempt only chose what to verify, like search). The chunks
+    partition the inputs by max token, so the counts add up to a proof; its FLOPs are those
+    of the chunk proofs kept plus the path matrices of each arithmetic they use. With one
+    chunk this is exactly base.Strategy's rule (balls, else intervals, for the whole proof);
+    with many, intervals are paid for only where they are needed. Memory: one chunk's tables
+    at a time (O(k CHUNK_ELEMENTS) booleans, O(CHUNK_ELEMENTS) floats per block temporary)
+    plus the path matrices of both arithmetics, whatever the weights' values."""
+    k, chunks = model.cfg.n_ctx, max_token_chunks(model.cfg.d_vocab)
+    paths: dict[Arithmetic, tuple[PathMatrices, int]] = {}
+
+    def measured(fn: Callable[[], Any]) -> tuple[Any, int]:
+        return count_flops(fn) if counted else (fn(), 0)
+
+    def attempt(arith: Arithmetic, m_range: range) -> tuple[ChunkProof, CubicTables]:
+        if arith not in paths:
+            paths[arith] = measured(lambda: path_matrices(model, arith))
+        keep = len(chunks) == 1
+        tables, flops = measured(lambda: cubic_tables(paths[arith][0], m_range, keep))
+        correct, flops_count = measured(lambda: count_correct(tables, k))
+        return ChunkProof(m_range, arith, correct, tables.undecided, flops + flops_count), tables
+
+    proofs = []
+    for m_range in chunks:
+        proof, tables = attempt(Arithmetic.BALL if rigorous else Arithmetic.FAST, m_range)
+        if proof.undecided:
+            tighter = attempt(Arithmetic.INTERVAL, m_range)
+            proof, tables = tighter if tighter[0].correct > proof.correct else (proof, tables)
+        if use is not None:
+            use(proof, tables)
+        proofs.append(proof)
+    used = {proof.arith for proof in proofs}
+    return proofs, sum(flops for arith, (_, flops) in paths.items() if arith in used)
 
 
 class Cubic(Strategy):
@@ -273,21 +348,48 @@ class Cubic(Strategy):
         v, k = cfg.d_vocab, cfg.n_ctx
         return 3 * v * v + 2 * k * v
 
+    def verify(
+        self, model: AttnOnlyTransformer, payload: dict[str, Any], *, rigorous: bool = True
+    ) -> Verdict:
+        return _chunked(model, rigorous, counted=False)[0]
+
+    def verify_counted(
+        self, model: AttnOnlyTransformer, payload: dict[str, Any], *, rigorous: bool = True
+    ) -> tuple[Verdict, int]:
+        return _chunked(model, rigorous, counted=True)
+
+    def proven(
+        self,
+        model: AttnOnlyTransformer,
+        payload: dict[str, Any],
+        tokens: Tensor,
+        *,
+        rigorous: bool = True,
+    ) -> Tensor:
+        """Chunk by chunk, each in the arithmetic its proof kept (sums to the count)."""
+        tokens = tokens.to(model.W_E.device)
+        m = tokens.max(dim=-1).values
+        out = torch.zeros(tokens.shape[0], dtype=torch.bool, device=tokens.device)
+
+        def mark(proof: ChunkProof, tables: CubicTables) -> None:
+            inside = (m >= proof.m_range.start) & (m < proof.m_range.stop)
+            out[inside] = proven_mask(tables, tokens[inside], proof.m_range.start)
+
+        chunk_proofs(model, rigorous, False, mark)
+        return out
+
     def verify_in(
         self, model: AttnOnlyTransformer, payload: dict[str, Any], arith: Arithmetic
     ) -> Verdict:
-        """Tables for all cells, in chunks of max tokens: memory O(CHUNK_ELEMENTS) floats per
-        table (~64 MB each, a dozen alive) plus O(v^2 + k v) for the path matrices, whatever
-        the weights' values."""
+        """The proof in one arithmetic for every chunk (no per-chunk fallback)."""
         paths = path_matrices(model, arith)
-        v, k = model.cfg.d_vocab, model.cfg.n_ctx
-        step = max(1, CHUNK_ELEMENTS // (2 * v * v))
+        k, one = model.cfg.n_ctx, _one_chunk(model)
         correct, undecided, tables = 0, 0, None
-        for start in range(0, v, step):
-            tables = cubic_tables(paths, range(start, min(start + step, v)))
+        for m_range in max_token_chunks(model.cfg.d_vocab):
+            tables = cubic_tables(paths, m_range, keep_bounds=one)
             correct += count_correct(tables, k)
             undecided += tables.undecided
-        details = {"tables": tables} if step >= v else {}  # full tables only when unchunked
+        details = {"tables": tables} if one else {}
         return Verdict(correct, model.cfg.n_inputs, details, undecided, arith)
 
     def proven_in(
@@ -299,3 +401,24 @@ class Cubic(Strategy):
     ) -> Tensor:
         paths = path_matrices(model, arith)
         return proven_mask(cubic_tables(paths), tokens.to(paths.EUPU.device))
+
+
+def _chunked(model: AttnOnlyTransformer, rigorous: bool, counted: bool) -> tuple[Verdict, int]:
+    """The proof chunk by chunk (`chunk_proofs`), with its FLOPs (0 if not `counted`):
+    arithmetic `interval` if any chunk kept intervals (details["interval_chunks"] lists
+    them); the full tables in details only when there is one chunk."""
+    kept: dict[str, Any] = {}
+    keep = (lambda _, tables: kept.update(tables=tables)) if _one_chunk(model) else None
+    proofs, path_flops = chunk_proofs(model, rigorous, counted, keep)
+    interval = [p.m_range for p in proofs if p.arith is Arithmetic.INTERVAL]
+    arith = Arithmetic.INTERVAL if interval else proofs[0].arith
+    details = {"interval_chunks": interval} if interval else {}
+    details.update(kept)
+    correct = sum(p.correct for p in proofs)
+    undecided = sum(p.undecided for p in proofs)
+    flops = path_flops + sum(p.flops for p in proofs)
+    return Verdict(correct, model.cfg.n_inputs, details, undecided, arith), flops
+
+
+def _one_chunk(model: AttnOnlyTransformer) -> bool:
+    return len(max_token_chunks(model.cfg.d_vocab)) == 1
