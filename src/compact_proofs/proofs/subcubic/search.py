@@ -428,7 +428,9 @@ def _model_terms(
         key: Any = digest.hexdigest()
     else:
         key = qk_key
-    return {**terms, "key": key, "L": L, "EU_q_err": EU_q_err}
+    log_ratio = _log_ratio(qk.pos_err, w.attn_scale)[..., 1:]  # [o, q == m, q, c >= 1]
+    flat = [log_ratio[o].flatten(0, 1) for o in range(2)]  # [(q == m) v + q, c >= 1] per o
+    return {**terms, "key": key, "L": L, "EU_q_err": EU_q_err, "log_ratio": flat}
 
 
 def _chunk_bounds(
@@ -507,11 +509,9 @@ def _attention_terms(
     own, err = E.view(-1).index_select(0, chunk.qm), qk.err_bound.index_select(0, chunk.q)
     D_lo = (own - E.cummax(dim=-1).values.view(-1).index_select(0, chunk.q_at)) - err
     D_hi = (own - E.cummin(dim=-1).values.view(-1).index_select(0, chunk.q_at)) + err
-    log_ratio = _log_ratio(qk.pos_err, w.attn_scale)[..., 1:]  # [o, q == m, q, c >= 1]
+    log_ratio = terms["log_ratio"]  # per ordering o: [(q == m) v + q, c >= 1]
     A_lo, A_hi = (
-        torch.sigmoid(
-            D[:, None] / w.attn_scale + log_ratio[o].flatten(0, 1).index_select(0, chunk.q_eq)
-        )
+        torch.sigmoid(D[:, None] / w.attn_scale + log_ratio[o].index_select(0, chunk.q_eq))
         for o, D in enumerate((D_lo, D_hi))
     )
     W = terms["W_run"].index_select(0, at)[:, None]
