@@ -226,6 +226,9 @@ def test_intervals_chunk_by_chunk_are_sound_and_prove_at_least_as_much(monkeypat
     assert verdict.correct_count == int(proven.sum())
     whole = [Cubic().verify_in(model, {}, a).correct_count for a in RIGOROUS]
     assert verdict.correct_count >= max(whole)
+    for arith, count in zip(RIGOROUS, whole, strict=True):  # one arithmetic, chunk by chunk
+        proven_in = Cubic().proven_in(model, {}, seqs, arith)
+        assert not bool((proven_in & ~correct).any()) and count == int(proven_in.sum())
     if name == "loud token":  # intervals where balls are too coarse, and only there
         chunks = verdict.details["interval_chunks"]
         assert verdict.arithmetic is Arithmetic.INTERVAL and 0 < len(chunks) < v

@@ -367,16 +367,9 @@ class Cubic(Strategy):
         rigorous: bool = True,
     ) -> Tensor:
         """Chunk by chunk, each in the arithmetic its proof kept (sums to the count)."""
-        tokens = tokens.to(model.W_E.device)
-        m = tokens.max(dim=-1).values
-        out = torch.zeros(tokens.shape[0], dtype=torch.bool, device=tokens.device)
-
-        def mark(proof: ChunkProof, tables: CubicTables) -> None:
-            inside = (m >= proof.m_range.start) & (m < proof.m_range.stop)
-            out[inside] = proven_mask(tables, tokens[inside], proof.m_range.start)
-
-        chunk_proofs(model, rigorous, False, mark)
-        return out
+        marker = _ProvenMarker(tokens.to(model.W_E.device))
+        chunk_proofs(model, rigorous, False, lambda proof, tables: marker(proof.m_range, tables))
+        return marker.out
 
     def verify_in(
         self, model: AttnOnlyTransformer, payload: dict[str, Any], arith: Arithmetic
@@ -400,7 +393,22 @@ class Cubic(Strategy):
         arith: Arithmetic,
     ) -> Tensor:
         paths = path_matrices(model, arith)
-        return proven_mask(cubic_tables(paths), tokens.to(paths.EUPU.device))
+        marker = _ProvenMarker(tokens.to(model.W_E.device))
+        for m_range in max_token_chunks(model.cfg.d_vocab):
+            marker(m_range, cubic_tables(paths, m_range, keep_bounds=False))
+        return marker.out
+
+
+class _ProvenMarker:
+    """Marks, chunk by chunk of max tokens, which of `tokens` [n, k] the proof certifies."""
+
+    def __init__(self, tokens: Tensor) -> None:
+        self.tokens, self.m = tokens, tokens.max(dim=-1).values
+        self.out = torch.zeros(tokens.shape[0], dtype=torch.bool, device=tokens.device)
+
+    def __call__(self, m_range: range, tables: CubicTables) -> None:
+        inside = (self.m >= m_range.start) & (self.m < m_range.stop)
+        self.out[inside] = proven_mask(tables, self.tokens[inside], m_range.start)
 
 
 def _chunked(model: AttnOnlyTransformer, rigorous: bool, counted: bool) -> tuple[Verdict, int]:
