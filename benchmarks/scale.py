@@ -5,9 +5,12 @@
 For each d_vocab: the cubic proof's verification time, the default sub-cubic
 configuration's search + verification time, and brute force's time extrapolated from the
 measured throughput of the exact evaluator on the bundled trained v = 64 model (enumerating
-v^4 inputs). The proofs run on untrained models (the paper's initialisation); their timings
-do not depend on the weights' values. Prints a table and writes a log-log plot with reference
-slopes v^(k+1), v^3 and v^2.
+v^4 inputs). The proofs run on untrained models (the paper's initialisation). The cubic
+proof's time barely depends on the weights (unless balls leave cells undecided); the
+sub-cubic search's does: it skips cells no gap can make negative, which on an untrained model
+is nearly all of them, so its time here is a best case (trained models: benchmarks/
+asymptotic.py, larger_k.py). Prints a table and writes a log-log plot with reference slopes
+v^(k+1), v^3 and v^2.
 """
 
 from __future__ import annotations
