@@ -14,6 +14,7 @@ from compact_proofs.model.transformer import ModelConfig
 from compact_proofs.proofs.base import Strategy
 from compact_proofs.proofs.cubic import Cubic, count_correct, cubic_tables, proven_mask
 from compact_proofs.proofs.exhaustive import all_sequences, exact_accuracy, is_correct
+from compact_proofs.proofs.flops import count_flops
 from compact_proofs.proofs.paths import path_matrices
 from compact_proofs.soundness.arithmetic import Arithmetic
 from compact_proofs.soundness.exact import CORRECT, exact_verdicts
@@ -163,18 +164,25 @@ def _blocking_models() -> dict[str, object]:
 @pytest.mark.parametrize("name", list(_blocking_models()))
 def test_blocks_of_non_max_tokens_change_nothing(monkeypatch, name):
     """Splitting the t axis into blocks (down to one token per block) only bounds memory:
-    the same count, undecided cells, arithmetic and FLOPs, in both modes."""
+    the same proven masks, count, undecided cells, arithmetic and FLOPs, in both modes."""
     from compact_proofs.proofs import cubic
 
     model = _blocking_models()[name]
     modes = (True, False)
-    whole = [Cubic().verify_counted(model, {}, rigorous=r) for r in modes]
+
+    def run() -> list[tuple]:
+        masks = [cubic_tables(path_matrices(model, a)) for a in (*RIGOROUS, Arithmetic.FAST)]
+        return [Cubic().verify_counted(model, {}, rigorous=r) for r in modes], masks
+
+    whole, whole_tables = run()
     monkeypatch.setattr(cubic, "BLOCK_ELEMENTS", 1)  # one non-max token per block
-    blocked = [Cubic().verify_counted(model, {}, rigorous=r) for r in modes]
+    blocked, blocked_tables = run()
     for (a, fa), (b, fb) in zip(whole, blocked, strict=True):
         assert (b.correct_count, b.undecided, b.arithmetic, fb) == (
             a.correct_count, a.undecided, a.arithmetic, fa,
         )  # fmt: skip
+    for a, b in zip(whole_tables, blocked_tables, strict=True):
+        assert torch.equal(a.good0, b.good0) and torch.equal(a.good, b.good)
 
 
 def _loud_token_model():
@@ -217,7 +225,9 @@ def test_intervals_chunk_by_chunk_are_sound_and_prove_at_least_as_much(monkeypat
 
     model = _fallback_models()[name]
     v, k = model.cfg.d_vocab, model.cfg.n_ctx
+    unchunked = [Cubic().verify_in(model, {}, a).correct_count for a in RIGOROUS]
     monkeypatch.setattr(cubic, "CHUNK_ELEMENTS", 2 * v * v)
+    monkeypatch.setattr(cubic, "BLOCK_ELEMENTS", 2 * v)  # and one non-max token per block
     seqs = all_sequences(v, k)
     correct = exact_verdicts(model, seqs) == CORRECT
     verdict = Cubic().verify(model, {})
@@ -226,6 +236,7 @@ def test_intervals_chunk_by_chunk_are_sound_and_prove_at_least_as_much(monkeypat
     assert verdict.correct_count == int(proven.sum())
     whole = [Cubic().verify_in(model, {}, a).correct_count for a in RIGOROUS]
     assert verdict.correct_count >= max(whole)
+    assert whole == unchunked  # chunks of the same tables
     for arith, count in zip(RIGOROUS, whole, strict=True):  # one arithmetic, chunk by chunk
         proven_in = Cubic().proven_in(model, {}, seqs, arith)
         assert not bool((proven_in & ~correct).any()) and count == int(proven_in.sum())
@@ -233,3 +244,26 @@ def test_intervals_chunk_by_chunk_are_sound_and_prove_at_least_as_much(monkeypat
         chunks = verdict.details["interval_chunks"]
         assert verdict.arithmetic is Arithmetic.INTERVAL and 0 < len(chunks) < v
         assert verdict.correct_count > whole[0]
+
+
+def test_flops_of_a_chunked_proof_are_its_kept_parts(monkeypatch):
+    """FLOPs of the chunk-wise proof, recomputed from the documented rule: the path
+    matrices of each arithmetic a kept chunk uses, plus each kept chunk's tables and count."""
+    from compact_proofs.proofs import cubic
+
+    model = _loud_token_model()
+    v, k = model.cfg.d_vocab, model.cfg.n_ctx
+    monkeypatch.setattr(cubic, "CHUNK_ELEMENTS", 2 * v * v)
+    verdict, flops = Cubic().verify_counted(model, {})
+    interval = set(verdict.details["interval_chunks"])
+    paths = {a: count_flops(lambda a=a: path_matrices(model, a)) for a in RIGOROUS}
+    expected = sum(paths[a][1] for a in RIGOROUS)  # both are used (checked below)
+    for m_range in cubic.max_token_chunks(v):
+        arith = Arithmetic.INTERVAL if m_range in interval else Arithmetic.BALL
+        tables, table_flops = count_flops(
+            lambda r=m_range, a=arith: cubic_tables(paths[a][0], r, False)
+        )
+        _, count = count_flops(lambda t=tables: count_correct(t, k))
+        expected += table_flops + count
+    assert 0 < len(interval) < v
+    assert flops == expected

@@ -289,5 +289,5 @@ def arithmetic_line(rigorous: bool, arithmetics: Sequence[str] = ()) -> str:
     note = ARITHMETIC_NOTE[rigorous]
     if rigorous and "interval" in arithmetics:
         n = sum(a == "interval" for a in arithmetics)
-        note += f" ({n} re-verified with per-entry intervals)"
+        note += f" ({n} re-verified with per-entry intervals where balls left cells undecided)"
     return f"arithmetic: {note}"

@@ -214,7 +214,10 @@ def _pure_block(
     """(B [q, m, t], good, undecided) of one count c for a block of non-max tokens t (s_tok
     [q, t], g_t [m, t] and valid [q, m, t] restricted to the block). Every operation is
     entrywise over t (or a reduction over the orderings), so blocks only bound the size of
-    the temporaries: the values, radii and FLOPs are those of the whole t axis at once."""
+    the temporaries: the values, radii and FLOPs are those of the whole t axis at once. (Ball
+    radii: the sliced s_tok and g keep the magnitudes measured on the whole tensors; the only
+    per-block measurements are infinity checks, which run only if g holds infinities, i.e.
+    v = 1, a single block. Soundness never depends on it: every rule measures its own input.)"""
     on_max, on_nonmax, w_query = three_way_softmax(
         score_max,  # [o, q, m, 1]
         (s_tok[None] + log_on_nonmax[..., None])[:, :, None, :],  # [o, q, 1, t]
@@ -306,9 +309,11 @@ def chunk_proofs(
     partition the inputs by max token, so the counts add up to a proof; its FLOPs are those
     of the chunk proofs kept plus the path matrices of each arithmetic they use. With one
     chunk this is exactly base.Strategy's rule (balls, else intervals, for the whole proof);
-    with many, intervals are paid for only where they are needed. Memory: one chunk's tables
-    at a time (O(k CHUNK_ELEMENTS) booleans, O(CHUNK_ELEMENTS) floats per block temporary)
-    plus the path matrices of both arithmetics, whatever the weights' values."""
+    with many, intervals are paid for only where they are needed. Memory, whatever the
+    weights' values: one chunk's tables at a time, both attempts' during a fallback
+    (O(k max(CHUNK_ELEMENTS, v^2)) booleans; temporaries of O(BLOCK_ELEMENTS) floats), B
+    (O(k v^3) floats) only when there is one chunk, and the path matrices of both
+    arithmetics."""
     k, chunks = model.cfg.n_ctx, max_token_chunks(model.cfg.d_vocab)
     paths: dict[Arithmetic, tuple[PathMatrices, int]] = {}
 
