@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 
 import torch
+from hypothesis import strategies as st
 
 from compact_proofs.model.training import TrainingRecipe, train
 from compact_proofs.model.transformer import AttnOnlyTransformer, ModelConfig, build_model
@@ -190,6 +191,18 @@ def underflow_model(
         model.W_E[:, 5] = root * torch.randn(v, generator=gen)
         model.W_U[5, :] = root * torch.randn(v, generator=gen)
     return model
+
+
+UNDERFLOW_MODELS = st.builds(
+    underflow_model,
+    v=st.integers(2, 4),
+    k=st.integers(2, 4),
+    A=st.floats(600, 800),
+    B=st.floats(580, 760),
+    C=st.floats(0, 9).map(lambda e: 10**e),
+    direct=st.floats(-70, -40).map(lambda e: 10**e),
+    seed=st.integers(0, 10**6),
+)  # `underflow_model`s across its parameters (hypothesis)
 
 
 def paper_size_worst_cases() -> dict[str, AttnOnlyTransformer]:

@@ -31,6 +31,7 @@ from compact_proofs.soundness.checker import separable_subcubic as ssc
 from compact_proofs.soundness.checker.errors import CertificateError
 
 from models import (
+    UNDERFLOW_MODELS,
     adversarial_models,
     ideal_model,
     large_bias_model,
@@ -127,20 +128,9 @@ def test_never_above_fast_nor_exact_on_random_models(tmp_path_factory, v, k, see
 
 
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    v=st.integers(2, 4),
-    k=st.integers(2, 4),
-    A=st.floats(600, 800),
-    B=st.floats(580, 760),
-    C=st.floats(0, 9).map(lambda e: 10**e),
-    direct=st.floats(-70, -40).map(lambda e: 10**e),
-    seed=st.integers(0, 10**6),
-)
-def test_never_above_fast_nor_exact_on_the_underflow_family(
-    tmp_path_factory, v, k, A, B, C, direct, seed
-):
+@given(model=UNDERFLOW_MODELS)
+def test_never_above_fast_nor_exact_on_the_underflow_family(tmp_path_factory, model):
     """Attention weights below the subnormal range next to subnormal thresholds."""
-    model = underflow_model(v, k, A, B, C, direct, seed)
     assert_sound(tmp_path_factory.mktemp("m"), model)
 
 

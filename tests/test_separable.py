@@ -22,7 +22,14 @@ from compact_proofs.proofs.separable import Separable, SeparableLite
 from compact_proofs.soundness.exact import CORRECT, exact_verdicts
 
 from conftest import FIXTURES
-from models import adversarial_models, ideal_model, random_model, trained_model, underflow_model
+from models import (
+    UNDERFLOW_MODELS,
+    adversarial_models,
+    ideal_model,
+    random_model,
+    trained_model,
+    underflow_model,
+)
 
 BOTH = [SeparableLite(), Separable()]
 
@@ -297,16 +304,7 @@ def test_underflowing_weights_certify_no_misclassified_input(params, strategy, r
 
 @pytest.mark.parametrize("strategy", BOTH, ids=lambda s: s.id)
 @settings(max_examples=15, deadline=None)
-@given(
-    v=st.integers(2, 4),
-    k=st.integers(2, 4),
-    A=st.floats(600, 800),
-    B=st.floats(580, 760),
-    C=st.floats(0, 9).map(lambda e: 10**e),
-    direct=st.floats(-70, -40).map(lambda e: 10**e),
-    seed=st.integers(0, 10**6),
-)
-def test_sound_on_the_underflow_family(strategy, v, k, A, B, C, direct, seed):
-    model = underflow_model(v, k, A, B, C, direct, seed)
+@given(model=UNDERFLOW_MODELS)
+def test_sound_on_the_underflow_family(strategy, model):
     for rigorous in (True, False):
         assert_exactly_sound(model, strategy, rigorous)

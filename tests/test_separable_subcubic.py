@@ -26,6 +26,7 @@ from test_separable import UNDERFLOW_CASES, direct_bound
 
 from conftest import FIXTURES
 from models import (
+    UNDERFLOW_MODELS,
     adversarial_models,
     ideal_model,
     large_bias_model,
@@ -173,17 +174,8 @@ def test_underflowing_weights_certify_no_misclassified_input(params, rigorous):
 
 
 @settings(max_examples=15, deadline=None)
-@given(
-    v=st.integers(2, 4),
-    k=st.integers(2, 4),
-    A=st.floats(600, 800),
-    B=st.floats(580, 760),
-    C=st.floats(0, 9).map(lambda e: 10**e),
-    direct=st.floats(-70, -40).map(lambda e: 10**e),
-    seed=st.integers(0, 10**6),
-)
-def test_sound_on_the_underflow_family(v, k, A, B, C, direct, seed):
-    model = underflow_model(v, k, A, B, C, direct, seed)
+@given(model=UNDERFLOW_MODELS)
+def test_sound_on_the_underflow_family(model):
     for rigorous in (True, False):
         assert_exactly_sound(model, rigorous)
 
