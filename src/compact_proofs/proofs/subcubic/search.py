@@ -157,8 +157,9 @@ def find_min_gaps(
     best = torch.full((v * v * k,), v, dtype=torch.int64, device=w.W_E.device)
     step = max(1, SEARCH_CELLS // (v * v * k))
     live_m = live.any(dim=0).nonzero().flatten().tolist()  # max tokens with a live cell
+    live_key = hashlib.blake2b(live.cpu().numpy().tobytes(), digest_size=16).hexdigest()
     for start in range(1, (live_m[-1] + 1) if live_m else 1, step):
-        chunk = _chunk_cells(v, k, start, min(start + step, v), w.W_E.device, live)
+        chunk = _chunk_cells(v, k, start, min(start + step, v), w.W_E.device, live, live_key)
         if chunk.g.numel() == 0:
             continue
         B = _chunk_bounds(w, qk, terms, chunk, config.uses_mean_diff, variant)
@@ -193,10 +194,11 @@ _LAYOUT: dict[tuple[Any, ...], _Chunk] = {}  # the current layout: O(SEARCH_CELL
 
 
 def _chunk_cells(
-    v: int, k: int, start: int, stop: int, device: torch.device, live: Tensor
+    v: int, k: int, start: int, stop: int, device: torch.device, live: Tensor, digest: str
 ) -> _Chunk:
-    """The chunk's cells (q, m) with live[q, m] (live [v(q), v(m)] bool), cached (one)."""
-    digest = hashlib.blake2b(live.cpu().numpy().tobytes(), digest_size=16).hexdigest()
+    """The chunk's cells (q, m) with live[q, m] (live [v(q), v(m)] bool, `digest` of its
+    bytes), cached (one layout: at v = 64 the whole search is one chunk, shared by the
+    configurations with the same live cells)."""
     key = (v, k, start, stop, str(device), digest)
     if key not in _LAYOUT:
         _LAYOUT.clear()
