@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from compact_proofs.analysis.noise import (
+    NoiseResult,
     _evou_variant,
     _outside_top,
     noise_experiment,
@@ -80,3 +81,11 @@ def test_separable_subcubic_residuals_reproduce_the_strategy_bound():
     noisy = _evou_variant(paths, torch.Generator().manual_seed(0), 2)
     assert torch.equal(noisy.EVOU[kept], paths.EVOU[kept])
     assert not torch.equal(noisy.EVOU, paths.EVOU)
+
+
+def test_the_noise_figure_labels_its_bounds_as_not_proofs():
+    from compact_proofs.pipeline.report import plot_noise
+
+    result = NoiseResult("s", 1.0, [1.0, 2.0], 0.5, [0.4, 0.6])
+    fig = plot_noise([result], seed=1)
+    assert "NOT a proof" in fig.axes[1].get_ylabel()

@@ -401,7 +401,8 @@ def test_every_number_says_which_arithmetic_produced_it(store, report, tmp_path)
     assert {row["arithmetic"] for row in info["table1"] if row["n_seeds"]} == {"rigorous"}
     assert "| Arithmetic |" in (out_dir / "table1.md").read_text()
     page = (out_dir / "index.html").read_text()
-    assert "Every number in this report is a proof" in page
+    assert "Every certified bound of the sweep in this report is a proof" in page
+    assert "Every number in this report is a proof" not in page  # counterfactuals exist
     old = tmp_path / "old"
     old.mkdir()
     df = pd.read_csv(store / "results.csv").drop(columns=["rigorous", "arithmetic"])

@@ -310,13 +310,14 @@ def plot_noise(results: Sequence[NoiseResult], seed: int) -> Figure:
     """The structureless-noise experiment (compact_proofs.analysis.noise) for one model: per
     residual (route-A error handlings, separable-subcubic's two), the random residuals'
     values (grey dots) and the real one (red diamond): the residual's statistic relative to
-    the random draws' mean (left; 1 = like random noise) and the certified bound (right)."""
+    the random draws' mean (left; 1 = like random noise) and the bound the proof would reach
+    (right; float64 counterfactuals, not proofs)."""
     fig = Figure(figsize=(13, 5.4), layout="constrained")
     panels = (
         ("residual statistic / mean over random residuals", "real_error", "random_errors",
          "error_z"),
-        ("certified bound (route A: fresh gap search)", "real_bound", "random_bounds",
-         "bound_z"),
+        ("bound, float64 counterfactual: NOT a proof (route A: fresh gap search)",
+         "real_bound", "random_bounds", "bound_z"),
     )  # fmt: skip
     rng = np.random.default_rng(0)
     for ax, (ylabel, real, randoms, z) in zip(fig.subplots(1, 2), panels, strict=True):

@@ -256,7 +256,11 @@ def mode_sentence(df: pd.DataFrame) -> str:
     """One sentence on what the report's numbers are."""
     n = int(df["rigorous"].sum())
     if n == len(df):
-        return "Every number in this report is a proof (rigorous verification)."
+        return (
+            "Every certified bound of the sweep in this report is a proof (rigorous "
+            "verification); the noise experiment's counterfactual bounds and sampled "
+            "accuracy estimates are not, and say so where they appear."
+        )
     if n == 0:
         return "Verified in plain float64: the numbers in this report are NOT proofs."
     return f"Mixed: {n} of {len(df)} results are rigorous proofs, the rest float64 (not proofs)."

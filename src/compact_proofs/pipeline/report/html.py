@@ -87,7 +87,7 @@ def noise_section(results: Sequence[NoiseResult], seed: int, draws: int) -> Sect
         "beyond rank one (first rows), and for separable-subcubic EQKE beyond rank one and "
         "EVOU outside each row's top entries — replaced by Gaussian matrices with its entry "
         f"mean and standard deviation ({draws} draws), the statistic it costs the proof and "
-        "the certified bound recomputed; z = (real − mean random) / sd random. z &gt; 0 for "
+        "the bound recomputed; z = (real − mean random) / sd random. z &gt; 0 for "
         "the statistic: the real residual costs more than structureless noise would. "
         + noise.BOUNDS_NOTE
         + "</p>"

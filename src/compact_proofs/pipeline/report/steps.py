@@ -257,7 +257,8 @@ def add_noise_experiment(run: ReportRun, draws: int) -> None:
         SEED_FORMATS,
         f"Structureless-noise experiment, seed {seed}",
         "The statistic each residual costs the proof (relative to the random draws' mean) "
-        "and the certified bound, for the real residual (red) and for random residuals with "
+        "and the bound the proof would reach (float64 counterfactuals, not proofs), for the "
+        "real residual (red) and for random residuals with "
         "the same entry statistics (grey): per route-A error handling (EQKE residual beyond "
         "rank 1, its error bound) and for separable-subcubic's two relaxations; z-scores "
         "annotated.",
