@@ -193,6 +193,21 @@ def underflow_model(
     return model
 
 
+def ideal_models(max_v: int, max_k: int) -> st.SearchStrategy[AttnOnlyTransformer]:
+    """`ideal_model`s with perturbations (hypothesis): v in 2..max_v, k in 1..max_k, any
+    attention sharpness, value strength, noise and positional scale."""
+    return st.builds(
+        ideal_model,
+        v=st.integers(2, max_v),
+        k=st.integers(1, max_k),
+        beta=st.floats(0.05, 20.0),
+        alpha=st.floats(0.5, 10.0),
+        noise=st.floats(0.0, 0.5),
+        seed=st.integers(0, 10**6),
+        pos_scale=st.sampled_from([0.0, 0.5, 5.0]),
+    )
+
+
 UNDERFLOW_MODELS = st.builds(
     underflow_model,
     v=st.integers(2, 4),

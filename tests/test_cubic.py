@@ -23,6 +23,7 @@ from conftest import FIXTURES
 from models import (
     adversarial_models,
     ideal_model,
+    ideal_models,
     large_bias_model,
     paper_size_worst_cases,
     random_model,
@@ -92,18 +93,10 @@ def test_sound_on_random_models(v, k, d, seed, scale, biases):
 
 
 @settings(max_examples=60, deadline=None)
-@given(
-    v=st.integers(2, 7),
-    k=st.integers(1, 4),
-    seed=st.integers(0, 10**6),
-    beta=st.floats(0.05, 20.0),
-    alpha=st.floats(0.5, 10.0),
-    noise=st.floats(0.0, 0.5),
-    pos_scale=st.sampled_from([0.0, 0.5, 5.0]),
-)
-def test_sound_on_good_and_nearly_good_models(v, k, seed, beta, alpha, noise, pos_scale):
+@given(model=ideal_models(7, 4))
+def test_sound_on_good_and_nearly_good_models(model):
     """Hand-built solvers with perturbations: the proof certifies much, so soundness bites."""
-    assert_sound(ideal_model(v, k, beta, alpha, noise, seed, pos_scale))
+    assert_sound(model)
 
 
 def test_sound_and_useful_on_an_ideal_model():

@@ -26,6 +26,7 @@ from models import (
     UNDERFLOW_MODELS,
     adversarial_models,
     ideal_model,
+    ideal_models,
     random_model,
     trained_model,
     underflow_model,
@@ -130,18 +131,10 @@ def test_sound_on_random_models(strategy, v, k, d, seed, scale, biases):
 
 @pytest.mark.parametrize("strategy", BOTH, ids=lambda s: s.id)
 @settings(max_examples=40, deadline=None)
-@given(
-    v=st.integers(2, 7),
-    k=st.integers(1, 5),
-    seed=st.integers(0, 10**6),
-    beta=st.floats(0.05, 20.0),
-    alpha=st.floats(0.5, 10.0),
-    noise=st.floats(0.0, 0.5),
-    pos_scale=st.sampled_from([0.0, 0.5, 5.0]),
-)
-def test_sound_on_good_and_nearly_good_models(strategy, v, k, seed, beta, alpha, noise, pos_scale):
+@given(model=ideal_models(7, 5))
+def test_sound_on_good_and_nearly_good_models(strategy, model):
     """Hand-built solvers with perturbations: the proofs certify much, so soundness bites."""
-    assert_sound(ideal_model(v, k, beta, alpha, noise, seed, pos_scale), strategy)
+    assert_sound(model, strategy)
 
 
 @pytest.mark.parametrize("strategy", BOTH, ids=lambda s: s.id)
