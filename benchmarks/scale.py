@@ -25,6 +25,7 @@ from matplotlib.figure import Figure
 from compact_proofs.allocator import retain_freed_memory
 from compact_proofs.model.file_format import bundled_model_path, load_model
 from compact_proofs.model.transformer import ModelConfig, build_model
+from compact_proofs.pipeline.report.figures import loglog_slope
 from compact_proofs.proofs.exhaustive import exact_accuracy
 from compact_proofs.proofs.registry import get_strategy
 from compact_proofs.proofs.runner import prove
@@ -37,15 +38,6 @@ def seconds(fn) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
-
-
-def log_log_slope(xs: list[int], ys: list[float]) -> float:
-    """Least-squares slope of log y against log x (nan with fewer than two positive points)."""
-    pts = [(math.log(x), math.log(y)) for x, y in zip(xs, ys, strict=True) if y > 0]
-    if len(pts) < 2:
-        return math.nan
-    mx, my = sum(p[0] for p in pts) / len(pts), sum(p[1] for p in pts) / len(pts)
-    return sum((a - mx) * (b - my) for a, b in pts) / sum((a - mx) ** 2 for a, _ in pts)
 
 
 def main() -> None:
@@ -78,7 +70,7 @@ def main() -> None:
             else "-"
         )
         print(f"| {v} | {bf:.3g} | {cu:.3g} | {sc:.3g} | {searches[i]:.3g} | {slope} |")
-    print(f"search log-log slope (least squares): {log_log_slope(args.vocab, searches):.2f}")
+    print(f"search log-log slope (least squares): {loglog_slope(args.vocab, searches):.2f}")
 
     fig = Figure(figsize=(7, 5))
     ax = fig.add_subplot()
