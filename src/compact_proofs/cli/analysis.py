@@ -11,7 +11,7 @@ from compact_proofs.errors import CompactProofsError
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "noise", help="structureless-noise experiment: real EQKE residual vs random ones"
+        "noise", help="structureless-noise experiment: real unexplained residuals vs random ones"
     )
     p.add_argument("model", help="model file (.safetensors)")
     p.add_argument("--draws", type=common.positive_int, default=20, help="random residuals (20)")
