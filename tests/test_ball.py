@@ -13,7 +13,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from compact_proofs.model.transformer import ModelConfig
@@ -72,7 +72,9 @@ def ball_of(xs: list[float], rad: float) -> Ball:
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(finite, min_size=2, max_size=2), radius, radius, st.floats(-1, 1), st.floats(-1, 1))
+@example(xs=[1.774768324577809e-170, 7.727449723383332e-286], ra=0.0, rb=1e-300, s=0.0, t=1.0)
 def test_field_operations_enclose_every_member(xs, ra, rb, s, t):
+    """(The example: a.mag r_b underflows in floats, then / beta^2 ~ 1e-571 magnifies it.)"""
     a, b = ball_of(xs[:1], ra), ball_of(xs[1:], rb)
     x, y = members(a, [s])[0], members(b, [t])[0]
     assert encloses(a + b, [x + y])

@@ -18,7 +18,9 @@ float operations from the rounding model of docs/soundness.md (unit roundoff U =
 quotients; sums and matrix products of n terms within gamma_n sum |terms| in any order; exp,
 log and sigmoid within LIBM_REL relative plus TINY absolute). Those Python computations are on
 non-negative numbers and are inflated by `rounding.up` (a relative 2^-40, far more than the
-few roundings of each rule), so they are upper bounds of the exact expressions. Overflow is
+few roundings of each rule, plus an absolute 2^-1060 for those whose results underflow), so
+they are upper bounds of the exact expressions; the one product a rule magnifies afterwards
+(`_divide`'s a.mag r_b / beta^2) is computed in exact rationals. Overflow is
 excluded by the magnitude bounds: an operation whose result bound could reach MAG_LIMIT gets
 `rad = inf`. Reductions that the rules need (the largest argument of exp, the smallest divisor)
 are measured on `mid` itself, so nothing about the values is assumed.
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from fractions import Fraction
 
 import torch
 from torch import Tensor
@@ -364,8 +367,25 @@ def _divide(a: Ball | _Scalar, b: Ball | _Scalar) -> Ball:
     if not beta > 0:
         return Ball(mid, INF, INF, True)
     mag = _up(a.mag / b_min)
-    err = a.rad / beta + a.mag * b.rad / beta / beta + U * mag + SUBNORMAL_ULP
+    # a.mag r_b / beta^2 in exact rationals: a float product could underflow (to 0, say)
+    # before the division by beta^2 magnified what it lost (only inf, not modelled, is
+    # left to floats: it gives no information)
+    second = (
+        _to_float(Fraction(a.mag) * Fraction(b.rad) / (Fraction(beta) * Fraction(beta)))
+        if math.isfinite(a.mag) and math.isfinite(b.rad)
+        else INF
+    )
+    err = a.rad / beta + second + U * mag + SUBNORMAL_ULP
     return Ball(mid, _up(err), mag, a.inf or b.inf)
+
+
+def _to_float(x: Fraction) -> float:
+    """The nearest float to x >= 0 (inf beyond the float range); `up` then covers the
+    rounding."""
+    try:
+        return float(x)
+    except OverflowError:
+        return INF
 
 
 def _sum_rule(mid: Tensor, a: Ball | _Scalar, b: Ball | _Scalar) -> Ball:

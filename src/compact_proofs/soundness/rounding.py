@@ -42,13 +42,17 @@ def round_up(x: Tensor) -> Tensor:
 
 
 UP = 1.0 + 2.0**-40  # inflation of a bound computed with a few rounded Python float operations
+UNDERFLOW_PAD = 2.0**-1060  # absolute slack of such a bound: 2^15 subnormal half-spacings
 
 
 def up(x: float) -> float:
     """An upper bound of a non-negative quantity x computed with a few rounded float
-    operations (each off by at most 2^-53 relative): x inflated by 2^-40. NaN (from inf * 0)
+    operations: x inflated by 2^-40 (each operation errs by at most 2^-53 relative when its
+    result is normal) plus UNDERFLOW_PAD (one whose result underflows errs by up to 2^-1075
+    absolutely; the pad covers up to 2^15 of those, as long as no such result was multiplied
+    by a large factor or divided by a small one before reaching here). NaN (from inf * 0)
     becomes inf: no information."""
-    y = x * UP
+    y = x * UP + UNDERFLOW_PAD
     return y if y == y else INF
 
 
