@@ -21,6 +21,7 @@ from compact_proofs.proofs import separable
 from compact_proofs.proofs.exhaustive import all_sequences
 from compact_proofs.proofs.paths import PathMatrices, path_matrices
 from compact_proofs.proofs.registry import get_strategy
+from compact_proofs.proofs.subcubic import decompose
 from compact_proofs.proofs.subcubic.decompose import sigma1_upper_bound
 from compact_proofs.soundness import ball, interval
 from compact_proofs.soundness.arithmetic import Arithmetic
@@ -34,6 +35,8 @@ decimal.getcontext().prec = 80
 finite = st.floats(min_value=-1e30, max_value=1e30, allow_nan=False, allow_infinity=False)
 moderate = st.floats(min_value=-700, max_value=700, allow_nan=False, allow_infinity=False)
 radius = st.sampled_from([0.0, 1e-300, 1e-12, 1e-3, 0.5])
+huge = st.floats(min_value=-1e300, max_value=1e300, allow_nan=False)  # subnormals included
+unit = st.floats(min_value=-1.0, max_value=1.0, allow_nan=False)
 
 
 def t64(xs: list[float]) -> torch.Tensor:
@@ -119,6 +122,31 @@ def test_elementary_functions_enclose_exact_results(v, r, s):
         assert encloses(root, [dec(x).sqrt()])
 
 
+@settings(max_examples=300, deadline=None)
+@given(
+    st.floats(-1500, 700),
+    st.sampled_from([0.0, 1e-300, 1e-3, 1.0, 60.0, 300.0, 699.0]),
+    st.floats(-1, 1),
+)
+@example(v=-750.0, r=700.0, s=1.0)
+def test_exp_encloses_members_far_from_an_underflowing_midpoint(v, r, s):
+    """(The example: exp(-750) underflows to 0, a member's exp is e^-50: the absolute error
+    of the underflowed exp is magnified by expm1(r) like the value itself.)"""
+    b = ball_of([v], r)
+    assert encloses(b.exp(), [dexp(members(b, [s])[0])])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(huge, unit), min_size=1, max_size=4), radius)
+def test_matmul_encloses_products_of_huge_and_subnormal_entries(pairs, r):
+    a = t64([[x for x, _ in pairs]])
+    b = t64([[y] for _, y in pairs])
+    exact = sum(Fraction(x) * Fraction(y) for x, y in pairs)
+    wide_b = Ball(b, r, float(b.abs().max()), False)  # b is a member
+    assert encloses(Ball.point(a) @ wide_b, [exact])
+    assert encloses(wide_b.T @ Ball.point(a.T), [exact])
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.lists(moderate, min_size=1, max_size=6), st.sampled_from([0.0, 1e-9, 0.3]))
 def test_logsumexp_and_softmax_enclose_exact_results(xs, r):
@@ -182,6 +210,33 @@ def test_certified_sigma1_bound_is_above_sigma1(seed, scale):
     assert upper >= sigma * (1 - 1e-12)
     assert upper <= sigma * 4 ** (1 / 512) * (1 + 1e-6)  # d^(1/(2p)) overestimate
     assert float(bound.mid) <= upper
+
+
+@pytest.mark.parametrize("scale", [0.0, 1e-320, 1e-300, 1e-170, 1e-160, 1.0, 1e160, 1e300])
+def test_frobenius_upper_bound_holds_at_every_scale(scale):
+    """torch's unscaled norm underflows below ~1e-154 (and overflows above ~1e154): the
+    bound must not follow it."""
+    gen = torch.Generator().manual_seed(1)
+    M = torch.randn(5, 7, generator=gen, dtype=torch.float64) * scale
+    squares = sum(Fraction(x) ** 2 for x in M.flatten().tolist())
+    bound = decompose._frobenius_up(M)
+    assert math.isfinite(bound)
+    assert Fraction(bound) ** 2 >= squares
+    assert bound <= float(dec(squares).sqrt()) * (1 + 1e-9) + 2.0**-999  # and tight
+
+
+@pytest.mark.parametrize("scale", [1e-320, 1e-200, 1e-165, 1e-160, 1e150])
+@pytest.mark.parametrize("rad", [0.0, 1e-3])
+def test_certified_sigma1_bound_holds_at_extreme_scales(scale, rad):
+    gen = torch.Generator().manual_seed(2)
+    X = torch.randn(9, 4, generator=gen, dtype=torch.float64) * scale
+    Y = torch.randn(4, 7, generator=gen, dtype=torch.float64)
+    grown = X * 2.0**600 * 2.0**400 if scale < 1e-100 else X  # exact (powers of two)
+    sigma = float(np.linalg.svd((grown @ Y).numpy(), compute_uv=False)[0])
+    if grown is not X:
+        sigma = sigma * 2.0**-600 * 2.0**-400
+    ball_x = Ball(X, rad * scale, float(X.abs().max()), False)  # X is a member
+    assert float(interval.upper(sigma1_upper_bound(ball_x, Ball.point(Y)))) >= sigma * (1 - 1e-12)
 
 
 # -- decisions under real uncertainty -----------------------------------------------------

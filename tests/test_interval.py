@@ -8,7 +8,7 @@ from fractions import Fraction
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from compact_proofs.soundness import interval as iv
@@ -114,6 +114,30 @@ def test_matmul_encloses_sums_with_catastrophic_cancellation(xs):
     ones = torch.ones(len(xs), dtype=torch.float64)
     assert inside(sum(Fraction(x) for x in xs), matmul(a, ones))
     assert inside(sum(Fraction(x) for x in xs), Interval.point(a).sum(0))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.floats(min_value=-1e300, max_value=1e300, allow_nan=False),
+            st.floats(min_value=-1.0, max_value=1.0, allow_nan=False),
+        ),
+        min_size=1,
+        max_size=4,
+    ),
+    st.booleans(),
+)
+@example(pairs=[(1e300, 3e-320), (1e300, -(3e-320 + 5e-324))], wide=False)
+def test_matmul_encloses_products_of_huge_and_subnormal_entries(pairs, wide):
+    """(The example: the products cancel to ~5e-24, each rounded by ~3e-36, while gamma_n |b|
+    underflows to 0 before |a| = 1e300 multiplies it.)"""
+    a = torch.tensor([[x for x, _ in pairs]], dtype=torch.float64)
+    b = torch.tensor([[y] for _, y in pairs], dtype=torch.float64)
+    exact = sum(Fraction(x) * Fraction(y) for x, y in pairs)
+    B = Interval(b, b + b.abs() * 2.0**-30) if wide else Interval.point(b)  # b is a member
+    assert inside(exact, matmul(a, B)[0, 0])
+    assert inside(exact, matmul(B.T, a.T)[0, 0])
 
 
 def test_logsumexp_and_sigmoid_enclose():

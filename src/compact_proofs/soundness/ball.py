@@ -230,16 +230,19 @@ class Ball:
         return self.sum(dim) / float(self.shape[dim])
 
     def exp(self) -> Ball:
-        """|fl(e^a) - e^x| <= e^H (LIBM_REL + expm1(r)) + TINY, H the largest finite mid."""
+        """|fl(e^a) - e^x| <= E (LIBM_REL + expm1(r)) + TINY, E >= e^H, H the largest finite
+        mid. E = exp(H) (1 + LIBM_REL) + TINY: where exp(H) underflows, its absolute error
+        (TINY) is multiplied by expm1(r) too (up to e^700), and so is expm1's own."""
         mid = self.mid.exp()
         if self.mid.numel() == 0:
             return Ball(mid, self.rad, 0.0, False)
         top, pos_inf = _finite_max(self.mid, self.inf)
         if not (top <= EXP_LIMIT and self.rad <= EXP_LIMIT):  # expm1(rad) would overflow
             return Ball(mid, INF, INF, True)
-        e_top = math.exp(top) * (1 + LIBM_REL)
-        err = e_top * (LIBM_REL + math.expm1(self.rad) * (1 + LIBM_REL)) + TINY
-        return Ball(mid, _up(err), _up(e_top + TINY), pos_inf)  # exp(-inf) = 0 is finite
+        e_top = math.exp(top) * (1 + LIBM_REL) + TINY
+        growth = math.expm1(self.rad) * (1 + LIBM_REL) + TINY
+        err = e_top * (LIBM_REL + growth) + TINY
+        return Ball(mid, _up(err), _up(e_top), pos_inf)  # exp(-inf) = 0 is finite
 
     def log(self) -> Ball:
         """|fl(log a) - log x| <= r / lambda + LIBM_REL L + TINY, lambda = min a - r > 0,

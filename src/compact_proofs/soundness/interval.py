@@ -204,7 +204,8 @@ class Interval:
         return self.sum(dim) / float(self.shape[dim])
 
     def mid_rad(self) -> tuple[Tensor, Tensor]:
-        """(m, r) with [lo, hi] inside [m - r, m + r]."""
+        """(m, r) with [lo, hi] inside [m - r, m + r]; unless exact (r = 0), r exceeds the
+        least such radius by at least 2^-1074 (`matmul` relies on that slack)."""
         if self.exact:
             return self.lo, torch.zeros_like(self.lo)
         m = 0.5 * self.lo + 0.5 * self.hi
@@ -262,11 +263,16 @@ def matmul(a: Num, b: Num) -> Interval:
 
     With a = am +- ar, b = bm +- br: |ab - fl(am bm)| <= gamma_n |am||bm| + |am| br
     + ar (|bm| + br), n the inner dimension; the radius is computed in float64 and widened by
-    4 (n + 2) U (its own rounding) plus n 2^-1074 (underflow).
+    4 (n + 2) U (its own rounding) plus n 2^-1074 (underflow). Where g |bm| underflows it
+    loses up to 2^-1075, which a large |am| would magnify; br covers that loss: `mid_rad`'s
+    radius exceeds the true one by at least 2^-1074 (two upward roundings), and a point's is
+    taken as 2^-1074 (a free fill, not an operation).
     """
     A, B = lift(a), lift(b)
     am, ar = A.mid_rad()
     bm, br = B.mid_rad()
+    if B.is_point:
+        br = torch.full_like(bm, SUBNORMAL_ULP)
     n = am.shape[-1]
     g = 1.01 * gamma(n)
     center = am @ bm

@@ -193,10 +193,11 @@ def _sigma1_ball(X: Ball, Y: Ball, squarings: int) -> Ball:
     sequence M_0 = N / s_0, M_(i+1) = M_i^2 / s_(i+1), with the floats s_i taken as exact
     reals, has N^p = S M_K (log S = sum of 2^(K-i) log s_i), so lambda_max(N)^p <= S
     trace(M_K). The computed M~_i are tracked by e_i >= ||M~_i - M_i||_F:
-        e_(i+1) <= (gamma_d F_i^2 + e_i (2 F_i + e_i)) / s_(i+1) + U F~_(i+1) + d^2 2^-1074
+        e_(i+1) <= (gamma_d F_i^2 + e_i (2 F_i + e_i) + u) / s_(i+1) + U F~_(i+1) + u
     (F_i >= ||M~_i||_F; |fl(AB) - AB| <= gamma_d |A||B| entrywise and || |A||B| ||_F <=
-    ||A||_F ||B||_F; the division rounds each entry), and |trace(M_K) - trace(M~_K)| <=
-    sqrt(d) e_K. Every scalar step is rounded upward.
+    ||A||_F ||B||_F; the division rounds each entry; u = d^2 2^-1074 covers the products
+    and quotients that underflow, each losing <= 2^-1075), and |trace(M_K) - trace(M~_K)|
+    <= sqrt(d) e_K. Every scalar step is rounded upward.
     """
     M, err = _gram_product(X, Y)
     d = M.shape[0]
@@ -214,7 +215,7 @@ def _sigma1_ball(X: Ball, Y: Ball, squarings: int) -> Ball:
         s = float(torch.linalg.vector_norm(square))
         if not 0 < s < math.inf:  # nilpotent up to rounding, or overflow: the Frobenius bound
             return iv.frobenius(X) * iv.frobenius(Y)
-        grown = gamma(d) * norm * norm + err * (2 * norm + err)
+        grown = gamma(d) * norm * norm + err * (2 * norm + err) + d * d * SUBNORMAL_ULP
         M = square / s
         new_norm = _frobenius_up(M)
         err = _up_add(grown / s * UP, U * new_norm + d * d * SUBNORMAL_ULP)
@@ -245,7 +246,8 @@ def _gram_product(X: Ball, Y: Ball) -> tuple[Tensor, float]:
         """Z [n, d] -> Z^T Z, its error bound and a bound on its Frobenius norm."""
         F, e = _frobenius_up(Z), math.sqrt(Z.numel()) * rad * UP
         G = Z.T @ Z
-        err = gamma(n) * F * F + e * (2 * F + e) + G.numel() * SUBNORMAL_ULP
+        # underflowing products: <= n 2^-1075 per entry, d n 2^-1075 in Frobenius norm
+        err = gamma(n) * F * F + e * (2 * F + e) + G.shape[0] * n * SUBNORMAL_ULP
         return G, _up(err), _frobenius_up(G)
 
     P, e_P, F_P = gram(X.mid, X.rad, X.shape[0])
@@ -267,9 +269,34 @@ def _log_up(x: float) -> float:
 
 
 def _frobenius_up(M: Tensor) -> float:
-    """A float >= ||M||_F: the computed norm has relative error <= (n + 2) U, n entries."""
+    """A float >= ||M||_F. torch sums the squares unscaled: a computed norm in [2^-400, inf)
+    has relative error <= (n + 2) U (n entries; the at most n 2^-1075 lost by underflowing
+    squares is relatively far below U there); otherwise squares may have underflowed or
+    overflowed, and M is first scaled exactly by a power of two near its largest entry."""
     n = M.numel()
-    return float(torch.linalg.vector_norm(M)) * (1 + (n + 3) * U) * UP + TINY
+    norm = float(torch.linalg.vector_norm(M))
+    if not NORM_FLOOR <= norm < math.inf:
+        norm = _scaled_frobenius(M)
+    return norm * (1 + (n + 3) * U) * UP + TINY
+
+
+NORM_FLOOR = 2.0**-400
+
+
+def _scaled_frobenius(M: Tensor) -> float:
+    """||M||_F within (n + 2) U relative plus 2^-1075 absolute: the norm of M 2^-e, whose
+    largest entry is in [1/2, 1) (scaling by 2^-e is exact but for entries that underflow,
+    each losing <= 2^-1075, relatively negligible against a norm >= 1/2), times 2^e."""
+    top = float(torch.linalg.vector_norm(M, ord=math.inf))
+    if top == 0.0 or not math.isfinite(top):  # 0 exactly, or no information (inf, NaN)
+        return top if top == 0.0 else math.inf
+    e = math.frexp(top)[1]
+    half = -e // 2
+    scaled = M * 2.0**half * 2.0 ** (-e - half)  # two steps: 2^-e itself may overflow
+    try:
+        return math.ldexp(float(torch.linalg.vector_norm(scaled)), e)
+    except OverflowError:
+        return math.inf
 
 
 def _peel(z: Tensor, M: Num) -> tuple[Num, Num, Num]:
