@@ -28,6 +28,7 @@ with large load-bearing biases (every strategy, the sub-cubic ones included, fol
 on these the proofs certify much of a biased model), several heads, near-ideal solvers,
 near-tie logits (nearly or exactly equal unembedding columns), near-uniform attention,
 position-dominated attention, weight tensors rescaled by 1e+-3 or 1e+-6 relative to each other,
+function-preserving power-of-two rescalings across float32's whole range (extreme scales),
 duplicated tokens, briefly trained models (almost but not quite correct), other initialisations
 (uniform, kaiming, orthogonal, sparse, heavy-tailed, small integers, coarsely quantised),
 float64-cancellation models (huge residual/score components that cancel exactly in real
@@ -239,6 +240,22 @@ def fam_scales(rng: random.Random) -> Case:
     return Case("weight scales 1e+-3/1e+-6", "", model, {**p, "factors": factors})
 
 
+def fam_extreme_scales(rng: random.Random) -> Case:
+    """Power-of-two rescalings across the float32 range that leave the prediction unchanged
+    in exact arithmetic: W_E, W_pos by 2^e with W_Q, W_K by 2^-e (scores unchanged), W_V by
+    2^b with W_O by 2^-b, W_U by 2^c (every logit scaled alike). Entries leaving float32's
+    normal range become subnormal or overflow-free extremes, so the model may change a little;
+    path matrices and their products then reach magnitudes near float64's limits."""
+    model, p = _ideal(rng)
+    e, b, c = rng.randint(-120, 100), rng.randint(-120, 100), rng.randint(-149, 100)
+    factors = {"W_E": e, "W_pos": e, "W_Q": -e, "W_K": -e, "W_V": b, "W_O": -b, "W_U": c}
+    with torch.no_grad():
+        for n, x in factors.items():
+            t = getattr(model, n)
+            t.copy_((t.double() * 2.0**x).float())  # in float64: 2^x itself is a float32
+    return Case("extreme scales", "", model, {"base": "ideal", **p, "log2_factors": factors})
+
+
 def fam_duplicated_tokens(rng: random.Random) -> Case:
     model, p = _base(rng)
     v = model.cfg.d_vocab
@@ -357,6 +374,7 @@ FAMILIES: dict[str, Callable[[random.Random], Case]] = {
     "near-uniform attention": fam_near_uniform_attention,
     "position-dominated attention": fam_position_dominated,
     "weight scales": fam_scales,
+    "extreme scales": fam_extreme_scales,
     "duplicated tokens": fam_duplicated_tokens,
     "trained": fam_trained,
     "other initialisations": fam_other_init,
