@@ -91,6 +91,22 @@ def test_field_operations_enclose_every_member(xs, ra, rb, s, t):
         assert quotient.rad == math.inf
 
 
+@settings(max_examples=300, deadline=None)
+@given(finite, finite, radius, st.floats(-1, 1))
+@example(a=0.625, b=66354571862173.0, r=0.0, s=0.0)
+def test_operations_with_a_number_enclose_every_member(a, b, r, s):
+    """(The example: torch computes number / tensor as reciprocal(tensor) * number, rounding
+    twice, where the rule assumes one IEEE division.)"""
+    x, y = members(ball_of([a], r), [s])[0], Fraction(b)
+    assert encloses(ball_of([a], r) + b, [x + y])
+    assert encloses(b - ball_of([a], r), [y - x])
+    assert encloses(ball_of([a], r) * b, [x * y])
+    if y != 0:
+        assert encloses(ball_of([a], r) / b, [x / y])
+    if x != 0:
+        assert encloses(b / ball_of([a], r), [y / x])
+
+
 @settings(max_examples=100, deadline=None)
 @given(st.integers(1, 6), st.integers(1, 6), st.integers(1, 6), radius, st.integers(0, 10**6))
 def test_matmul_and_sums_enclose_exact_results(n, k, m, r, seed):
@@ -134,6 +150,22 @@ def test_exp_encloses_members_far_from_an_underflowing_midpoint(v, r, s):
     of the underflowed exp is magnified by expm1(r) like the value itself.)"""
     b = ball_of([v], r)
     assert encloses(b.exp(), [dexp(members(b, [s])[0])])
+
+
+@pytest.mark.parametrize("top", [2.0**-1000, 1.0, 2.0**52, 2.0**900])
+def test_sqrt_encloses_the_vectorised_results(top):
+    """torch's float64 sqrt on a vector can be one ulp off the correctly rounded root
+    (sqrt(4539170895717033) on x86): the radius must cover that, not half an ulp."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(4096, generator=g, dtype=torch.float64) * top
+    x[0] = 4539170895717033.0 * top / 2.0**52
+    root = Ball.point(x).sqrt()
+    for m, v in zip(root.mid.tolist(), x.tolist(), strict=True):
+        lo, hi = (
+            max(Fraction(m) - Fraction(root.rad), Fraction(0)),
+            Fraction(m) + Fraction(root.rad),
+        )
+        assert lo**2 <= Fraction(v) <= hi**2
 
 
 @settings(max_examples=300, deadline=None)
@@ -185,6 +217,10 @@ def test_overflow_gives_no_information():
     assert Ball(t64([800.0]), 0.0, 800.0, False).exp().rad == math.inf
     # a huge radius on small midpoints (found with W_E x 1e30): no information, no crash
     assert Ball(t64([-1.0, 0.0]), 1e30, 1.0, False).exp().rad == math.inf
+    # scores within 355 (2 r above exp's range: expm1(2 r) raised a math range error)
+    wide = Ball(t64([0.0, 1.0]), 355.0, 1.0, False)
+    assert wide.softmax(0).rad == math.inf
+    assert all(w.rad == math.inf for w in ball.softmax([wide[:1], wide[1:]]))
     assert interval.certainly_negative(Ball(t64([-1.0]), math.inf, 1.0, False)).item() is False
 
 

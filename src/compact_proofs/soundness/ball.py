@@ -45,6 +45,7 @@ from compact_proofs.soundness.rounding import (
     TINY,
     UP,
     U,
+    divide,
     gamma,
     round_down,
     round_up,
@@ -293,7 +294,8 @@ class Ball:
 
     def sqrt(self) -> Ball:
         """|sqrt(a) - sqrt(x)| <= min(sqrt(r), r / sqrt(lambda)) for lambda = min a - r > 0;
-        IEEE sqrt is correctly rounded."""
+        torch's float64 sqrt is not correctly rounded (vectorised, up to one ulp off): like
+        exp and log it is taken within LIBM_REL relative plus TINY."""
         mid = self.mid.clamp(min=0.0).sqrt()
         bound = math.sqrt(self.rad)
         if self.rad > 0 and self.mid.numel() > 0:
@@ -301,7 +303,7 @@ class Ball:
             if lam > 0:
                 bound = min(bound, self.rad / math.sqrt(lam))
         mag = _up(math.sqrt(self.mag))
-        return Ball(mid, _up(bound + U * mag), mag, self.inf)
+        return Ball(mid, _up(bound + LIBM_REL * mag + TINY), mag, self.inf)
 
     # -- ends -----------------------------------------------------------------------------
 
@@ -357,9 +359,7 @@ def _operand(x: BallLike) -> Ball | _Scalar:
 
 
 def _divide(a: Ball | _Scalar, b: Ball | _Scalar) -> Ball:
-    mid = a.mid / b.mid
-    if not isinstance(mid, Tensor):  # both scalars: not produced by the proofs
-        mid = torch.tensor(mid, dtype=torch.float64)
+    mid = divide(a.mid, b.mid)
     if isinstance(b, _Scalar):
         b_min = abs(b.mid)
     else:
@@ -471,7 +471,7 @@ def softmax(scores: Sequence[BallLike]) -> list[Ball]:
 
 def _softmax_rad(r: float, n: int) -> float:
     """Radius of n softmax weights from scores within r of exact (`softmax`)."""
-    if not r < EXP_LIMIT:
+    if not 2 * r <= EXP_LIMIT:  # expm1(2 r) would overflow (a math range error)
         return INF
     rounding = 2 * LIBM_REL + gamma(n) + (n + 2) * (0.4 * U + TINY) + U
     return _up(math.expm1(2 * r) * (1 + LIBM_REL) + 2 * rounding)

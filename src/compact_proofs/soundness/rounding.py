@@ -1,11 +1,12 @@
 """The floating-point rounding model shared by the rigorous arithmetics (docs/soundness.md).
 
-IEEE-754 binary64, round to nearest: +, -, *, /, sqrt are correctly rounded (relative error
-<= U, plus an absolute 2^-1074 where a product or quotient underflows); sums and dot products
-of n terms are within gamma_n * sum |terms| in any order (Higham, Accuracy and Stability of
-Numerical Algorithms, §3.1, §3.5); exp, log and sigmoid, the only functions that are not
-correctly rounded, are assumed within LIBM_REL relative plus TINY absolute (the libraries
-document a few ulps; tests/test_interval.py checks them against exact references).
+IEEE-754 binary64, round to nearest: +, -, *, / are correctly rounded (relative error <= U,
+plus an absolute 2^-1074 where a product or quotient underflows; `divide` makes sure torch
+really divides); sums and dot products of n terms are within gamma_n * sum |terms| in any
+order (Higham, Accuracy and Stability of Numerical Algorithms, §3.1, §3.5); torch's sqrt is
+within one ulp (faithful, not correctly rounded: vectorised); exp, log and sigmoid are
+assumed within LIBM_REL relative plus TINY absolute (the libraries document a few ulps;
+tests/test_interval.py checks them against exact references).
 """
 
 from __future__ import annotations
@@ -39,6 +40,19 @@ def round_down(x: Tensor) -> Tensor:
 def round_up(x: Tensor) -> Tensor:
     """The next float above x."""
     return torch.nextafter(x, _limit(x, INF))
+
+
+def divide(a: Tensor | float, b: Tensor | float) -> Tensor:
+    """a / b by IEEE division (correctly rounded), as the rounding model assumes. torch
+    computes float / tensor as reciprocal(tensor) * float, and CUDA divides a tensor by a CPU
+    scalar as a * (1 / b): both round twice. So a Python number becomes a tensor, and a
+    one-element divisor on another device is re-created on the dividend's (free fills)."""
+    if not isinstance(a, Tensor):
+        like = b if isinstance(b, Tensor) else torch.tensor(0.0, dtype=torch.float64)
+        a = torch.full((), a, dtype=like.dtype, device=like.device)
+    if not isinstance(b, Tensor) or (b.device != a.device and b.numel() == 1):
+        b = torch.full((), float(b), dtype=a.dtype, device=a.device)
+    return a / b
 
 
 UP = 1.0 + 2.0**-40  # inflation of a bound computed with a few rounded Python float operations
