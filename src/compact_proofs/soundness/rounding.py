@@ -45,14 +45,20 @@ def round_up(x: Tensor) -> Tensor:
 def divide(a: Tensor | float, b: Tensor | float) -> Tensor:
     """a / b by IEEE division (correctly rounded), as the rounding model assumes. torch
     computes float / tensor as reciprocal(tensor) * float, and CUDA divides a tensor by a CPU
-    scalar as a * (1 / b): both round twice. So a Python number becomes a tensor, and a
-    one-element divisor on another device is re-created on the dividend's (free fills)."""
-    if not isinstance(a, Tensor):
-        like = b if isinstance(b, Tensor) else torch.tensor(0.0, dtype=torch.float64)
-        a = torch.full((), a, dtype=like.dtype, device=like.device)
-    if not isinstance(b, Tensor) or (b.device != a.device and b.numel() == 1):
-        b = torch.full((), float(b), dtype=a.dtype, device=a.device)
-    return a / b
+    scalar as a * (1 / b): both round twice. So Python numbers and one-element tensors on
+    another device become tensors on the operands' device (an accelerator's if either is on
+    one): free fills, the same division operator."""
+    tensors = [x for x in (a, b) if isinstance(x, Tensor)]
+    like = next((x for x in tensors if x.device.type != "cpu"), None)
+    if like is None:
+        like = tensors[0] if tensors else torch.tensor(0.0, dtype=torch.float64)
+
+    def there(x: Tensor | float) -> Tensor:
+        if isinstance(x, Tensor) and (x.device == like.device or x.numel() != 1):
+            return x
+        return torch.full((), float(x), dtype=like.dtype, device=like.device)
+
+    return there(a) / there(b)
 
 
 UP = 1.0 + 2.0**-40  # inflation of a bound computed with a few rounded Python float operations
