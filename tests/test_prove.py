@@ -13,7 +13,7 @@ from compact_proofs.model.transformer import ModelConfig
 from compact_proofs.proofs.certificates import CertificateFile, load_certificates, save_certificates
 from compact_proofs.proofs.exhaustive import exact_accuracy
 from compact_proofs.proofs.registry import STRATEGIES, get_strategy, resolve_strategies
-from compact_proofs.proofs.runner import prove, verify_certificates
+from compact_proofs.proofs.runner import prove, prove_many, verify_certificates
 
 from models import ideal_model, random_model
 
@@ -65,6 +65,29 @@ def test_prove_all_skips_strategies_that_do_not_apply(tmp_path, capsys):
     assert "cubic skipped" in err and err.count("skipped") == len(STRATEGIES) - 1
     assert main(["prove", str(path), "--strategy", "cubic"]) == 1
     assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_proving_many_strategies_together_gives_each_ones_result():
+    """prove_many (sub-cubic searches grouped by (attention, error)) against prove one by
+    one: the same certificates and counts, bounds and FLOPs, each strategy once; a group's
+    search time is split evenly; a model outside the sub-cubic family gives each sub-cubic
+    strategy its own error."""
+    model = ideal_model(6, 3, beta=0.5, noise=0.05, seed=2)
+    chosen = resolve_strategies("cubic,subcubic,separable")
+    together = list(prove_many(model, chosen))
+    assert sorted(s.id for s, _ in together) == sorted(s.id for s in chosen)
+    for strategy, outcome in together:
+        result, cert = outcome
+        alone, alone_cert = prove(model, strategy)
+        assert cert.payload == alone_cert.payload, strategy.id
+        keys = ("correct_count", "total", "flops", "unexplained_dims", "arithmetic")
+        assert [getattr(result, k) for k in keys] == [getattr(alone, k) for k in keys]
+    first = [r.search_seconds for s, (r, _) in together if s.id.startswith("EUPU")][:5]
+    assert len(set(first)) == 1  # one group of five EU handlings, its time split evenly
+    two_heads = random_model(ModelConfig(d_vocab=4, n_ctx=3, d_model=6, d_head=3, n_heads=2), 5)
+    outcomes = dict((s.id, o) for s, o in prove_many(two_heads, resolve_strategies("subcubic")))
+    assert all(isinstance(o, UnsupportedModelError) for o in outcomes.values())
+    assert len(outcomes) == 100
 
 
 def test_exact_accuracy_refuses_astronomical_enumeration():

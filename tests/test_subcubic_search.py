@@ -16,9 +16,10 @@ from compact_proofs.proofs.subcubic.search import (
     _find_min_gaps_linear,
     find_directions,
     find_min_gaps,
+    find_min_gaps_many,
 )
 
-from models import adversarial_models, random_model
+from models import adversarial_models, ideal_model, random_model
 
 
 def _small_models():
@@ -69,6 +70,27 @@ def test_explicit_decomposition_and_infinite_tables():
         old = _find_min_gaps_linear(w, dirs, cfg, qk=qk)
         assert torch.equal(find_min_gaps(w, dirs, cfg, qk=qk), old), cfg.id
         assert torch.equal(find_min_gaps(w, dirs, cfg), _find_min_gaps_linear(w, dirs, cfg))
+
+
+@pytest.mark.parametrize("cache_cells", [0, 2**23])
+def test_searching_many_configurations_together_gives_each_ones_gaps(monkeypatch, cache_cells):
+    """find_min_gaps_many (chunks outer, configurations inner) against find_min_gaps one by
+    one, with chunks of two gaps (so a v = 12 model takes several) and a cache that holds
+    only the newest chunk or many: every configuration, in a shuffled order."""
+    from compact_proofs.proofs.subcubic import search
+
+    model = ideal_model(12, 4, beta=0.5, noise=0.05, seed=1)  # 35 distinct gap tables
+    w = weights64(model)
+    dirs = find_directions(w)
+    v, k = 12, 4
+    monkeypatch.setattr(search, "SEARCH_CELLS", 2 * v * v * k)
+    monkeypatch.setattr(search, "CACHE_CELLS", cache_cells)
+    configs = list(ALL_CONFIGS)
+    configs = configs[1::2] + configs[::2]
+    together = find_min_gaps_many(w, dirs, configs)
+    for cfg, gaps in zip(configs, together, strict=True):
+        assert torch.equal(gaps, find_min_gaps(w, dirs, cfg)), cfg.id
+    assert len({tuple(gaps.flatten().tolist()) for gaps in together}) > 10  # not all alike
 
 
 def test_caches_stay_bounded():

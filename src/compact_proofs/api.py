@@ -28,7 +28,12 @@ from compact_proofs.model.transformer import AttnOnlyTransformer, ModelConfig
 from compact_proofs.pipeline import results as results_store
 from compact_proofs.proofs import runner
 from compact_proofs.proofs.base import Strategy
-from compact_proofs.proofs.certificates import CertificateFile, load_certificates, save_certificates
+from compact_proofs.proofs.certificates import (
+    Certificate,
+    CertificateFile,
+    load_certificates,
+    save_certificates,
+)
 from compact_proofs.proofs.flops import log2
 from compact_proofs.proofs.registry import STRATEGIES, resolve_strategies
 from compact_proofs.proofs.runner import ProofResult
@@ -87,17 +92,21 @@ def prove(
     """
     m = as_model(model)
     chosen = _strategies(strategies)
-    results, certs = [], []
-    for strategy in tqdm(chosen, desc="proving", unit="strategy", disable=not progress):
-        try:
-            result, cert = runner.prove(m, strategy, rigorous=rigorous)
-        except UnsupportedModelError as exc:
+    done: dict[str, tuple[ProofResult, Certificate]] = {}
+    bar = tqdm(total=len(chosen), desc="proving", unit="strategy", disable=not progress)
+    for strategy, outcome in runner.prove_many(m, chosen, rigorous=rigorous):
+        bar.update()
+        if isinstance(outcome, UnsupportedModelError):
             if len(chosen) == 1:
-                raise
-            print(f"note: {strategy.id} skipped: {exc}", file=sys.stderr)
-            continue
-        results.append(result)
-        certs.append(cert)
+                raise outcome
+            print(f"note: {strategy.id} skipped: {outcome}", file=sys.stderr)
+        elif isinstance(outcome, Exception):
+            raise outcome
+        else:
+            done[strategy.id] = outcome
+    bar.close()
+    results = [done[s.id][0] for s in chosen if s.id in done]  # in the order asked for
+    certs = [done[s.id][1] for s in chosen if s.id in done]
     if not results:
         raise UnsupportedModelError("no requested strategy supports this model")
     return Proofs(results, CertificateFile(weights_digest(m), m.cfg, certs))

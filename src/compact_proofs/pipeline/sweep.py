@@ -45,7 +45,7 @@ from compact_proofs.pipeline.results import (
 )
 from compact_proofs.proofs.exhaustive import MAX_INPUTS, exact_accuracy
 from compact_proofs.proofs.registry import get_strategy
-from compact_proofs.proofs.runner import prove
+from compact_proofs.proofs.runner import prove_many
 from compact_proofs.proofs.subcubic.config import table1_rows
 from compact_proofs.proofs.subcubic.strategy import SubcubicStrategy
 
@@ -124,11 +124,12 @@ def prove_seed(
     model, cfg = mf.model, mf.model.cfg
     seconds: dict[str, float] = {}
     results = {}
-    for strategy_id in strategy_ids:
-        try:
-            results[strategy_id] = prove(model, get_strategy(strategy_id), rigorous)[0]
-        except CompactProofsError:  # e.g. sub-cubic on a model with biases: no row
+    strategies = [get_strategy(i) for i in strategy_ids]
+    for strategy, outcome in prove_many(model, strategies, rigorous):
+        if isinstance(outcome, CompactProofsError):  # e.g. sub-cubic on a biased model: no row
             continue
+        strategy_id = strategy.id
+        results[strategy_id] = outcome[0]
         stage = _stage(strategy_id)
         for kind, value in (
             ("search", results[strategy_id].search_seconds),

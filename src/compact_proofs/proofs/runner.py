@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from compact_proofs.errors import CertificateError
+from compact_proofs.errors import CertificateError, CompactProofsError
 from compact_proofs.model.file_format import weights_digest
 from compact_proofs.model.transformer import AttnOnlyTransformer
 from compact_proofs.proofs.certificates import Certificate, CertificateFile
 from compact_proofs.proofs.flops import warm_up
 from compact_proofs.proofs.registry import Strategy, get_strategy
+from compact_proofs.proofs.subcubic.strategy import SubcubicStrategy, search_group, search_many
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,67 @@ def prove(
     search_seconds = time.perf_counter() - start
     result = verify_payload(model, strategy, payload, search_seconds, rigorous)
     return result, Certificate(strategy.id, payload)
+
+
+Outcome = tuple[ProofResult, Certificate] | CompactProofsError
+
+
+def prove_many(
+    model: AttnOnlyTransformer, strategies: Sequence[Strategy], rigorous: bool = True
+) -> Iterator[tuple[Strategy, Outcome]]:
+    """`prove` of every strategy, yielded as (strategy, its result and certificate, or the
+    CompactProofsError it raised). The same certificates and results as one `prove` each;
+    sub-cubic strategies of one search group (`search_group`: the five EU handlings of an
+    (attention, error) pair) are searched together and yielded one after the other, each
+    with the group's search time divided by its size. Memory: one group's certificates
+    beyond what the caller keeps."""
+    done: set[str] = set()
+    for strategy in strategies:
+        if strategy.id in done:
+            continue
+        group = [strategy]
+        if isinstance(strategy, SubcubicStrategy):
+            key = search_group(strategy)
+            group = [
+                s
+                for s in strategies
+                if isinstance(s, SubcubicStrategy) and search_group(s) == key and s.id not in done
+            ]
+        done.update(s.id for s in group)
+        yield from _prove_group(model, group, rigorous)
+
+
+def _prove_group(
+    model: AttnOnlyTransformer, group: list[Strategy], rigorous: bool
+) -> Iterator[tuple[Strategy, Outcome]]:
+    if len(group) > 1:
+        try:
+            start = time.perf_counter()
+            payloads = search_many(model, group)  # type: ignore[arg-type]
+            each = (time.perf_counter() - start) / len(group)
+        except CompactProofsError:  # e.g. a model outside the family: one by one, below
+            pass
+        else:
+            for s, payload in zip(group, payloads, strict=True):
+                yield (
+                    s,
+                    _attempt(
+                        lambda s=s, p=payload: (
+                            verify_payload(model, s, p, each, rigorous),
+                            Certificate(s.id, p),
+                        )
+                    ),
+                )
+            return
+    for s in group:
+        yield s, _attempt(lambda s=s: prove(model, s, rigorous))
+
+
+def _attempt(run: Callable[[], tuple[ProofResult, Certificate]]) -> Outcome:
+    try:
+        return run()
+    except CompactProofsError as exc:
+        return exc
 
 
 def verify_certificates(

@@ -152,21 +152,77 @@ def find_min_gaps(
     plain = all(isinstance(t, Tensor) for t in (qk.EQKE_hat, qk.pos_err, qk.err_bound))
     if not plain or not isinstance(w.attn_scale, float) or k < 2 or v < 2:
         return _find_min_gaps_linear(w, dirs, config, variant, qk)
-    terms = _model_terms(w, dirs, config, qk, wkey, qk_key)
-    live = _live(w, dirs, terms, wkey, variant, config.uses_mean_diff)
-    best = torch.full((v * v * k,), v, dtype=torch.int64, device=w.W_E.device)
+    return _scan(w, [_Search(w, dirs, config, variant, qk, wkey, qk_key)])[0]
+
+
+def find_min_gaps_many(
+    w: Weights64, dirs: Directions, configs: list[SubcubicConfig], variant: Variant = SOUND
+) -> list[Tensor]:
+    """`find_min_gaps` of each configuration (the same gaps), computed together: the chunks
+    of gaps are the outer loop, so configurations that differ only in EU handling reuse each
+    chunk's EU-independent terms while _SHARED still holds them (at v = 512 one chunk's terms
+    outgrow the cache, and five sequential searches would compute them five times). Memory:
+    `find_min_gaps`'s, plus one [v, v, k] table of gaps per configuration."""
+    v, k = w.W_E.shape[0], w.W_pos.shape[0]
+    wkey = _weights_key(w, dirs)
+    if wkey is None or not isinstance(w.attn_scale, float) or k < 2 or v < 2:
+        return [find_min_gaps(w, dirs, config, variant) for config in configs]
+    order = sorted(range(len(configs)), key=lambda i: (configs[i].error, configs[i].attention))
+    searches = []
+    for i in order:
+        config, qk_key = configs[i], ("qk", wkey, configs[i].error)
+        qk = _cached(qk_key, lambda c=config: decompose_eqke(w, dirs, c.error, c.route))
+        searches.append(_Search(w, dirs, config, variant, qk, wkey, qk_key))
+    gaps = _scan(w, searches)
+    return [gaps[order.index(i)] for i in range(len(configs))]
+
+
+class _Search:
+    """One configuration's search state: its tables, live cells and best gaps so far."""
+
+    def __init__(
+        self,
+        w: Weights64,
+        dirs: Directions,
+        config: SubcubicConfig,
+        variant: Variant,
+        qk: QKDecomposition,
+        wkey: str | None,
+        qk_key: tuple[Any, ...] | None,
+    ) -> None:
+        v, k = w.W_E.shape[0], w.W_pos.shape[0]
+        self.config, self.variant, self.qk = config, variant, qk
+        self.terms = _model_terms(w, dirs, config, qk, wkey, qk_key)
+        self.live = _live(w, dirs, self.terms, wkey, variant, config.uses_mean_diff)
+        self.live_m = self.live.any(dim=0).nonzero().flatten().tolist()  # with a live cell
+        self.live_key = hashlib.blake2b(
+            self.live.cpu().numpy().tobytes(), digest_size=16
+        ).hexdigest()
+        self.best = torch.full((v * v * k,), v, dtype=torch.int64, device=w.W_E.device)
+
+    def gaps(self, v: int, k: int) -> Tensor:
+        best = self.best.view(v, v, k)
+        return torch.where(best < v, best, 1)
+
+
+def _scan(w: Weights64, searches: list[_Search]) -> list[Tensor]:
+    """Every gap chunk (outer) for every search (inner) whose live max tokens reach it."""
+    v, k = w.W_E.shape[0], w.W_pos.shape[0]
     step = max(1, SEARCH_CELLS // (v * v * k))
-    live_m = live.any(dim=0).nonzero().flatten().tolist()  # max tokens with a live cell
-    live_key = hashlib.blake2b(live.cpu().numpy().tobytes(), digest_size=16).hexdigest()
-    for start in range(1, (live_m[-1] + 1) if live_m else 1, step):
-        chunk = _chunk_cells(v, k, start, min(start + step, v), w.W_E.device, live, live_key)
-        if chunk.g.numel() == 0:
-            continue
-        B = _chunk_bounds(w, qk, terms, chunk, config.uses_mean_diff, variant)
-        grid = torch.where(B < 0, chunk.g_full, v)
-        best.scatter_reduce_(0, chunk.index, grid.view(-1), "amin")
-    best = best.view(v, v, k)
-    return torch.where(best < v, best, 1)
+    stop = max((s.live_m[-1] + 1 if s.live_m else 1) for s in searches)
+    for start in range(1, stop, step):
+        for s in searches:
+            if not s.live_m or start > s.live_m[-1]:
+                continue
+            chunk = _chunk_cells(
+                v, k, start, min(start + step, v), w.W_E.device, s.live, s.live_key
+            )
+            if chunk.g.numel() == 0:
+                continue
+            B = _chunk_bounds(w, s.qk, s.terms, chunk, s.config.uses_mean_diff, s.variant)
+            grid = torch.where(B < 0, chunk.g_full, v)
+            s.best.scatter_reduce_(0, chunk.index, grid.view(-1), "amin")
+    return [s.gaps(v, k) for s in searches]
 
 
 @dataclass(frozen=True)

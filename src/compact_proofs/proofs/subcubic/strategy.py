@@ -38,7 +38,11 @@ from compact_proofs.proofs.subcubic.decompose import (
     decompose_eqke,
     weights64,
 )
-from compact_proofs.proofs.subcubic.search import find_directions, find_min_gaps
+from compact_proofs.proofs.subcubic.search import (
+    find_directions,
+    find_min_gaps,
+    find_min_gaps_many,
+)
 from compact_proofs.proofs.tensor_codec import decode_tensor, encode_tensor
 from compact_proofs.soundness import interval as iv
 from compact_proofs.soundness.arithmetic import Arithmetic
@@ -85,7 +89,9 @@ class SubcubicStrategy(Strategy):
     def search(self, model: AttnOnlyTransformer) -> dict[str, Any]:
         w = weights64(model)
         dirs = find_directions(w)
-        gaps = find_min_gaps(w, dirs, self.config)
+        return self._payload(model, dirs, find_min_gaps(w, dirs, self.config))
+
+    def _payload(self, model: AttnOnlyTransformer, dirs: Directions, gaps: Tensor) -> dict:
         return {
             "config": self.id,
             "directions": {n: encode_tensor(getattr(dirs, n)) for n in DIRECTION_NAMES},
@@ -189,3 +195,22 @@ def _tame_scales(dirs: dict[str, Tensor], w: Weights64) -> dict[str, Tensor]:
         else:
             out[name] = t / norm if norm > 0 and not 0.5 <= norm <= 2.0 else t
     return out
+
+
+def search_many(
+    model: AttnOnlyTransformer, strategies: list[SubcubicStrategy]
+) -> list[dict[str, Any]]:
+    """The payloads `strategy.search(model)` gives for each strategy (the same certificates),
+    searched together (`find_min_gaps_many`: chunk by chunk, sharing what the configurations
+    share). Pass configurations that differ only in EU handling (`search_group`): memory
+    holds one [v, v, k] table of gaps per strategy."""
+    w = weights64(model)
+    dirs = find_directions(w)
+    gaps = find_min_gaps_many(w, dirs, [s.config for s in strategies])
+    return [s._payload(model, dirs, g) for s, g in zip(strategies, gaps, strict=True)]
+
+
+def search_group(strategy: SubcubicStrategy) -> tuple[str, str]:
+    """The key of the strategies whose searches share most work: the same attention and
+    attention-error handling (their five EU handlings)."""
+    return strategy.config.attention, strategy.config.error
