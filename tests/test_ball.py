@@ -13,7 +13,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 import torch
-from hypothesis import example, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from compact_proofs.model.transformer import ModelConfig
@@ -105,6 +105,28 @@ def test_operations_with_a_number_enclose_every_member(a, b, r, s):
         assert encloses(ball_of([a], r) / b, [x / y])
     if x != 0:
         assert encloses(b / ball_of([a], r), [y / x])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.sampled_from([0.0, 5e-324, 1e-310, 1e-300, 1e-200, 1e-16, 1.0, 1e100, 1e300]),
+    st.sampled_from([0.0, 5e-324, 1e-310, 1e-300, 1e-200, 1e-16, 1.0, 1e100, 1e300]),
+    st.floats(-1, 1),
+    st.floats(-1, 1),
+)
+def test_field_operations_enclose_every_member_across_the_float_range(a, b, ra, rb, s, t):
+    """The field rules with operands and radii from subnormal to near overflow (a ball whose
+    magnitude could overflow has no information, and is skipped)."""
+    x_ball, y_ball = ball_of([a], ra), ball_of([b], rb)
+    assume(x_ball.rad < math.inf and y_ball.rad < math.inf)
+    x, y = members(x_ball, [s])[0], members(y_ball, [t])[0]
+    assert encloses(x_ball + y_ball, [x + y])
+    assert encloses(x_ball - y_ball, [x - y])
+    assert encloses(x_ball * y_ball, [x * y])
+    if y != 0:
+        assert encloses(x_ball / y_ball, [x / y])
 
 
 @settings(max_examples=100, deadline=None)
