@@ -159,6 +159,22 @@ def test_sqrt_enclosure(n):
     assert inside(Fraction(n), (s * s))
 
 
+def test_divide_is_one_correctly_rounded_division_in_every_operand_form():
+    """rounding.divide: tensor / tensor, tensor / number and number / tensor (which torch
+    itself computes as reciprocal times number, rounding twice) are all IEEE quotients."""
+    from compact_proofs.soundness.rounding import divide
+
+    n = 2000
+    xs, ys = wide_positive_floats(n, 1)[:1000], wide_positive_floats(n, 2)[:1000]
+    a, b = torch.tensor(xs, dtype=torch.float64), torch.tensor(ys, dtype=torch.float64)
+    by_tensors = divide(a, b).tolist()
+    for i, (x, y) in enumerate(zip(xs, ys, strict=True)):
+        exact = Fraction(x) / Fraction(y)
+        for q in (by_tensors[i], float(divide(a[i : i + 1], y)), float(divide(x, b[i : i + 1]))):
+            # nearest float: within half an ulp (2^-1075 for 0 and subnormals); inf: overflow
+            assert math.isinf(q) or abs(Fraction(q) - exact) <= Fraction(math.ulp(q)) / 2, (x, y)
+
+
 def wide_positive_floats(n: int, seed: int) -> list[float]:
     """n positive floats spread over float64's whole range, subnormals included."""
     g = torch.Generator().manual_seed(seed)

@@ -48,6 +48,11 @@ def divide(a: Tensor | float, b: Tensor | float) -> Tensor:
     scalar as a * (1 / b): both round twice. So Python numbers and one-element tensors on
     another device become tensors on the operands' device (an accelerator's if either is on
     one): free fills, the same division operator."""
+    if isinstance(a, Tensor) and (
+        (isinstance(b, Tensor) and b.device == a.device)
+        or (not isinstance(b, Tensor) and a.device.type == "cpu")
+    ):  # the common cases, kept cheap (verification divides often): IEEE on the CPU
+        return a / b
     tensors = [x for x in (a, b) if isinstance(x, Tensor)]
     like = next((x for x in tensors if x.device.type != "cpu"), None)
     if like is None:
