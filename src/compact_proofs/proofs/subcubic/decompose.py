@@ -268,6 +268,9 @@ def _log_up(x: float) -> float:
     return math.nextafter(y + LIBM_REL * abs(y) + TINY, math.inf)
 
 
+NORM_FLOOR = 2.0**-400  # a computed Frobenius norm from here up lost nothing to underflow
+
+
 def _frobenius_up(M: Tensor) -> float:
     """A float >= ||M||_F. torch sums the squares unscaled: a computed norm in [2^-400, inf)
     has relative error <= (n + 2) U (n entries; the at most n 2^-1075 lost by underflowing
@@ -278,9 +281,6 @@ def _frobenius_up(M: Tensor) -> float:
     if not NORM_FLOOR <= norm < math.inf:
         norm = _scaled_frobenius(M)
     return norm * (1 + (n + 3) * U) * UP + TINY
-
-
-NORM_FLOOR = 2.0**-400
 
 
 def _scaled_frobenius(M: Tensor) -> float:

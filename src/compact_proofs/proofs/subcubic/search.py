@@ -145,10 +145,8 @@ def find_min_gaps(
     v, k = w.W_E.shape[0], w.W_pos.shape[0]
     wkey = _weights_key(w, dirs)
     qk_key = None if qk is not None or wkey is None else ("qk", wkey, config.error)
-    if qk_key is not None:
-        qk = _cached(qk_key, lambda: decompose_eqke(w, dirs, config.error, config.route))
-    elif qk is None:
-        qk = decompose_eqke(w, dirs, config.error, config.route)
+    if qk is None:
+        qk = _decomposition(w, dirs, config, qk_key)
     plain = all(isinstance(t, Tensor) for t in (qk.EQKE_hat, qk.pos_err, qk.err_bound))
     if not plain or not isinstance(w.attn_scale, float) or k < 2 or v < 2:
         return _find_min_gaps_linear(w, dirs, config, variant, qk)
@@ -171,10 +169,21 @@ def find_min_gaps_many(
     searches = []
     for i in order:
         config, qk_key = configs[i], ("qk", wkey, configs[i].error)
-        qk = _cached(qk_key, lambda c=config: decompose_eqke(w, dirs, c.error, c.route))
+        qk = _decomposition(w, dirs, config, qk_key)
         searches.append(_Search(w, dirs, config, variant, qk, wkey, qk_key))
     gaps = _scan(w, searches)
     return [gaps[order.index(i)] for i in range(len(configs))]
+
+
+def _decomposition(
+    w: Weights64, dirs: Directions, config: SubcubicConfig, qk_key: tuple[Any, ...] | None
+) -> QKDecomposition:
+    """The configuration's EQKE decomposition, cached under qk_key when there is one."""
+
+    def make() -> QKDecomposition:
+        return decompose_eqke(w, dirs, config.error, config.route)
+
+    return make() if qk_key is None else _cached(qk_key, make)
 
 
 class _Search:
