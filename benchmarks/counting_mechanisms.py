@@ -30,7 +30,6 @@ from pathlib import Path
 
 import torch
 from torch.overrides import TorchFunctionMode
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from compact_proofs.allocator import retain_freed_memory
 from compact_proofs.model.file_format import bundled_model
@@ -38,20 +37,12 @@ from compact_proofs.model.transformer import AttnOnlyTransformer
 from compact_proofs.proofs.flops import warm_up
 from compact_proofs.proofs.registry import STRATEGIES, Strategy
 from compact_proofs.proofs.subcubic.strategy import SubcubicStrategy
+from flop_overhead import EmptyDispatchMode  # benchmarks/ is on sys.path when run as a script
 
 RESULTS = Path(__file__).resolve().parent / "results-counting-mechanisms-2026-12-07.txt"
 
 
-class _EmptyDispatch(TorchDispatchMode):
-    @classmethod
-    def _should_skip_dynamo(cls) -> bool:
-        return False
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        return func(*args, **(kwargs or {}))
-
-
-class _CountingDispatch(_EmptyDispatch):
+class _CountingDispatch(EmptyDispatchMode):
     def __init__(self) -> None:
         super().__init__()
         self.calls = 0
@@ -78,7 +69,7 @@ def _ways(plain: Callable[[], None], counted: Callable[[], None]) -> dict[str, C
     return {
         "plain again (noise)": plain,
         "FlopCounter (ours)": counted,
-        "empty TorchDispatchMode": under(_EmptyDispatch),
+        "empty TorchDispatchMode": under(EmptyDispatchMode),
         "empty TorchFunctionMode": under(_EmptyFunction),
         "profiler, no shapes": under(lambda: torch.profiler.profile(activities=cpu)),
         "profiler, record_shapes": under(

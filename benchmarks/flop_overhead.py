@@ -59,7 +59,7 @@ def _time(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
-class _EmptyMode(TorchDispatchMode):
+class EmptyDispatchMode(TorchDispatchMode):
     """Every operator through Python and straight back: a dispatch-mode counter's floor."""
 
     @classmethod
@@ -85,7 +85,7 @@ def _family_seconds(
             s.verify_counted(model, p, rigorous=rigorous)
 
     def floor() -> None:
-        with _EmptyMode():
+        with EmptyDispatchMode():
             plain()
 
     times: list[list[float]] = [[], [], []]
