@@ -37,7 +37,7 @@ from compact_proofs.model.transformer import AttnOnlyTransformer
 from compact_proofs.proofs.flops import warm_up
 from compact_proofs.proofs.registry import STRATEGIES, Strategy
 from compact_proofs.proofs.subcubic.strategy import SubcubicStrategy
-from flop_overhead import EmptyDispatchMode  # benchmarks/ is on sys.path when run as a script
+from flop_overhead import EmptyDispatchMode, verifiers  # benchmarks/ is on sys.path
 
 RESULTS = Path(__file__).resolve().parent / "results-counting-mechanisms-2026-12-07.txt"
 
@@ -88,15 +88,7 @@ def measure(way: str, repeats: int) -> dict[str, float]:
     """In this process: median seconds of plain verification and of `way`, interleaved."""
     warm_up()
     model, payloads = _payloads()
-
-    def plain() -> None:
-        for s, p in payloads:
-            s.verify(model, p, rigorous=True)
-
-    def counted() -> None:
-        for s, p in payloads:
-            s.verify_counted(model, p, rigorous=True)
-
+    plain, counted = verifiers(model, payloads, rigorous=True)
     fns = {"plain": plain, way: _ways(plain, counted)[way]}
     for fn in fns.values():  # warm both paths once
         fn()

@@ -59,6 +59,22 @@ def _time(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
+def verifiers(
+    model: AttnOnlyTransformer, payloads: list[tuple[Strategy, dict]], rigorous: bool
+) -> tuple[Callable[[], None], Callable[[], None]]:
+    """(verify every payload plainly, verify every payload with its FLOPs counted)."""
+
+    def plain() -> None:
+        for s, p in payloads:
+            s.verify(model, p, rigorous=rigorous)
+
+    def counted() -> None:
+        for s, p in payloads:
+            s.verify_counted(model, p, rigorous=rigorous)
+
+    return plain, counted
+
+
 class EmptyDispatchMode(TorchDispatchMode):
     """Every operator through Python and straight back: a dispatch-mode counter's floor."""
 
@@ -75,14 +91,7 @@ def _family_seconds(
 ) -> tuple[float, float, float]:
     """Median over `repeats` of the family's total plain, instrumented and floor seconds."""
     payloads = [(s, s.search(model)) for s in strategies]
-
-    def plain() -> None:
-        for s, p in payloads:
-            s.verify(model, p, rigorous=rigorous)
-
-    def counted() -> None:
-        for s, p in payloads:
-            s.verify_counted(model, p, rigorous=rigorous)
+    plain, counted = verifiers(model, payloads, rigorous)
 
     def floor() -> None:
         with EmptyDispatchMode():
