@@ -12,6 +12,7 @@ from compact_proofs.model.file_format import weights_digest
 from compact_proofs.model.transformer import AttnOnlyTransformer
 from compact_proofs.proofs.certificates import Certificate, CertificateFile
 from compact_proofs.proofs.flops import warm_up
+from compact_proofs.proofs.lemmas import sharing
 from compact_proofs.proofs.registry import Strategy, get_strategy
 from compact_proofs.proofs.subcubic.strategy import SubcubicStrategy, search_group, search_many
 
@@ -89,22 +90,26 @@ def prove_many(
     CompactProofsError it raised). The same certificates and results as one `prove` each;
     sub-cubic strategies of one search group (`search_group`: the five EU handlings of an
     (attention, error) pair) are searched together and yielded one after the other, each
-    with the group's search time divided by its size. Memory: one group's certificates
-    beyond what the caller keeps."""
+    with the group's search time divided by its size. Their verifications share lemmas
+    (proofs.lemmas: the same FLOPs, less time). Memory: one group's certificates and
+    lemmas.LEMMAS lemmas beyond what the caller keeps."""
     done: set[str] = set()
-    for strategy in strategies:
-        if strategy.id in done:
-            continue
-        group = [strategy]
-        if isinstance(strategy, SubcubicStrategy):
-            key = search_group(strategy)
-            group = [
-                s
-                for s in strategies
-                if isinstance(s, SubcubicStrategy) and search_group(s) == key and s.id not in done
-            ]
-        done.update(s.id for s in group)
-        yield from _prove_group(model, group, rigorous)
+    with sharing():
+        for strategy in strategies:
+            if strategy.id in done:
+                continue
+            group = [strategy]
+            if isinstance(strategy, SubcubicStrategy):
+                key = search_group(strategy)
+                group = [
+                    s
+                    for s in strategies
+                    if isinstance(s, SubcubicStrategy)
+                    and search_group(s) == key
+                    and s.id not in done
+                ]
+            done.update(s.id for s in group)
+            yield from _prove_group(model, group, rigorous)
 
 
 def _prove_group(
@@ -160,7 +165,8 @@ def verify_certificates(
             f"certificate's model_config {asdict(cert.model_config)} does not match the "
             f"model's {asdict(model.cfg)}; re-run `compact-proofs prove` on this model"
         )
-    return [
-        verify_payload(model, get_strategy(c.strategy), c.payload, rigorous=rigorous)
-        for c in cert.certificates
-    ]
+    with sharing():
+        return [
+            verify_payload(model, get_strategy(c.strategy), c.payload, rigorous=rigorous)
+            for c in cert.certificates
+        ]

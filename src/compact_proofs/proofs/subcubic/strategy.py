@@ -14,6 +14,7 @@ which keeps float64 mode clear of catastrophic cancellation.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import fields
 from typing import Any
 
@@ -21,8 +22,10 @@ import torch
 from torch import Tensor
 
 from compact_proofs.errors import CertificateError
+from compact_proofs.model.file_format import weights_digest
 from compact_proofs.model.transformer import AttnOnlyTransformer, ModelConfig
 from compact_proofs.proofs.base import Strategy, Verdict
+from compact_proofs.proofs.lemmas import lemma
 from compact_proofs.proofs.subcubic.bounds import (
     SOUND,
     CellIndex,
@@ -34,6 +37,7 @@ from compact_proofs.proofs.subcubic.bounds import (
 from compact_proofs.proofs.subcubic.config import TABLE1_ROW, SubcubicConfig
 from compact_proofs.proofs.subcubic.decompose import (
     Directions,
+    QKDecomposition,
     Weights64,
     decompose_eqke,
     weights64,
@@ -126,38 +130,71 @@ class SubcubicStrategy(Strategy):
     ) -> tuple[Num, Tensor, CellIndex]:
         """B [q, m, c] (upper bounds on the wrong-logit margins, enclosed in `arith`), the
         gaps and the cells."""
-        w = weights64(model, arith)
-        dirs, gaps = self.parse_certificate(payload, w)
+        self._check_config(payload)
         cfg = self.config
-        qk = decompose_eqke(w, dirs, cfg.error, cfg.route, arith)
+        w, dirs, qk = lemma(
+            lambda: self._decomposition_key(model, payload, arith),
+            lambda: self._decomposition(model, payload, arith),
+        )
+        gaps = self._parse_gaps(payload, w)
         B, cells = subcubic_bounds(
             w, qk, gaps, w.E_q, cfg.eu, dirs.W_EP_direction, cfg.uses_mean_diff, SOUND
         )
         return B, gaps, cells
 
+    def _decomposition(
+        self, model: AttnOnlyTransformer, payload: dict[str, Any], arith: Arithmetic
+    ) -> tuple[Weights64, Directions, QKDecomposition]:
+        """The weights, the certificate's directions and the EQKE decomposition: a lemma of
+        the ten configurations with this attention-error handling (proofs.lemmas)."""
+        w = weights64(model, arith)
+        dirs = self._parse_directions(payload, w)
+        return w, dirs, decompose_eqke(w, dirs, self.config.error, self.config.route, arith)
+
+    def _decomposition_key(
+        self, model: AttnOnlyTransformer, payload: dict[str, Any], arith: Arithmetic
+    ) -> tuple[Any, ...]:
+        """Everything `_decomposition` reads: the model, the directions, the arithmetic and
+        the attention-error handling."""
+        directions = hashlib.sha256(repr(payload.get("directions")).encode()).hexdigest()
+        model_id = (weights_digest(model), repr(model.cfg), str(model.W_E.device))
+        error = (self.config.error, self.config.route)
+        return ("sub-cubic decomposition", model_id, directions, arith, error)
+
     def parse_certificate(self, payload: dict[str, Any], w: Weights64) -> tuple[Directions, Tensor]:
         """Validate the payload's types and shapes; never its values' optimality."""
-        v, k, d = w.W_E.shape[0], w.W_pos.shape[0], w.W_E.shape[1]
+        self._check_config(payload)
+        return self._parse_directions(payload, w), self._parse_gaps(payload, w)
+
+    def _check_config(self, payload: dict[str, Any]) -> None:
         if payload.get("config") != self.id:
             raise CertificateError(
                 f"certificate payload is for {payload.get('config')!r}, "
                 f"not for strategy {self.id!r}"
             )
+
+    def _parse_directions(self, payload: dict[str, Any], w: Weights64) -> Directions:
+        v, d = w.W_E.shape
         try:
             raw = payload["directions"]
             dirs = {n: decode_tensor(raw[n]).to(torch.float64) for n in DIRECTION_NAMES}
-            gaps = decode_tensor(payload["min_gaps"])
         except (KeyError, TypeError):
-            raise CertificateError(
-                "sub-cubic certificate lacks directions or min_gaps; "
-                "regenerate it with `compact-proofs prove`"
-            ) from None
+            raise _lacks() from None
         for name, t in dirs.items():
             size = d if name in ("u_Q", "u_K", "W_EP_direction") else v
             if tuple(t.shape) != (size,) or not bool(torch.isfinite(t).all()):
                 raise CertificateError(
                     f"certificate direction {name} must be {size} finite numbers for this model"
                 )
+        dirs = _tame_scales(dirs, w)
+        return Directions(**{n: t.to(w.W_E.device) for n, t in dirs.items()})
+
+    def _parse_gaps(self, payload: dict[str, Any], w: Weights64) -> Tensor:
+        v, k = w.W_E.shape[0], w.W_pos.shape[0]
+        try:
+            gaps = decode_tensor(payload["min_gaps"])
+        except (KeyError, TypeError):
+            raise _lacks() from None
         if (
             tuple(gaps.shape) != (v, v, k)
             or gaps.dtype.is_floating_point
@@ -168,12 +205,14 @@ class SubcubicStrategy(Strategy):
                 f"certificate min_gaps must be integers >= 1 of shape "
                 f"[{v}, {v}, {k}] for this model"
             )
-        device = w.W_E.device
-        dirs = _tame_scales(dirs, w)
-        return (
-            Directions(**{n: t.to(device) for n, t in dirs.items()}),
-            gaps.to(device=device, dtype=torch.int64),
-        )
+        return gaps.to(device=w.W_E.device, dtype=torch.int64)
+
+
+def _lacks() -> CertificateError:
+    return CertificateError(
+        "sub-cubic certificate lacks directions or min_gaps; "
+        "regenerate it with `compact-proofs prove`"
+    )
 
 
 def _tame_scales(dirs: dict[str, Tensor], w: Weights64) -> dict[str, Tensor]:
