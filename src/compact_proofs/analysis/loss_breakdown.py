@@ -116,9 +116,11 @@ from compact_proofs.proofs.paths import PathMatrices, path_matrices
 from compact_proofs.proofs.registry import get_strategy
 from compact_proofs.proofs.subcubic.bounds import (
     CellIndex,
+    GapFreeTables,
     cell_index,
     extreme_attention,
     extreme_pre_softmax_diffs,
+    gap_free_tables,
     subcubic_bounds,
 )
 from compact_proofs.proofs.subcubic.config import DEFAULT_CONFIG, SubcubicConfig
@@ -367,14 +369,19 @@ def _subcubic_tables(
     qk = decompose_eqke(w, dirs, cfg.error, cfg.route)
     qk_exact = decompose_eqke(w, dirs, "exact_EQKE+max_diff_exact", "C")
 
-    def bounds(decomposition: QKDecomposition, gaps: Tensor) -> tuple[Tensor, CellIndex]:
+    tables, exact = gap_free_tables(w, qk), gap_free_tables(w, qk_exact)  # for every batch
+
+    def bounds(
+        decomposition: QKDecomposition, t: GapFreeTables, gaps: Tensor
+    ) -> tuple[Tensor, CellIndex]:
         return subcubic_bounds(
-            w, decomposition, gaps, w.E_q, cfg.eu, dirs.W_EP_direction, cfg.uses_mean_diff
-        )
+            w, decomposition, gaps, w.E_q, cfg.eu, dirs.W_EP_direction, cfg.uses_mean_diff,
+            tables=t,
+        )  # fmt: skip
 
     # rung 0: the proof's own cells (per-cell gaps); an input of key (q, m, c) with own gap
     # g_x is proven iff its cell's bound is negative and g_x >= the cell's gap
-    B0, cells0 = bounds(qk, gaps0)
+    B0, cells0 = bounds(qk, tables, gaps0)
     proven0 = cells0.valid & iv.certainly_negative(B0)
     all_max = (cells0.q == cells0.m) & (cells0.c == 0)  # one input; no gap applies
 
@@ -391,12 +398,12 @@ def _subcubic_tables(
     A_lo_all, A_hi_all = [], []
     for gaps in _gap_batches(v, v * v * k * v, device):
         negs[0].append(proven0 & ((gaps >= gaps0) | all_max))
-        for rung, decomposition in ((1, qk), (2, qk_exact)):
-            B, cells = bounds(decomposition, gaps)
+        for rung, decomposition, t in ((1, qk, tables), (2, qk_exact, exact)):
+            B, cells = bounds(decomposition, t, gaps)
             negs[rung].append(cells.valid & (B + tolerance < 0))
         cells = cell_index(gaps, v, k)
-        D_lo, D_hi = extreme_pre_softmax_diffs(qk_exact, gaps, cells)
-        A_lo, A_hi = extreme_attention(D_lo, D_hi, qk_exact.pos_err, cells, w.attn_scale)
+        D_lo, D_hi = extreme_pre_softmax_diffs(qk_exact, gaps, cells, exact.hi, exact.lo)
+        A_lo, A_hi = extreme_attention(D_lo, D_hi, exact.log_ratio, cells, w.attn_scale)
         A_lo_all.append(A_lo)
         A_hi_all.append(A_hi)
         negs[3].append(

@@ -97,13 +97,41 @@ def split_eu(
     return (mean if bias is None else mean + bias), err
 
 
+@dataclass(frozen=True)
+class GapFreeTables:
+    """What the pipeline needs before it reads the gaps or the EU handling: a function of the
+    weights and the EQKE decomposition alone (a lemma of the configurations that share them,
+    proofs.lemmas)."""
+
+    hi: Num  # [q, t] = max_{t' <= t} EQKE_hat[q, t']
+    lo: Num  # [q, t] = min_{t' <= t} EQKE_hat[q, t']
+    log_ratio: Num  # [ordering, q == m, q, c]: slot_log_ratio
+    EVOU: Num  # [v, v]
+    PVOU: Num  # [k, v]: (W_pos W_V + b_V) W_O W_U
+
+
+def gap_free_tables(w: Weights64, qk: QKDecomposition) -> GapFreeTables:
+    """The tables of GapFreeTables, in the arithmetic of w and qk."""
+    OU = w.W_O @ w.W_U
+    PVOU = w.W_pos @ (w.W_V @ OU)
+    value_bias = w.value_bias(OU)
+    if value_bias is not None:  # (W_pos W_V + b_V) W_O W_U: sum_p alpha_p = 1
+        PVOU = PVOU + value_bias
+    return GapFreeTables(
+        hi=iv.running_max(qk.EQKE_hat, dim=-1),
+        lo=iv.running_min(qk.EQKE_hat, dim=-1),
+        log_ratio=slot_log_ratio(qk.pos_err, w.attn_scale),
+        EVOU=w.W_E @ (w.W_V @ OU),
+        PVOU=PVOU,
+    )
+
+
 def extreme_pre_softmax_diffs(
-    qk: QKDecomposition, gaps: Tensor, cells: CellIndex
+    qk: QKDecomposition, gaps: Tensor, cells: CellIndex, hi: Num, lo: Num
 ) -> tuple[Num, Num]:
-    """D_lo <= EQKE_bar[q, m] - EQKE_bar[q, t] <= D_hi for every t <= m - g (SPEC §6.5)."""
+    """D_lo <= EQKE_bar[q, m] - EQKE_bar[q, t] <= D_hi for every t <= m - g (SPEC §6.5), with
+    hi, lo the running max and min of EQKE_hat along t (GapFreeTables)."""
     E = qk.EQKE_hat
-    hi = iv.running_max(E, dim=-1)  # hi[q, t] = max_{t' <= t} EQKE_hat[q, t']
-    lo = iv.running_min(E, dim=-1)
     q, at = torch.broadcast_tensors(cells.q, cells.m - gaps)
     has_nonmax = at >= 0
     at = at.clamp(min=0)
@@ -115,18 +143,12 @@ def extreme_pre_softmax_diffs(
     return D_lo, D_hi
 
 
-def extreme_attention(
-    D_lo: Num, D_hi: Num, pos_err: Num, cells: CellIndex, attn_scale: float | Interval
-) -> tuple[Num, Num]:
-    """A_lo <= total attention on the max token <= A_hi for every input of the cell (§6.6).
-
-    With all non-max tokens at the least (most) attractive allowed score, the weight of the
-    max tokens is sigmoid(D / scale + log S_max - log S_non), S = sums of exp(positional score
-    / scale) over the positions holding / not holding m; it is smallest (largest) when the max
-    tokens sit at the non-query positions with the smallest (largest) positional scores.
+def slot_log_ratio(pos_err: Num, attn_scale: float | Num) -> Num:
+    """log S_max - log S_non [ordering, q == m, q, c] of extreme_attention: S = sums of
+    exp(positional score / scale) over the slots holding / not holding the max token, with
+    the k - 1 non-query positions in ascending (ordering 0) or descending (1) order of score.
     With interval scores the order statistics are enclosed by sorting both ends, and the
-    query's own relative score is exactly 0.
-    """
+    query's own relative score is exactly 0."""
     v, k = pos_err.shape
     pos = (pos_err - pos_err[:, -1:]) / attn_scale  # the query position becomes 0
     ascending = iv.sort_values(pos[:, : k - 1], dim=-1)  # [q, k-1]
@@ -138,7 +160,20 @@ def extreme_attention(
     X = slots[:, None, None, :, :]  # [ordering, 1, 1, q, slot]
     on_max = iv.where(on, X, NEG_INF).logsumexp(dim=-1)  # [ordering, q==m, c, q]
     off_max = iv.where(on, NEG_INF, X).logsumexp(dim=-1)
-    log_ratio = (on_max - off_max).permute(0, 1, 3, 2)  # [ordering, q==m, q, c]
+    return (on_max - off_max).permute(0, 1, 3, 2)  # [ordering, q==m, q, c]
+
+
+def extreme_attention(
+    D_lo: Num, D_hi: Num, log_ratio: Num, cells: CellIndex, attn_scale: float | Interval
+) -> tuple[Num, Num]:
+    """A_lo <= total attention on the max token <= A_hi for every input of the cell (§6.6).
+
+    With all non-max tokens at the least (most) attractive allowed score, the weight of the
+    max tokens is sigmoid(D / scale + log S_max - log S_non), S = sums of exp(positional score
+    / scale) over the positions holding / not holding m (`slot_log_ratio`); it is smallest
+    (largest) when the max tokens sit at the non-query positions with the smallest (largest)
+    positional scores.
+    """
     eq = cells.q == cells.m
     A = []
     for o, D in enumerate((D_lo, D_hi)):
@@ -275,6 +310,7 @@ def subcubic_bounds(
     mean_diff: bool,
     variant: Variant = SOUND,
     m_start: int = 0,
+    tables: GapFreeTables | None = None,
 ) -> tuple[Num, CellIndex]:
     """The whole pipeline §6.5–§6.7: B[..., q, m, c] and the cell index, for gaps (cells with
     max token m >= m_start only).
@@ -282,21 +318,18 @@ def subcubic_bounds(
     Biases enter as in paths.py, exactly: qk already carries b_Q and b_K (decompose.py);
     PVOU = (W_pos W_V + b_V) W_O W_U (the attention weights sum to 1, so b_V's value reaches
     the logits as a constant row, like a position's); the direct path of query row e is
-    e W_U + b_O W_U + b_U (split_eu, and the exact rows EU_rows of the all-max input)."""
+    e W_U + b_O W_U + b_U (split_eu, and the exact rows EU_rows of the all-max input).
+    `tables`: gap_free_tables(w, qk), where the caller has them."""
     v, k = w.W_E.shape[0], w.W_pos.shape[0]
+    t = gap_free_tables(w, qk) if tables is None else tables
     cells = cell_index(gaps, v, k, m_start)
-    D_lo, D_hi = extreme_pre_softmax_diffs(qk, gaps, cells)
-    A_lo, A_hi = extreme_attention(D_lo, D_hi, qk.pos_err, cells, w.attn_scale)
-    OU = w.W_O @ w.W_U
-    EVOU = w.W_E @ (w.W_V @ OU)
-    PVOU = w.W_pos @ (w.W_V @ OU)
-    value_bias, direct_bias = w.value_bias(OU), w.direct_bias()
-    if value_bias is not None:  # (W_pos W_V + b_V) W_O W_U: sum_p alpha_p = 1
-        PVOU = PVOU + value_bias
+    D_lo, D_hi = extreme_pre_softmax_diffs(qk, gaps, cells, t.hi, t.lo)
+    A_lo, A_hi = extreme_attention(D_lo, D_hi, t.log_ratio, cells, w.attn_scale)
+    direct_bias = w.direct_bias()
     EU_mean, EU_q_err = split_eu(E_eu, w.W_U, eu_handling, eu_direction, direct_bias)
     EU_rows = E_eu @ w.W_U if direct_bias is None else E_eu @ w.W_U + direct_bias
     B = largest_wrong_logit(
-        A_lo, A_hi, gaps, cells, EVOU, PVOU, EU_mean, EU_q_err, EU_rows, mean_diff, variant
+        A_lo, A_hi, gaps, cells, t.EVOU, t.PVOU, EU_mean, EU_q_err, EU_rows, mean_diff, variant
     )
     return B, cells
 

@@ -21,7 +21,7 @@ from compact_proofs.proofs.subcubic.bounds import (
     NEG_INF,
     SOUND,
     Variant,
-    _max_slots,
+    slot_log_ratio,
     split_eu,
     subcubic_bounds,
 )
@@ -393,22 +393,6 @@ def _min_over_attention(Lg: Tensor, Rg: Tensor, w: Tensor) -> Tensor:
     return best
 
 
-def _log_ratio(pos_err: Tensor, attn_scale: float) -> Tensor:
-    """log_ratio[ordering, q==m, q, c] exactly as bounds.extreme_attention computes it."""
-    v, k = pos_err.shape
-    pos = (pos_err - pos_err[:, -1:]) / attn_scale
-    ascending = pos[:, : k - 1].sort(dim=-1).values
-    query_slot = torch.zeros(v, 1, dtype=torch.float64, device=pos.device)
-    slots = torch.stack(
-        [torch.cat([order, query_slot], dim=-1) for order in (ascending, ascending.flip(-1))]
-    )
-    on = _max_slots(k, pos.device)[None, :, :, None, :]
-    X = slots[:, None, None, :, :]
-    on_max = torch.where(on, X, NEG_INF).logsumexp(dim=-1)
-    off_max = torch.where(on, NEG_INF, X).logsumexp(dim=-1)
-    return (on_max - off_max).permute(0, 1, 3, 2)
-
-
 def _weights_key(w: Weights64, dirs: Directions) -> str | None:
     """A digest of the weights and directions (values, shapes, dtypes, devices), or None
     where some weight is not a plain tensor (rigorous arithmetic: nothing is cached)."""
@@ -495,7 +479,7 @@ def _model_terms(
         key: Any = digest.hexdigest()
     else:
         key = qk_key
-    log_ratio = _log_ratio(qk.pos_err, w.attn_scale)[..., 1:]  # [o, q == m, q, c >= 1]
+    log_ratio = slot_log_ratio(qk.pos_err, w.attn_scale)[..., 1:]  # [o, q == m, q, c >= 1]
     flat = [log_ratio[o].flatten(0, 1) for o in range(2)]  # [(q == m) v + q, c >= 1] per o
     return {**terms, "key": key, "L": L, "EU_q_err": EU_q_err, "log_ratio": flat}
 

@@ -29,8 +29,10 @@ from compact_proofs.proofs.lemmas import lemma
 from compact_proofs.proofs.subcubic.bounds import (
     SOUND,
     CellIndex,
+    GapFreeTables,
     count_correct,
     count_undecided,
+    gap_free_tables,
     proven_mask,
     subcubic_bounds,
 )
@@ -132,24 +134,27 @@ class SubcubicStrategy(Strategy):
         gaps and the cells."""
         self._check_config(payload)
         cfg = self.config
-        w, dirs, qk = lemma(
+        w, dirs, qk, tables = lemma(
             lambda: self._decomposition_key(model, payload, arith),
             lambda: self._decomposition(model, payload, arith),
         )
         gaps = self._parse_gaps(payload, w)
         B, cells = subcubic_bounds(
-            w, qk, gaps, w.E_q, cfg.eu, dirs.W_EP_direction, cfg.uses_mean_diff, SOUND
-        )
+            w, qk, gaps, w.E_q, cfg.eu, dirs.W_EP_direction, cfg.uses_mean_diff, SOUND,
+            tables=tables,
+        )  # fmt: skip
         return B, gaps, cells
 
     def _decomposition(
         self, model: AttnOnlyTransformer, payload: dict[str, Any], arith: Arithmetic
-    ) -> tuple[Weights64, Directions, QKDecomposition]:
-        """The weights, the certificate's directions and the EQKE decomposition: a lemma of
-        the ten configurations with this attention-error handling (proofs.lemmas)."""
+    ) -> tuple[Weights64, Directions, QKDecomposition, GapFreeTables]:
+        """The weights, the certificate's directions, the EQKE decomposition and the tables
+        that need neither gaps nor EU handling: a lemma of the ten configurations with this
+        attention-error handling (proofs.lemmas)."""
         w = weights64(model, arith)
         dirs = self._parse_directions(payload, w)
-        return w, dirs, decompose_eqke(w, dirs, self.config.error, self.config.route, arith)
+        qk = decompose_eqke(w, dirs, self.config.error, self.config.route, arith)
+        return w, dirs, qk, gap_free_tables(w, qk)
 
     def _decomposition_key(
         self, model: AttnOnlyTransformer, payload: dict[str, Any], arith: Arithmetic
