@@ -29,6 +29,9 @@ def _small_models():
         ModelConfig(d_vocab=7, n_ctx=2, d_model=4, d_head=3), 12, biases=True
     )
     out["random v2 k3"] = random_model(ModelConfig(d_vocab=2, n_ctx=3, d_model=3, d_head=3), 13)
+    # an EU handling whose cells only the mean+diff bound keeps, with gaps > 1 under it:
+    # a search that judged a mean_diff configuration by the plain bound would miss them
+    out["ideal v8 k3 sharp"] = ideal_model(8, 3, beta=6.0, noise=0.1, seed=0)
     return out
 
 
@@ -127,6 +130,9 @@ def test_pruning_keeps_every_negative_cell():
         negative = (cells.valid & (cells.c >= 1) & (B < 0)).any(dim=0).any(dim=-1)  # [q, m]
         live = search._live(w, dirs, terms, wkey, SOUND, cfg.uses_mean_diff)
         assert not bool((negative & ~live).any()), cfg.id
+        own = search._live(w, dirs, terms, wkey, SOUND, cfg.uses_mean_diff, cfg.eu)
+        assert not bool((negative & ~own).any()), cfg.id  # (own is within live)
+        assert bool((live | ~own).all()), cfg.id
         assert bool((gaps > 1).any()) or not bool(negative.any())
     untrained = weights64(build_model(ModelConfig(d_vocab=48, n_ctx=4), seed=1))
     dirs = find_directions(untrained)

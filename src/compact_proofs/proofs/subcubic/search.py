@@ -202,8 +202,11 @@ class _Search:
         v, k = w.W_E.shape[0], w.W_pos.shape[0]
         self.config, self.variant, self.qk = config, variant, qk
         self.terms = _model_terms(w, dirs, config, qk, wkey, qk_key)
-        self.live = _live(w, dirs, self.terms, wkey, variant, config.uses_mean_diff)
+        mean_diff = config.uses_mean_diff
+        self.live = _live(w, dirs, self.terms, wkey, variant, mean_diff)
         self.live_m = self.live.any(dim=0).nonzero().flatten().tolist()  # with a live cell
+        if not bool(_live(w, dirs, self.terms, wkey, variant, mean_diff, config.eu).any()):
+            self.live_m = []  # no cell of this EU handling can be negative: all gaps 1
         self.live_key = hashlib.blake2b(
             self.live.cpu().numpy().tobytes(), digest_size=16
         ).hexdigest()
@@ -301,10 +304,12 @@ def _live(
     wkey: str | None,
     variant: Variant,
     mean_diff: bool,
+    eu: str | None = None,
 ) -> Tensor:
-    """live [v(q), v(m)]: the cells (q, m) to search; with mean_diff every query of a max
-    token with a live cell (a_bar averages them all). The sound variant's bounds only (the
-    original's mean+diff rule is not bounded below by _live_cells): otherwise all cells."""
+    """live [v(q), v(m)]: the cells (q, m) to search for some EU handling (the layout the
+    five share), or for `eu` alone; with mean_diff every query of a max token with a live
+    cell (a_bar averages them all). The sound variant's bounds only (the original's
+    mean+diff rule is not bounded below by _live_cells): otherwise all cells."""
     v = w.W_E.shape[0]
     every = torch.ones(v, v, dtype=torch.bool, device=w.W_E.device)
     if variant != SOUND:
@@ -316,16 +321,18 @@ def _live(
     )
     if masks is None:
         return every
-    live_md, live_plain = masks
-    return live_md.any(dim=0, keepdim=True).expand(v, v) if mean_diff else live_plain
+    live = torch.zeros_like(every)
+    for handling in EU_HANDLINGS if eu is None else (eu,):
+        live |= masks[handling][0 if mean_diff else 1]
+    return live.any(dim=0, keepdim=True).expand(v, v) if mean_diff else live
 
 
 def _live_cells(
     w: Weights64, dirs: Directions, terms: dict[str, Any], wkey: str | None
-) -> tuple[Tensor, Tensor] | None:
-    """(live_md, live_plain) [v(q), v(m)]: the cells (q, m), q <= m, whose search bound B may
-    be negative for some gap, count c and EU handling, with / without mean_diff; None (no
-    pruning) where some table is not finite.
+) -> dict[str, tuple[Tensor, Tensor]] | None:
+    """{EU handling: (live_md, live_plain)} [v(q), v(m)]: the cells (q, m), q <= m, whose
+    search bound B may be negative for some gap and count c, with / without mean_diff; None
+    (no pruning) where some table is not finite.
 
     Bound. For any j != m and real a_bar, max(e (R_max - W), e (R_min - W)) >= e (R[m, j] - W)
     (R_min <= R[m, j] <= R_max), so with e = A - a_bar (A either attention extreme)
@@ -347,8 +354,7 @@ def _live_cells(
     values, inverse = torch.unique(W_run, return_inverse=True)  # F_m at W_run's values only
     at = torch.where(diagonal, inverse[0], inverse[:, None])  # [q, m]: w_q = values[at]
     upper = q[:, None] <= q[None, :]
-    live_md = torch.zeros(v, v, dtype=torch.bool, device=R.device)
-    live_plain = live_md.clone()
+    masks = {}
     for eu in EU_HANDLINGS:
         L, EU_q_err = _eu_table(w, dirs, terms, eu, wkey)
         tables = (L, R, W_run, EU_q_err)
@@ -359,9 +365,8 @@ def _live_cells(
         F = _min_over_attention(Lg, Rg, values[:, None])  # [value, m]
         lb_md = F.gather(0, at) + EU_q_err[:, None]
         lb_plain = Lg[0][None, :] + EU_q_err[:, None] + torch.minimum(w_q, R_max[None, :])
-        live_md |= ~(lb_md > tol)
-        live_plain |= ~(torch.maximum(lb_md, lb_plain) > tol)
-    return live_md & upper, live_plain & upper
+        masks[eu] = ~(lb_md > tol) & upper, ~(torch.maximum(lb_md, lb_plain) > tol) & upper
+    return masks
 
 
 def _tangents(L_masked: Tensor, R: Tensor) -> tuple[Tensor, Tensor]:
