@@ -38,7 +38,7 @@ MODELS = _models()
 
 def _alone(model, strategy, payload, rigorous):
     """The proof with nothing shared (no sharing() scope)."""
-    assert lemmas._shared is None
+    assert lemmas.shared_count() is None
     return verify_payload(model, strategy, payload, rigorous=rigorous)
 
 
@@ -66,7 +66,7 @@ def test_shared_lemmas_give_each_proof_its_own_verdict_and_flops(name, rigorous)
             alone.flops,
             alone.arithmetic,
         ), strategy.id
-    assert lemmas._shared is None  # the scope closed with the generator
+    assert lemmas.shared_count() is None  # the scope closed with the generator
 
 
 def test_both_rigorous_arithmetics_share_lemmas():
@@ -87,7 +87,7 @@ def test_both_rigorous_arithmetics_share_lemmas():
         alone = flops(arith)
         with lemmas.sharing():
             assert flops(arith) == alone
-            assert len(lemmas._shared) < len(strategies)  # some were shared
+            assert lemmas.shared_count() < len(strategies)  # some were shared
 
 
 def test_different_directions_are_different_lemmas():
@@ -104,7 +104,7 @@ def test_different_directions_are_different_lemmas():
     alone = [_alone(model, strategy, p, True) for p in (payload, other)]
     with lemmas.sharing():
         shared = [verify_payload(model, strategy, p) for p in (payload, other)]
-        assert len(lemmas._shared) == 2
+        assert lemmas.shared_count() == 2
     for a, b in zip(alone, shared, strict=True):
         assert (a.correct_count, a.flops) == (b.correct_count, b.flops)
 
@@ -134,11 +134,25 @@ def test_lemmas_stay_bounded_and_are_freed(monkeypatch):
         with lemmas.sharing():  # nested: the same scope
             for i in range(10):
                 assert lemmas.lemma(lambda i=i: i, lambda i=i: float(i)) == i
-            assert len(lemmas._shared) == 3
-        assert lemmas._shared is not None
-    assert lemmas._shared is None
+            assert lemmas.shared_count() == 3
+        assert lemmas.shared_count() == 3
+    assert lemmas.shared_count() is None
 
 
 def test_only_known_structures_are_shared():
     with lemmas.sharing(), pytest.raises(TypeError, match="list"):
         lemmas.lemma(lambda: "k", lambda: [1.0])
+
+
+def test_each_thread_has_its_own_scope():
+    """A thread outside sharing() computes for itself while another thread shares."""
+    import threading
+
+    seen = []
+    with lemmas.sharing():
+        lemmas.lemma(lambda: "k", lambda: 1.0)
+        thread = threading.Thread(target=lambda: seen.append(lemmas.shared_count()))
+        thread.start()
+        thread.join()
+        assert lemmas.shared_count() == 1
+    assert seen == [None]

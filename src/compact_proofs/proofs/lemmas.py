@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import threading
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Hashable, Iterator
 from typing import Any, TypeVar
@@ -40,40 +41,52 @@ LEMMAS = 24  # results kept (oldest out first): 10 error handlings x 2 arithmeti
 
 T = TypeVar("T")
 _Entry = tuple[Any, Counter[str]]  # (the result as computed, its FLOPs by operator)
-_shared: OrderedDict[Hashable, _Entry] | None = None
+
+
+class _Scope(threading.local):
+    shared: OrderedDict[Hashable, _Entry] | None = None  # per thread: None outside sharing()
+
+
+_scope = _Scope()
 
 
 @contextlib.contextmanager
 def sharing() -> Iterator[None]:
-    """Share lemmas among the proofs verified inside (nested scopes share the outer one)."""
-    global _shared
-    if _shared is not None:
+    """Share lemmas among the proofs this thread verifies inside (nested scopes share the
+    outer one)."""
+    if _scope.shared is not None:
         yield
         return
-    _shared = OrderedDict()
+    _scope.shared = OrderedDict()
     try:
         yield
     finally:
-        _shared = None
+        _scope.shared = None
+
+
+def shared_count() -> int | None:
+    """How many lemmas this thread's scope holds (None outside sharing())."""
+    return None if _scope.shared is None else len(_scope.shared)
 
 
 def lemma(key: Callable[[], Hashable], compute: Callable[[], T]) -> T:
     """compute(), or inside sharing() a copy of its result for a key() already computed,
     with the FLOPs it cost charged again to the active counters (module docstring). key()
     is evaluated only inside sharing(), and is not part of any proof (uncounted)."""
-    if _shared is None:
+    shared = _scope.shared
+    if shared is None:
         return compute()
     with uncounted():
         name = key()
-    entry = _shared.get(name)
+    entry = shared.get(name)
     if entry is None:
         with FlopCounter() as counter:
             result = compute()
-        entry = _shared[name] = (_copy(result), counter.by_op)
-        while len(_shared) > LEMMAS:
-            del _shared[next(iter(_shared))]
+        entry = shared[name] = (_copy(result), counter.by_op)
+        while len(shared) > LEMMAS:
+            del shared[next(iter(shared))]
         return result
-    _shared.move_to_end(name)
+    shared.move_to_end(name)
     result, flops = entry
     for label, n in flops.items():
         charge(n, label)
