@@ -3,6 +3,8 @@ get alone, in every arithmetic, and nothing one proof measures leaks into anothe
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -156,3 +158,19 @@ def test_each_thread_has_its_own_scope():
         thread.join()
         assert lemmas.shared_count() == 1
     assert seen == [None]
+
+
+def test_models_equal_in_float32_but_not_exactly_are_different_lemmas():
+    """The key holds the weights' exact bytes: two float64 models that round to the same
+    float32 weights (the same certificate digest) never share a decomposition."""
+    from compact_proofs.model.file_format import weights_digest
+
+    a = copy.deepcopy(MODELS["non-zero biases"]).double()
+    b = copy.deepcopy(a)
+    with torch.no_grad():
+        b.W_U[0, 0] += float(b.W_U[0, 0]) * 2.0**-40
+    assert weights_digest(a) == weights_digest(b)
+    strategy = SUBCUBIC[0]
+    payload = strategy.search(a)
+    keys = {strategy._decomposition_key(m, payload, Arithmetic.BALL) for m in (a, b)}
+    assert len(keys) == 2

@@ -22,7 +22,6 @@ import torch
 from torch import Tensor
 
 from compact_proofs.errors import CertificateError
-from compact_proofs.model.file_format import weights_digest
 from compact_proofs.model.transformer import AttnOnlyTransformer, ModelConfig
 from compact_proofs.proofs.base import Strategy, Verdict
 from compact_proofs.proofs.lemmas import lemma
@@ -161,10 +160,12 @@ class SubcubicStrategy(Strategy):
     ) -> tuple[Any, ...]:
         """Everything `_decomposition` reads: the model, the directions, the arithmetic and
         the attention-error handling."""
-        directions = hashlib.sha256(repr(payload.get("directions")).encode()).hexdigest()
-        model_id = (weights_digest(model), repr(model.cfg), str(model.W_E.device))
+        digest = hashlib.sha256(repr((model.cfg, payload.get("directions"))).encode())
+        for name, t in sorted(model.weights().items()):  # exact values, in their own dtype
+            digest.update(repr((name, t.dtype, tuple(t.shape), str(t.device))).encode())
+            digest.update(t.contiguous().reshape(-1).view(torch.uint8).cpu().numpy().tobytes())
         error = (self.config.error, self.config.route)
-        return ("sub-cubic decomposition", model_id, directions, arith, error)
+        return ("sub-cubic decomposition", digest.hexdigest(), arith, error)
 
     def parse_certificate(self, payload: dict[str, Any], w: Weights64) -> tuple[Directions, Tensor]:
         """Validate the payload's types and shapes; never its values' optimality."""
