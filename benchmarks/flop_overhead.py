@@ -2,7 +2,8 @@
 
     .venv/bin/python benchmarks/flop_overhead.py [--repeats N] [--models N] [--out FILE]
 
-For each strategy family (brute force, cubic, the 100 sub-cubic configurations,
+For each strategy family (brute force, cubic, the 100 sub-cubic configurations alone and
+verified together as `prove` verifies them, sharing lemmas (`proofs/lemmas.py`),
 separable-lite, separable), on the bundled model and a few shipped paper models, the
 certificates are searched once (free, not timed); then every certificate is verified
 `--repeats` times in both ways, interleaved: `strategy.verify` (plain) and
@@ -11,13 +12,16 @@ measured), rigorous (default) and `--fast` — and a third way, `strategy.verify
 empty `TorchDispatchMode` (every operator handed to Python and straight back: the least any
 dispatch-mode counter can cost). The table gives, per family and mode, the seconds to verify
 all its certificates (the median over the repeats, summed over the models), the ratio
-instrumented / plain and the floor's ratio empty mode / plain. One thread; the load average
-is printed. The table is written to `--out` (default: the results file below).
+instrumented / plain and the floor's ratio empty mode / plain. A last line counts the aten
+operators of the 100 sub-cubic verifications of the bundled model (balls) alone and shared.
+One thread; the load average is printed. The table is written to `--out` (default: the
+results file below).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import time
@@ -30,19 +34,23 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from compact_proofs.allocator import retain_freed_memory
 from compact_proofs.model.file_format import bundled_model, load_model
 from compact_proofs.model.transformer import AttnOnlyTransformer
+from compact_proofs.proofs import lemmas
 from compact_proofs.proofs.flops import warm_up
 from compact_proofs.proofs.registry import STRATEGIES, Strategy
 from compact_proofs.proofs.subcubic.strategy import SubcubicStrategy
+from compact_proofs.soundness.arithmetic import Arithmetic
 
 PAPER = Path(__file__).resolve().parents[1] / "src" / "compact_proofs" / "data" / "paper"
-RESULTS = Path(__file__).resolve().parent / "results-flop-overhead-2026-12-07b.txt"
-FAMILIES: dict[str, Callable[[Strategy], bool]] = {
-    "brute-force": lambda s: s.id == "brute-force",
-    "cubic": lambda s: s.id == "cubic",
-    "subcubic (100)": lambda s: isinstance(s, SubcubicStrategy),
-    "separable-lite": lambda s: s.id == "separable-lite",
-    "separable": lambda s: s.id == "separable",
-    "separable-subcubic": lambda s: s.id == "separable-subcubic",
+RESULTS = Path(__file__).resolve().parent / "results-flop-overhead-2026-12-07c.txt"
+# family: (its strategies, verified together sharing lemmas as `prove` does)
+FAMILIES: dict[str, tuple[Callable[[Strategy], bool], bool]] = {
+    "brute-force": (lambda s: s.id == "brute-force", False),
+    "cubic": (lambda s: s.id == "cubic", False),
+    "subcubic (100)": (lambda s: isinstance(s, SubcubicStrategy), False),
+    "subcubic, shared": (lambda s: isinstance(s, SubcubicStrategy), True),
+    "separable-lite": (lambda s: s.id == "separable-lite", False),
+    "separable": (lambda s: s.id == "separable", False),
+    "separable-subcubic": (lambda s: s.id == "separable-subcubic", False),
 }
 
 
@@ -60,19 +68,52 @@ def _time(fn: Callable[[], object]) -> float:
 
 
 def verifiers(
-    model: AttnOnlyTransformer, payloads: list[tuple[Strategy, dict]], rigorous: bool
+    model: AttnOnlyTransformer,
+    payloads: list[tuple[Strategy, dict]],
+    rigorous: bool,
+    shared: bool = False,
 ) -> tuple[Callable[[], None], Callable[[], None]]:
-    """(verify every payload plainly, verify every payload with its FLOPs counted)."""
+    """(verify every payload plainly, verify every payload with its FLOPs counted), each
+    pass in one lemma-sharing scope of its own if `shared` (as `prove` verifies them)."""
+    scope = lemmas.sharing if shared else contextlib.nullcontext
 
     def plain() -> None:
-        for s, p in payloads:
-            s.verify(model, p, rigorous=rigorous)
+        with scope():
+            for s, p in payloads:
+                s.verify(model, p, rigorous=rigorous)
 
     def counted() -> None:
-        for s, p in payloads:
-            s.verify_counted(model, p, rigorous=rigorous)
+        with scope():
+            for s, p in payloads:
+                s.verify_counted(model, p, rigorous=rigorous)
 
     return plain, counted
+
+
+class _OperatorCount(TorchDispatchMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.n = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.n += 1
+        return func(*args, **(kwargs or {}))
+
+
+def operators_alone_and_shared() -> tuple[int, int]:
+    """aten operators of the 100 sub-cubic verifications of the bundled model in balls,
+    each alone and all in one lemma-sharing scope."""
+    model = bundled_model().model
+    payloads = [
+        (s, s.search(model)) for s in STRATEGIES.values() if isinstance(s, SubcubicStrategy)
+    ]
+    counts = []
+    for scope in (contextlib.nullcontext, lemmas.sharing):
+        with _OperatorCount() as ops, scope():
+            for s, p in payloads:
+                s.verify_in(model, p, Arithmetic.BALL)
+        counts.append(ops.n)
+    return counts[0], counts[1]
 
 
 class EmptyDispatchMode(TorchDispatchMode):
@@ -87,11 +128,15 @@ class EmptyDispatchMode(TorchDispatchMode):
 
 
 def _family_seconds(
-    model: AttnOnlyTransformer, strategies: list[Strategy], rigorous: bool, repeats: int
+    model: AttnOnlyTransformer,
+    strategies: list[Strategy],
+    rigorous: bool,
+    repeats: int,
+    shared: bool,
 ) -> tuple[float, float, float]:
     """Median over `repeats` of the family's total plain, instrumented and floor seconds."""
     payloads = [(s, s.search(model)) for s in strategies]
-    plain, counted = verifiers(model, payloads, rigorous)
+    plain, counted = verifiers(model, payloads, rigorous, shared)
 
     def floor() -> None:
         with EmptyDispatchMode():
@@ -115,12 +160,12 @@ def run(repeats: int, n_paper: int) -> list[str]:
         f" {'floor s':>9s} {'ratio':>6s}",
     ]
     print(*lines, sep="\n", flush=True)
-    for family, member in FAMILIES.items():
+    for family, (member, shared) in FAMILIES.items():
         strategies = [s for s in STRATEGIES.values() if member(s)]
         for rigorous in (True, False):
             plain = counted = floor = 0.0
             for _, model in models:
-                p, c, f = _family_seconds(model, strategies, rigorous, repeats)
+                p, c, f = _family_seconds(model, strategies, rigorous, repeats, shared)
                 plain, counted, floor = plain + p, counted + c, floor + f
             mode = "rigorous" if rigorous else "fast"
             line = (
@@ -129,6 +174,10 @@ def run(repeats: int, n_paper: int) -> list[str]:
             )
             lines.append(line)
             print(line, flush=True)
+    n_alone, n_shared = operators_alone_and_shared()
+    lines.append(f"aten operators, 100 sub-cubic verifications (bundled, balls): {n_alone} alone, "
+                 f"{n_shared} sharing lemmas")  # fmt: skip
+    print(lines[-1], flush=True)
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     lines.append(f"load average after the run: {load}")
     print(lines[-1])
