@@ -37,19 +37,9 @@ from compact_proofs.model.transformer import AttnOnlyTransformer
 from compact_proofs.proofs.flops import warm_up
 from compact_proofs.proofs.registry import STRATEGIES, Strategy
 from compact_proofs.proofs.subcubic.strategy import SubcubicStrategy
-from flop_overhead import EmptyDispatchMode, verifiers  # benchmarks/ is on sys.path
+from flop_overhead import EmptyDispatchMode, OperatorCount, verifiers  # benchmarks/ on sys.path
 
 RESULTS = Path(__file__).resolve().parent / "results-counting-mechanisms-2026-12-07.txt"
-
-
-class _CountingDispatch(EmptyDispatchMode):
-    def __init__(self) -> None:
-        super().__init__()
-        self.calls = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.calls += 1
-        return func(*args, **(kwargs or {}))
 
 
 class _EmptyFunction(TorchFunctionMode):
@@ -98,7 +88,7 @@ def measure(way: str, repeats: int) -> dict[str, float]:
             start = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - start)
-    ops = _CountingDispatch()
+    ops = OperatorCount()
     with ops:
         plain()
     return {

@@ -90,16 +90,6 @@ def verifiers(
     return plain, counted
 
 
-class _OperatorCount(TorchDispatchMode):
-    def __init__(self) -> None:
-        super().__init__()
-        self.n = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.n += 1
-        return func(*args, **(kwargs or {}))
-
-
 def operators_alone_and_shared() -> tuple[int, int]:
     """aten operators of the 100 sub-cubic verifications of the bundled model in balls,
     each alone and all in one lemma-sharing scope."""
@@ -109,10 +99,10 @@ def operators_alone_and_shared() -> tuple[int, int]:
     ]
     counts = []
     for scope in (contextlib.nullcontext, lemmas.sharing):
-        with _OperatorCount() as ops, scope():
+        with OperatorCount() as ops, scope():
             for s, p in payloads:
                 s.verify_in(model, p, Arithmetic.BALL)
-        counts.append(ops.n)
+        counts.append(ops.calls)
     return counts[0], counts[1]
 
 
@@ -124,6 +114,18 @@ class EmptyDispatchMode(TorchDispatchMode):
         return False
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        return func(*args, **(kwargs or {}))
+
+
+class OperatorCount(EmptyDispatchMode):
+    """EmptyDispatchMode that counts the aten operators it hands back (`calls`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.calls += 1
         return func(*args, **(kwargs or {}))
 
 
