@@ -26,6 +26,14 @@ REGENERATE = "regenerate it with `compact-proofs prove MODEL --certificate-out F
 _BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
 
 
+def update_digest(digest: Any, t: torch.Tensor) -> None:
+    """Feed a hashlib digest t's shape, dtype, device and exact bytes (equal digests: equal
+    tensors, whatever the dtype)."""
+    t = t.detach()
+    digest.update(repr((tuple(t.shape), t.dtype, str(t.device))).encode())
+    digest.update(t.contiguous().reshape(-1).view(torch.uint8).cpu().numpy().tobytes())
+
+
 def encode_tensor(t: torch.Tensor) -> dict[str, Any]:
     """JSON-safe encoding of a tensor (exact: raw little-endian bytes in base64)."""
     a = t.detach().cpu().contiguous().numpy()

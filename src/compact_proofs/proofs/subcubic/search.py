@@ -33,6 +33,7 @@ from compact_proofs.proofs.subcubic.decompose import (
     decompose_eqke,
     rowrange,
 )
+from compact_proofs.proofs.tensor_codec import update_digest
 
 SEARCH_STEP = 8  # gaps evaluated together in the min-gap search (at most)
 SEARCH_CELLS = 2**24  # and at most this many (gap, q, m, c) cells at once: bounded memory
@@ -406,8 +407,7 @@ def _weights_key(w: Weights64, dirs: Directions) -> str | None:
         getattr(dirs, f.name) for f in fields(dirs)
     ]:
         if isinstance(value, Tensor):
-            digest.update(repr((tuple(value.shape), value.dtype, value.device)).encode())
-            digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+            update_digest(digest, value)
         elif value is None or isinstance(value, float):
             digest.update(repr(value).encode())
         else:
@@ -479,8 +479,7 @@ def _model_terms(
     if qk_key is None:
         digest = hashlib.blake2b(repr((w.attn_scale, terms["EVOU"].device)).encode())
         for t in (qk.EQKE_hat, qk.pos_err, qk.err_bound, terms["EVOU"]):
-            digest.update(repr((tuple(t.shape), t.dtype)).encode())
-            digest.update(t.detach().cpu().contiguous().numpy().tobytes())
+            update_digest(digest, t)
         key: Any = digest.hexdigest()
     else:
         key = qk_key

@@ -48,7 +48,7 @@ from compact_proofs.proofs.subcubic.search import (
     find_min_gaps,
     find_min_gaps_many,
 )
-from compact_proofs.proofs.tensor_codec import decode_tensor, encode_tensor
+from compact_proofs.proofs.tensor_codec import decode_tensor, encode_tensor, update_digest
 from compact_proofs.soundness import interval as iv
 from compact_proofs.soundness.arithmetic import Arithmetic
 from compact_proofs.soundness.interval import Num
@@ -162,8 +162,8 @@ class SubcubicStrategy(Strategy):
         the attention-error handling."""
         digest = hashlib.sha256(repr((model.cfg, payload.get("directions"))).encode())
         for name, t in sorted(model.weights().items()):  # exact values, in their own dtype
-            digest.update(repr((name, t.dtype, tuple(t.shape), str(t.device))).encode())
-            digest.update(t.contiguous().reshape(-1).view(torch.uint8).cpu().numpy().tobytes())
+            digest.update(name.encode())
+            update_digest(digest, t)
         error = (self.config.error, self.config.route)
         return ("sub-cubic decomposition", digest.hexdigest(), arith, error)
 
