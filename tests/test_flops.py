@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -25,10 +26,12 @@ from compact_proofs.proofs.exhaustive import all_sequences
 from compact_proofs.proofs.flops import (
     FlopCounter,
     FlopCountError,
+    active_counters,
     charge,
     count_flops,
     log2,
     op_cost,
+    uncounted,
 )
 from compact_proofs.proofs.registry import get_strategy
 from compact_proofs.proofs.subcubic.config import ALL_CONFIGS
@@ -61,7 +64,7 @@ def by_op(fn: Callable[[], Any]) -> dict[str, int]:
 @pytest.fixture(autouse=True)
 def _no_counter_leaks():
     yield
-    assert FlopCounter._active == []
+    assert active_counters() == []
 
 
 # ---------------------------------------------------------------------------------- free
@@ -596,6 +599,61 @@ def test_nested_counters_with_different_breakdowns():
         y.masked_scatter_(mask, source)
     assert inner.total == outer.total == 6 + 6
     assert {k: v for k, v in inner.by_op.items() if v} == {"index_put_": 6, "masked_scatter_": 6}
+
+
+def test_nested_counters_hand_each_operator_to_python_once(monkeypatch):
+    handled = []
+    dispatch = FlopCounter.__torch_dispatch__
+
+    def spy(self, func, types, args=(), kwargs=None):
+        handled.append(str(func))
+        return dispatch(self, func, types, args, kwargs)
+
+    monkeypatch.setattr(FlopCounter, "__torch_dispatch__", spy)
+    x = X()
+    with FlopCounter() as outer, FlopCounter() as inner, FlopCounter(breakdown=False) as third:
+        x + 1
+    assert handled == ["aten.add.Tensor"]
+    assert outer.total == inner.total == third.total == 12
+
+
+def test_a_counter_inside_uncounted_work_counts_on_its_own():
+    x = X()
+    with FlopCounter() as outer:
+        with uncounted():
+            with FlopCounter() as inner:
+                x + 1  # 12, inner only
+                charge(3, "py")
+            x.sum()  # nobody
+        x.sum()  # 11, outer
+    assert inner.total == 15
+    assert outer.total == 11
+    assert active_counters() == []
+
+
+def test_counters_are_per_thread():
+    """A counter charges only its own thread's work, whatever counts in another thread."""
+    started, finish = threading.Event(), threading.Event()
+    totals: dict[str, int] = {}
+
+    def other() -> None:
+        with FlopCounter() as fc:
+            started.set()
+            finish.wait(10)
+            X().sum()  # 11
+            charge(5, "py")
+        totals["other"] = fc.total
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    started.wait(10)
+    with FlopCounter() as mine:
+        X() + 1  # 12
+        charge(2, "py")
+        finish.set()
+        thread.join(10)
+    assert totals == {"other": 16}
+    assert mine.total == 14
 
 
 # ------------------------------------- the one cached count: brute force, per architecture

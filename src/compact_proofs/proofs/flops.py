@@ -31,9 +31,10 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
@@ -386,17 +387,34 @@ def op_cost(func: Any, args: tuple, kwargs: dict, out: Any) -> int:
     return int(rule(args, kwargs or _EMPTY, out))
 
 
+class _CountingState(threading.local):
+    """Per thread: the counters charged now (outermost first), and the one of them whose
+    dispatch mode is on torch's (thread-local) mode stack and charges them all."""
+
+    def __init__(self) -> None:
+        self.active: list[FlopCounter] = []
+        self.dispatcher: FlopCounter | None = None
+
+
+_STATE = _CountingState()
+
+
+def active_counters() -> list[FlopCounter]:
+    """The counters this thread charges now, outermost first (a copy)."""
+    return _STATE.active[:]
+
+
 class FlopCounter(TorchDispatchMode):
     """Count the FLOPs of everything torch executes inside `with FlopCounter() as fc:`.
 
     Post: `fc.total` is the sum of `op_cost` over all operators run (plus explicit charges);
     `fc.by_op` breaks it down by operator name (an empty Counter, never filled, when
     `breakdown=False`: the total is the same, each operator is cheaper to count).
-    Rules that look at values (how many entries of a boolean mask are set) do so with every
-    counter disabled, so nested counters charge exactly the operators run inside them.
+    Nested counters share one dispatch mode, the outermost's: each operator is handed to
+    Python once and charged to every enclosing counter. Rules that look at values (how many
+    entries of a boolean mask are set) do so with every mode disabled, so counters charge
+    exactly the operators run inside them.
     """
-
-    _active: ClassVar[list[FlopCounter]] = []
 
     def __init__(self, breakdown: bool = True) -> None:
         super().__init__()
@@ -410,21 +428,27 @@ class FlopCounter(TorchDispatchMode):
         return False
 
     def __enter__(self) -> FlopCounter:
-        FlopCounter._active.append(self)
-        return super().__enter__()
+        _STATE.active.append(self)
+        if _STATE.dispatcher is None:  # no counting mode on the stack: this one is it
+            _STATE.dispatcher = self
+            super().__enter__()
+        return self
 
     def __exit__(self, *exc: Any) -> None:
-        FlopCounter._active.pop()
-        return super().__exit__(*exc)
+        _STATE.active.pop()
+        if _STATE.dispatcher is self:
+            _STATE.dispatcher = None
+            super().__exit__(*exc)
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        # torch pops this mode while its handler runs; outer counters still see `func`
+        # torch pops this mode while its handler runs: `func` runs uncounted, once
         out = func(*args, **kwargs) if kwargs else func(*args)
         rule, label = _RESOLVED.get(func) or _resolve(func)
         flops = int(rule(args, kwargs or _EMPTY, out))
-        self.total += flops
-        if self._breakdown:
-            self.by_op[label] += flops
+        for counter in _STATE.active:
+            counter.total += flops
+            if counter._breakdown:
+                counter.by_op[label] += flops
         return out
 
     def add(self, flops: int, label: str) -> None:
@@ -438,21 +462,21 @@ def uncounted() -> Iterator[None]:
     """Run work that is not part of the proof without charging it: e.g. deciding whether a
     tighter arithmetic could certify more (compact_proofs.proofs.base), which, like proof
     search, only chooses what to verify. Torch operators inside reach no counter, and
-    `charge` calls are ignored."""
-    active = FlopCounter._active[:]
-    FlopCounter._active.clear()
+    `charge` calls are ignored; a counter entered inside counts on its own."""
+    active, dispatcher = _STATE.active, _STATE.dispatcher
+    _STATE.active, _STATE.dispatcher = [], None
     try:
         with _disable_current_modes():
             yield
     finally:
-        FlopCounter._active[:] = active
+        _STATE.active, _STATE.dispatcher = active, dispatcher
 
 
 def charge(flops: int, label: str) -> None:
     """Charge work done outside torch (e.g. exact big-integer sums) to the active counters.
 
     Every enclosing counter is charged, as every enclosing counter also sees each torch op."""
-    for counter in FlopCounter._active:
+    for counter in _STATE.active:
         counter.add(int(flops), label)
 
 
