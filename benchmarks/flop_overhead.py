@@ -41,7 +41,7 @@ from compact_proofs.proofs.subcubic.strategy import SubcubicStrategy
 from compact_proofs.soundness.arithmetic import Arithmetic
 
 PAPER = Path(__file__).resolve().parents[1] / "src" / "compact_proofs" / "data" / "paper"
-RESULTS = Path(__file__).resolve().parent / "results-flop-overhead-2026-12-07c.txt"
+RESULTS = Path(__file__).resolve().parent / "results-flop-overhead-2026-12-07d.txt"
 # family: (its strategies, verified together sharing lemmas as `prove` does)
 FAMILIES: dict[str, tuple[Callable[[Strategy], bool], bool]] = {
     "brute-force": (lambda s: s.id == "brute-force", False),
