@@ -143,3 +143,98 @@ def test_pruning_keeps_every_negative_cell():
         assert not bool(live.any())
         old = _find_min_gaps_linear(untrained, dirs, cfg)
         assert torch.equal(find_min_gaps(untrained, dirs, cfg), old), cfg.id
+
+
+# ------------------------------------------------------------ bisection (search/bisect.py)
+
+BISECTED = [cfg for cfg in ALL_CONFIGS if not cfg.uses_mean_diff]
+
+
+def _forced_bisection(monkeypatch, **overrides):
+    """Bisect whatever the size (the cost rule keeps small models on the linear scan), and
+    count the configurations actually bisected."""
+    from compact_proofs.proofs.subcubic import bisect, search
+
+    monkeypatch.setattr(bisect, "MIN_SCAN", 0)
+    monkeypatch.setattr(bisect, "COST_RATIO", 0)
+    for name, value in overrides.items():
+        monkeypatch.setattr(bisect, name, value)
+    done = []
+    real = search.bisect_min_gaps
+
+    def counted(*args):
+        done.append(real(*args))
+        return done[-1]
+
+    monkeypatch.setattr(search, "bisect_min_gaps", counted)
+    return done
+
+
+@pytest.mark.parametrize("name", [*sorted(SMALL), "bundled", "ideal v24 k5"])
+def test_bisection_gives_the_linear_scans_gaps(monkeypatch, name):
+    """Every configuration without mean_diff (every other one on the bundled model),
+    bisected, against the linear scan; on the bundled model and a v = 24 model the bisection
+    takes several rounds."""
+    model = {
+        "bundled": lambda: bundled_model().model,
+        "ideal v24 k5": lambda: ideal_model(24, 5, beta=1.0, noise=0.1, seed=3),
+    }.get(name, lambda: SMALL[name])()
+    done = _forced_bisection(monkeypatch)
+    w = weights64(model)
+    dirs = find_directions(w)
+    for cfg in BISECTED[::2] if name == "bundled" else BISECTED:
+        assert torch.equal(find_min_gaps(w, dirs, cfg), _find_min_gaps_linear(w, dirs, cfg)), cfg.id
+    if name in ("bundled", "ideal v24 k5"):
+        assert done and all(done)  # monotone premises hold on these: really bisected
+
+
+@pytest.mark.parametrize("eps_rel", [1e-9, 1e3])
+def test_bisection_in_small_blocks_and_with_every_cell_unsure(monkeypatch, eps_rel):
+    """Blocks of 5 cells, and an EPS so large that no cell is certified: every cell then goes
+    through the per-cell linear scan (groups of about 5 gaps), with the same gaps."""
+    done = _forced_bisection(monkeypatch, BLOCK=5, EPS_REL=eps_rel)
+    model = ideal_model(12, 4, beta=0.5, noise=0.05, seed=1)
+    w = weights64(model)
+    dirs = find_directions(w)
+    for cfg in BISECTED[::3]:
+        assert torch.equal(find_min_gaps(w, dirs, cfg), _find_min_gaps_linear(w, dirs, cfg)), cfg.id
+    assert done and all(done)
+
+
+def test_bisection_steps_aside_where_its_premises_fail(monkeypatch):
+    """Not finite tables (weights that overflow), or an error bound below 0: no bisection,
+    and still the linear scan's gaps."""
+    from compact_proofs.proofs.subcubic.bisect import bisect_min_gaps
+    from compact_proofs.proofs.subcubic.decompose import decompose_eqke
+    from compact_proofs.proofs.subcubic.search import _model_terms
+
+    _forced_bisection(monkeypatch)
+    model = random_model(ModelConfig(d_vocab=6, n_ctx=3, d_model=5, d_head=4), 21)
+    w = weights64(model)
+    dirs = find_directions(w)
+    cfg = BISECTED[0]
+    qk = decompose_eqke(w, dirs, cfg.error, cfg.route)
+    terms = _model_terms(w, dirs, cfg, qk, None, None)
+    live = torch.ones(6, 6, dtype=torch.bool)
+    best = torch.full((6 * 6 * 3,), 6, dtype=torch.int64)
+    negative = type(qk)(**{**vars(qk), "err_bound": qk.err_bound - 1.0})
+    assert not bisect_min_gaps(negative, terms, w.attn_scale, live, best)
+    infinite = type(qk)(**{**vars(qk), "EQKE_hat": qk.EQKE_hat * float("inf")})
+    assert not bisect_min_gaps(infinite, terms, w.attn_scale, live, best)
+    assert (best == 6).all()  # untouched
+    assert bisect_min_gaps(qk, terms, w.attn_scale, live, best)
+
+
+def test_bisection_is_chosen_only_where_it_is_cheaper():
+    """The cost rule: no bisection on the bundled model (v = 64: the linear scan is a few
+    milliseconds), bisection at v = 512 (a model built, not trained)."""
+    from compact_proofs.proofs.subcubic import search
+
+    for model, expected in ((bundled_model().model, False), (ideal_model(512, 3, seed=4), True)):
+        w = weights64(model)
+        dirs = find_directions(w)
+        cfg = BISECTED[0]
+        s = search._Search(
+            w, dirs, cfg, SOUND, search._decomposition(w, dirs, cfg, None), None, None
+        )
+        assert search._bisected(w, s) is expected
