@@ -131,6 +131,8 @@ def bisect_min_gaps(
     cheaper: COST_RATIO, MIN_SCAN) leave `best` and return False."""
     v = live.shape[0]
     k = best.numel() // (v * v)
+    if v**3 * (k - 1) < MIN_SCAN:  # an upper bound on the linear scan's evaluations
+        return False
     q, m = _cells(live, best.device)
     G = torch.where(q == m, m, m - q)  # the largest valid gap of each cell
     scan = int(G.sum()) * (k - 1)  # the linear scan's evaluations
