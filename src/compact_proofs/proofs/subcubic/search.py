@@ -3,7 +3,8 @@
 Shared per model: the size/query directions (top singular vectors of EQKE_bar), the second
 directions, u_Q, u_K and W_EP_direction. Per configuration: the smallest gap per cell for
 which the pipeline's bound is negative, with a scalar gap everywhere and the mean-position
-query embedding W_E + Pbar (as the original does).
+query embedding W_E + Pbar (as the original does): scanned chunk by chunk of gaps here, or
+bisected (bisect.py) where the bound is monotone in the gap.
 """
 
 from __future__ import annotations
@@ -136,12 +137,14 @@ def find_min_gaps(
     negative (a lower bound on B over every gap and ordering, `_live_cells`) are skipped, with
     every max token none of whose cells is live: their gap is 1 either way, and every other
     cell's bound is the same float value (a_bar still averages every valid query of a live
-    max token). Caches: _SHARED (EU-independent terms per
-    (qk, chunk)) holds at most CACHE_CELLS floats plus its newest entry (O(SEARCH_CELLS)),
-    _TERMS the last TERMS_CACHE decompositions and tables (O(v^2 + v d) each, keyed by a
-    digest of the weights and directions; not used in rigorous arithmetic), _chunk_cells
-    the current cell layout (O(SEARCH_CELLS) integers). `qk` overrides the
-    configuration's EQKE decomposition (the structureless-noise experiment uses this); it
+    max token). A configuration without mean_diff whose bound is monotone in the gap is
+    bisected instead where that is cheaper (bisect.py: the same gaps, O(v^2 k log v)).
+    Caches: _SHARED (EU-independent terms per (qk, chunk)) holds at most CACHE_CELLS
+    floats plus its newest entry (O(SEARCH_CELLS)), _TERMS the last TERMS_CACHE
+    decompositions and tables (O(v^2 + v d) each, keyed by a digest of the weights and
+    directions; not used in rigorous arithmetic), _chunk_cells the current cell layout
+    (O(SEARCH_CELLS) integers). `qk` overrides the configuration's EQKE decomposition (the
+    structureless-noise experiment uses this); it
     is then keyed by its values, not cached.
     """
     v, k = w.W_E.shape[0], w.W_pos.shape[0]
