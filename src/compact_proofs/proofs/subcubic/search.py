@@ -144,8 +144,7 @@ def find_min_gaps(
     decompositions and tables (O(v^2 + v d) each, keyed by a digest of the weights and
     directions; not used in rigorous arithmetic), _chunk_cells the current cell layout
     (O(SEARCH_CELLS) integers). `qk` overrides the configuration's EQKE decomposition (the
-    structureless-noise experiment uses this); it
-    is then keyed by its values, not cached.
+    structureless-noise experiment uses this); it is then keyed by its values, not cached.
     """
     v, k = w.W_E.shape[0], w.W_pos.shape[0]
     wkey = _weights_key(w, dirs)
