@@ -128,7 +128,9 @@ def bisect_min_gaps(
     """If the bound is monotone in the gap (module docstring), write into `best` [v * v * k]
     (flat (q, m, c), initially v) the linear scan's smallest negative gap of every live cell
     (live [v(q), v(m)]) and return True; else (not monotone, or the linear scan would be
-    cheaper: COST_RATIO, MIN_SCAN) leave `best` and return False."""
+    cheaper: COST_RATIO, MIN_SCAN) leave `best` and return False. Memory: O(v^2 k) integers
+    for the cells, and O(BLOCK + v) floats at once (BLOCK cells bisected, or about BLOCK gaps
+    of the cells scanned linearly), whatever the weights' values."""
     v = live.shape[0]
     k = best.numel() // (v * v)
     if v**3 * (k - 1) < MIN_SCAN:  # an upper bound on the linear scan's evaluations
