@@ -631,6 +631,21 @@ def test_a_counter_inside_uncounted_work_counts_on_its_own():
     assert active_counters() == []
 
 
+def test_a_counter_where_the_modes_are_switched_off_counts_on_its_own():
+    """Inside torch's own `_disable_current_modes` (not `uncounted`), the enclosing counter
+    sees nothing, and a counter entered there still counts what runs inside it."""
+    x = X()
+    with FlopCounter() as outer:
+        with _disable_current_modes():
+            with FlopCounter() as inner:
+                x + 1  # 12, inner only
+            x.sum()  # nobody
+        x.sum()  # 11, outer
+    assert inner.total == 12
+    assert outer.total == 11
+    assert active_counters() == []
+
+
 def test_counters_are_per_thread():
     """A counter charges only its own thread's work, whatever counts in another thread."""
     started, finish = threading.Event(), threading.Event()

@@ -37,7 +37,11 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
+from torch.utils._python_dispatch import (
+    TorchDispatchMode,
+    _disable_current_modes,
+    _get_current_dispatch_mode_stack,
+)
 
 aten = torch.ops.aten
 
@@ -428,6 +432,13 @@ class FlopCounter(TorchDispatchMode):
         return False
 
     def __enter__(self) -> FlopCounter:
+        self._outside: tuple[list[FlopCounter], FlopCounter | None] | None = None
+        dispatcher = _STATE.dispatcher
+        if dispatcher is not None and dispatcher not in _get_current_dispatch_mode_stack():
+            # the enclosing counters' mode is switched off here: they see nothing inside,
+            # and this counter counts on its own (as inside `uncounted()`)
+            self._outside = _STATE.active, dispatcher
+            _STATE.active, _STATE.dispatcher = [], None
         _STATE.active.append(self)
         if _STATE.dispatcher is None:  # no counting mode on the stack: this one is it
             _STATE.dispatcher = self
@@ -439,6 +450,8 @@ class FlopCounter(TorchDispatchMode):
         if _STATE.dispatcher is self:
             _STATE.dispatcher = None
             super().__exit__(*exc)
+        if self._outside is not None:
+            _STATE.active, _STATE.dispatcher = self._outside
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         # torch pops this mode while its handler runs: `func` runs uncounted, once
