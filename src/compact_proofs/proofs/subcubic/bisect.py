@@ -69,9 +69,8 @@ class _Tables:
         self.counts = terms["log_ratio"][0].shape[1]  # k - 1
         self.W_run, self.R_max, self.R_min = terms["W_run"], terms["R_max"], terms["R_min"]
         self.EU_q_err = terms["EU_q_err"]
-        R, eye = terms["R"], terms["eye"]
-        zero = torch.zeros((), dtype=R.dtype, device=R.device)  # a_bar = 0, as the scan has it
-        self.M_bar = (terms["L"] + zero * R).masked_fill(eye, NEG_INF).amax(dim=-1)
+        # the scan's max over j != m of L + a_bar R with a_bar = 0: 0 R = 0 on finite tables
+        self.M_bar = terms["L"].masked_fill(terms["eye"], NEG_INF).amax(dim=-1)
 
     def monotone(self) -> bool:
         """The premises of the module docstring's argument (else: no bisection)."""
@@ -99,8 +98,9 @@ class _Tables:
         return EPS_REL * (1 + terms) * (1 + args) + self._delta() * terms
 
     def bounds(self, q: Tensor, m: Tensor, c: Tensor, g: Tensor) -> Tensor:
-        """B(g) [n] of cells (q, m, c) at gaps g [n], by the linear scan's float operations
-        (search._attention_terms and search._chunk_bounds without mean_diff)."""
+        """B(g) [n] of cells (q, m, c) at gaps g [n], with the same float values as the linear
+        scan (search._attention_terms and search._chunk_bounds without mean_diff, whose
+        a_bar = 0 terms are exact no-ops on the finite tables `monotone` requires)."""
         v, at = self.v, m - g
         own, err = self.E.index_select(0, q * v + m), self.err.index_select(0, q)
         D_lo = (own - self.cummax.index_select(0, q * v + at)) - err
@@ -111,14 +111,10 @@ class _Tables:
             for D, lr in ((D_lo, self.lr[0]), (D_hi, self.lr[1]))
         )
         W = self.W_run.index_select(0, at)
-        zero = torch.zeros_like(W)  # a_bar
         R_max_W = self.R_max.index_select(0, m) - W
         R_min_W = self.R_min.index_select(0, m) - W
-        X = []
-        for a in (A_lo, A_hi):
-            e = a - zero
-            X.append(torch.maximum(e * R_max_W, e * R_min_W))
-        base = (self.M_bar.index_select(0, m) + (1 - zero) * W) + self.EU_q_err.index_select(0, q)
+        X = [torch.maximum(a * R_max_W, a * R_min_W) for a in (A_lo, A_hi)]
+        base = (self.M_bar.index_select(0, m) + W) + self.EU_q_err.index_select(0, q)
         return base + torch.maximum(*X)
 
 
