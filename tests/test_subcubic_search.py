@@ -202,8 +202,8 @@ def test_bisection_in_small_blocks_and_with_every_cell_unsure(monkeypatch, eps_r
 
 
 def test_bisection_steps_aside_where_its_premises_fail(monkeypatch):
-    """Not finite tables (weights that overflow), or an error bound below 0: no bisection,
-    and still the linear scan's gaps."""
+    """Not finite tables (weights that overflow), an error bound below 0, or tables so large
+    that the margin EPS overflows: no bisection (`best` untouched)."""
     from compact_proofs.proofs.subcubic.bisect import bisect_min_gaps
     from compact_proofs.proofs.subcubic.decompose import decompose_eqke
     from compact_proofs.proofs.subcubic.search import _model_terms
@@ -221,6 +221,8 @@ def test_bisection_steps_aside_where_its_premises_fail(monkeypatch):
     assert not bisect_min_gaps(negative, terms, w.attn_scale, live, best)
     infinite = type(qk)(**{**vars(qk), "EQKE_hat": qk.EQKE_hat * float("inf")})
     assert not bisect_min_gaps(infinite, terms, w.attn_scale, live, best)
+    huge = {**terms, "W_run": terms["W_run"].sign() * 1e308}  # finite, but EPS overflows
+    assert not bisect_min_gaps(qk, huge, w.attn_scale, live, best)
     assert (best == 6).all()  # untouched
     assert bisect_min_gaps(qk, terms, w.attn_scale, live, best)
 

@@ -30,12 +30,13 @@ Delta times them. Hence, with a bisection that ends at lo + 1 = hi:
   * B(G) >= 2 EPS at the largest valid gap G: no gap is negative: the answer is "none";
   * anything else (a bound within 2 EPS of 0 where it matters): the cell is scanned linearly.
 Any other configuration (mean_diff: a_bar averages the queries, which depend on g; the
-original's rule; a table that is not finite; err < 0; Delta above 1e-9 of lr's magnitude)
-is not bisected.
+original's rule; a table that is not finite; err < 0; Delta above 1e-9 of lr's magnitude;
+an EPS that overflows) is not bisected.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -138,12 +139,12 @@ def bisect_min_gaps(
     if scan < MIN_SCAN or scan <= COST_RATIO * q.numel() * (k - 1) * rounds:
         return False
     t = _Tables(qk, terms, attn_scale)
-    if not t.monotone():
+    eps = t.eps() if t.monotone() else math.nan
+    if not math.isfinite(eps):  # (magnitudes near the float range's end: no margin to speak of)
         return False
     n = q.numel()
     q, m = q.repeat_interleave(k - 1), m.repeat_interleave(k - 1)
     c = torch.arange(1, k, device=best.device).repeat(n)
-    eps = t.eps()
     for start in range(0, q.numel(), BLOCK):
         block = slice(start, start + BLOCK)
         gaps = _bisect_block(t, q[block], m[block], c[block], eps)
