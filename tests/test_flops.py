@@ -617,31 +617,19 @@ def test_nested_counters_hand_each_operator_to_python_once(monkeypatch):
     assert outer.total == inner.total == third.total == 12
 
 
-def test_a_counter_inside_uncounted_work_counts_on_its_own():
+@pytest.mark.parametrize("switched_off", [uncounted, _disable_current_modes])
+def test_a_counter_where_counting_is_switched_off_counts_on_its_own(switched_off):
+    """Inside `uncounted()`, or torch's own `_disable_current_modes`, the enclosing counter
+    sees nothing, and a counter entered there counts what runs inside it."""
     x = X()
     with FlopCounter() as outer:
-        with uncounted():
+        with switched_off():
             with FlopCounter() as inner:
                 x + 1  # 12, inner only
                 charge(3, "py")
             x.sum()  # nobody
         x.sum()  # 11, outer
     assert inner.total == 15
-    assert outer.total == 11
-    assert active_counters() == []
-
-
-def test_a_counter_where_the_modes_are_switched_off_counts_on_its_own():
-    """Inside torch's own `_disable_current_modes` (not `uncounted`), the enclosing counter
-    sees nothing, and a counter entered there still counts what runs inside it."""
-    x = X()
-    with FlopCounter() as outer:
-        with _disable_current_modes():
-            with FlopCounter() as inner:
-                x + 1  # 12, inner only
-            x.sum()  # nobody
-        x.sum()  # 11, outer
-    assert inner.total == 12
     assert outer.total == 11
     assert active_counters() == []
 
